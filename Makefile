@@ -1,0 +1,89 @@
+# closewatch — build, test, demo, bench, install.
+#   make            library, CLI and test programs in $(BUILD)
+#   make test       the whole suite on the real kernel (root: network namespace + capture)
+#   make check      the suite under ASan+UBSan, then under TSan
+#   make demo       the three-act demonstration
+#   make bench      side-by-side benchmarks
+#   make install    PREFIX=/usr/local DESTDIR=
+
+CC         ?= cc
+PKG_CONFIG ?= pkg-config
+BUILD      ?= build
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+BINDIR     ?= $(PREFIX)/bin
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+PYTHON     ?= python3
+
+UNWIND_CFLAGS := $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null)
+UNWIND_LIBS   := $(shell $(PKG_CONFIG) --libs libunwind 2>/dev/null || echo -lunwind)
+PCAP_CFLAGS   := $(shell $(PKG_CONFIG) --cflags libpcap 2>/dev/null)
+PCAP_LIBS     := $(shell $(PKG_CONFIG) --libs libpcap 2>/dev/null || echo -lpcap)
+
+OPT        ?= -O2
+SAN        ?=
+WARN       := -Wall -Wextra -Werror
+CFLAGS_ALL := -std=gnu11 $(WARN) $(OPT) -g -fPIC -D_GNU_SOURCE -Iinclude $(SAN) $(CFLAGS)
+LDFLAGS_ALL := $(SAN) $(LDFLAGS)
+
+SHIM_SRC  := $(wildcard shim/*.c)
+SHIM_OBJ  := $(SHIM_SRC:%.c=$(BUILD)/%.o)
+TOOL_MAINS := tools/closewatch.c tools/cw-pcap.c
+TOOL_LIB_SRC := $(filter-out $(TOOL_MAINS),$(wildcard tools/*.c))
+TOOL_LIB_OBJ := $(TOOL_LIB_SRC:%.c=$(BUILD)/%.o)
+# Pure shim units the CLI shares (names of verdicts and states, record parsing helpers).
+SHIM_SHARED_OBJ := $(BUILD)/shim/verdict.o
+PROG_SRC  := $(wildcard tests/progs/*.c)
+PROG_BIN  := $(PROG_SRC:tests/progs/%.c=$(BUILD)/tests/%)
+DEMO_SRC  := $(wildcard demo/*.c)
+DEMO_BIN  := $(DEMO_SRC:demo/%.c=$(BUILD)/demo/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+LIB := $(BUILD)/libclosewatch.so
+CLI := $(BUILD)/closewatch
+PCAPTOOL := $(BUILD)/cw-pcap
+
+.PHONY: all test check check-asan check-tsan demo bench fuzz install uninstall clean
+all: $(LIB) $(CLI) $(PCAPTOOL) $(PROG_BIN) $(DEMO_BIN) $(BENCH_BIN)
+
+$(BUILD)/shim/%.o: shim/%.c shim/*.h include/closewatch.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden $(UNWIND_CFLAGS) -c $< -o $@
+
+$(LIB): $(SHIM_OBJ)
+	$(CC) -shared $(LDFLAGS_ALL) -Wl,-z,defs -Wl,-z,now -o $@ $^ $(UNWIND_LIBS) -ldl -lpthread
+
+$(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/closewatch.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(PCAP_CFLAGS) -c $< -o $@
+
+$(CLI): $(BUILD)/tools/closewatch.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) -lpthread
+
+$(PCAPTOOL): $(BUILD)/tools/cw-pcap.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) -lpthread
+
+# Test programs are ordinary programs: they know nothing of closewatch, except
+# the ones named *inspect* which call closewatch_inspect() themselves.
+$(BUILD)/tests/%: tests/progs/%.c $(wildcard tests/progs/*.h) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/progs -o $@ $< $(LDFLAGS_ALL) -lpthread \
+	  $(if $(findstring inspect,$*),-L$(BUILD) -lclosewatch -Wl$(comma)-rpath$(comma)'$$ORIGIN/..')
+
+$(BUILD)/demo/%: demo/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LDFLAGS_ALL) -lpthread
+
+$(BUILD)/bench/%: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LDFLAGS_ALL) -lpthread
+
+comma := ,
+
+test: all
+	CW_BUILD=$(BUILD) $(PYTHON) tests/run.py $(TESTS)
+
+clean:
+	rm -rf build build-asan build-tsan
