@@ -1,0 +1,78 @@
+/* Backtraces with libunwind's local unwinder: no allocation, no locks of
+ * libc's (dladdr aside), so it may run inside close() from anywhere. */
+#define UNW_LOCAL_ONLY
+#include "backtrace.h"
+
+#include <dlfcn.h>
+#include <libunwind.h>
+#include <string.h>
+#include <unistd.h>
+
+static size_t put(char *out, size_t cap, size_t n, const char *s)
+{
+	while (*s && n + 1 < cap)
+		out[n++] = *s++;
+	out[n] = 0;
+	return n;
+}
+
+static size_t put_hex(char *out, size_t cap, size_t n, unsigned long v)
+{
+	char tmp[20];
+	int i = sizeof tmp;
+	tmp[--i] = 0;
+	do
+		tmp[--i] = "0123456789abcdef"[v & 15];
+	while ((v >>= 4) && i > 0);
+	n = put(out, cap, n, "0x");
+	return put(out, cap, n, tmp + i);
+}
+
+
+/* The main program's dladdr() name is "": show its path instead. */
+static char exe_path[256];
+
+void cw_backtrace_init(void)
+{
+	ssize_t n = readlink("/proc/self/exe", exe_path, sizeof exe_path - 1);
+	exe_path[n > 0 ? n : 0] = 0;
+}
+
+void cw_backtrace(struct cw_event *ev, int max)
+{
+	ev->nframes = 0;
+	if (max > CW_BT_LIMIT)
+		max = CW_BT_LIMIT;
+	if (max <= 0)
+		return;
+	Dl_info self;
+	void *self_base = dladdr((void *)cw_backtrace, &self) ? self.dli_fbase : NULL;
+
+	unw_context_t uc;
+	unw_cursor_t cur;
+	if (unw_getcontext(&uc) < 0 || unw_init_local(&cur, &uc) < 0)
+		return;
+	int guard = 0;
+	while (ev->nframes < max && unw_step(&cur) > 0 && guard++ < 256) {
+		unw_word_t ip = 0, off = 0;
+		unw_get_reg(&cur, UNW_REG_IP, &ip);
+		Dl_info info;
+		int have_obj = dladdr((void *)ip, &info) && info.dli_fname;
+		if (have_obj && self_base && info.dli_fbase == self_base)
+			continue; /* our own hooks: not the call site */
+		char name[96];
+		char *frame = ev->frames[ev->nframes];
+		size_t n = 0;
+		if (unw_get_proc_name(&cur, name, sizeof name, &off) == 0) {
+			n = put(frame, CW_FRAME_TEXT, n, name);
+			n = put(frame, CW_FRAME_TEXT, n, "+");
+			n = put_hex(frame, CW_FRAME_TEXT, n, off);
+		} else {
+			n = put_hex(frame, CW_FRAME_TEXT, n, ip);
+		}
+		n = put(frame, CW_FRAME_TEXT, n, " (");
+		n = put(frame, CW_FRAME_TEXT, n, !have_obj ? "?" : info.dli_fname[0] ? info.dli_fname : exe_path[0] ? exe_path : "?");
+		put(frame, CW_FRAME_TEXT, n, ")");
+		ev->nframes++;
+	}
+}

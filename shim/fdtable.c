@@ -1,0 +1,167 @@
+/* The fd table. See fdtable.h. */
+#include "fdtable.h"
+#include "real.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static _Atomic uint8_t table[CW_FDTAB_SIZE];
+static atomic_int limit; /* one past the highest fd ever marked */
+
+int cw_fd_in_table(int fd)
+{
+	return fd >= 0 && (unsigned)fd < CW_FDTAB_SIZE;
+}
+
+uint8_t cw_fd_get(int fd)
+{
+	if (!cw_fd_in_table(fd))
+		return 0;
+	return atomic_load_explicit(&table[fd], memory_order_relaxed);
+}
+
+static void raise_limit(int fd)
+{
+	int cur = atomic_load_explicit(&limit, memory_order_relaxed);
+	while (cur <= fd && !atomic_compare_exchange_weak(&limit, &cur, fd + 1))
+		;
+}
+
+void cw_fd_set(int fd, uint8_t entry)
+{
+	if (!cw_fd_in_table(fd))
+		return;
+	if (entry)
+		raise_limit(fd);
+	atomic_store_explicit(&table[fd], entry, memory_order_relaxed);
+}
+
+void cw_fd_clear(int fd)
+{
+	if (cw_fd_in_table(fd))
+		atomic_store_explicit(&table[fd], 0, memory_order_relaxed);
+}
+
+void cw_fd_or(int fd, uint8_t flags)
+{
+	if (cw_fd_in_table(fd))
+		atomic_fetch_or_explicit(&table[fd], flags, memory_order_relaxed);
+}
+
+int cw_fd_limit(void)
+{
+	return atomic_load_explicit(&limit, memory_order_relaxed);
+}
+
+void cw_fd_mark_all_sockets(uint8_t flags)
+{
+	int n = cw_fd_limit();
+	for (int fd = 0; fd < n; fd++) {
+		uint8_t e = cw_fd_get(fd);
+		if ((e & CW_KIND_MASK) && !(e & CW_FD_PRIVATE))
+			cw_fd_or(fd, flags);
+	}
+}
+
+uint8_t cw_fd_kind_from_args(int domain, int type, int protocol)
+{
+	type &= ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if ((domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM &&
+	    (protocol == 0 || protocol == IPPROTO_TCP))
+		return CW_KIND_TCP;
+	if (domain == AF_UNIX && type == SOCK_STREAM)
+		return CW_KIND_UNIX_STREAM;
+	if (domain == AF_UNIX && type == SOCK_SEQPACKET)
+		return CW_KIND_UNIX_SEQPACKET;
+	return CW_KIND_NONE;
+}
+
+uint8_t cw_fd_classify(int fd)
+{
+	int domain, type, protocol;
+	socklen_t len = sizeof domain;
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+		return CW_KIND_NONE;
+	len = sizeof type;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+		return CW_KIND_NONE;
+	len = sizeof protocol;
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) < 0)
+		return CW_KIND_NONE;
+	return cw_fd_kind_from_args(domain, type, protocol);
+}
+
+/* getdents64 straight from the kernel: opendir() would allocate. */
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+void cw_fd_scan_inherited(void)
+{
+	int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		return;
+	char buf[4096];
+	long n;
+	while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+		for (long off = 0; off < n;) {
+			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+			off += d->d_reclen;
+			if (d->d_name[0] < '0' || d->d_name[0] > '9')
+				continue;
+			int fd = 0;
+			for (const char *p = d->d_name; *p >= '0' && *p <= '9'; p++)
+				fd = fd * 10 + (*p - '0');
+			if (fd == dir || (cw_fd_get(fd) & CW_FD_PRIVATE))
+				continue;
+			uint8_t kind = cw_fd_classify(fd);
+			/* Inherited: the parent (inetd, systemd, a shell that
+			 * passed it) may still hold the same socket. */
+			if (kind)
+				cw_fd_set(fd, kind | CW_FD_FORKED);
+		}
+	}
+	REAL(close)(dir);
+}
+
+int cw_fd_hide(int fd)
+{
+	/* Near the top of the program's fd range, where close-all loops still
+	 * reach them (and find them "not open") but ordinary programs never
+	 * allocate. */
+	struct rlimit rl;
+	long top = CW_FDTAB_SIZE;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < (rlim_t)top)
+		top = (long)rl.rlim_cur;
+	long base = top > 256 ? top - 128 : top / 2;
+	int hidden = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, (int)base);
+	if (hidden < 0)
+		hidden = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
+	if (hidden < 0)
+		return -1;
+	cw_fd_set(hidden, CW_FD_PRIVATE);
+	REAL(close)(fd);
+	return hidden;
+}
+
+int cw_fd_next_private(int lo, int hi)
+{
+	int n = cw_fd_limit();
+	if (lo < 0)
+		lo = 0;
+	for (int fd = lo; fd < n && fd <= hi; fd++)
+		if (cw_fd_get(fd) & CW_FD_PRIVATE)
+			return fd;
+	return -1;
+}

@@ -1,0 +1,59 @@
+/* Which fds are sockets we cover, so that close() of anything else costs
+ * nothing: one byte per fd, read and written with relaxed atomics.
+ *
+ * The table is a zero-filled static array: no allocation, usable before our
+ * constructor runs, and the kernel only backs the pages that are touched. An
+ * entry can go stale when a socket is closed behind our back (raw syscall,
+ * glibc-internal close); the close path therefore confirms with the kernel
+ * before it trusts an entry that says "socket". */
+#ifndef CW_FDTABLE_H
+#define CW_FDTABLE_H
+
+#include <stdint.h>
+
+#define CW_FDTAB_SIZE (1u << 20) /* fds at or past this take the slow path */
+
+/* Kinds (low 3 bits). 0 = not a socket we cover. */
+#define CW_KIND_NONE 0
+#define CW_KIND_TCP 1
+#define CW_KIND_UNIX_STREAM 2
+#define CW_KIND_UNIX_SEQPACKET 3
+#define CW_KIND_MASK 0x07
+
+/* Flags. */
+#define CW_FD_DUPED 0x08   /* another fd of ours may refer to the same socket */
+#define CW_FD_FORKED 0x10  /* a related process (fork) may hold the socket too */
+#define CW_FD_PRIVATE 0x20 /* the shim's own fd (log, drain): hidden from the program */
+
+/* Entry for fd; 0 for fds outside the table. */
+uint8_t cw_fd_get(int fd);
+void cw_fd_set(int fd, uint8_t entry);
+void cw_fd_clear(int fd);
+void cw_fd_or(int fd, uint8_t flags);
+int cw_fd_in_table(int fd);
+
+/* One past the highest fd ever marked; bounds every scan of the table. */
+int cw_fd_limit(void);
+
+/* Set flags on every tracked socket (not on private fds). Used at fork. */
+void cw_fd_mark_all_sockets(uint8_t flags);
+
+/* Ask the kernel what fd is: a CW_KIND_*, or CW_KIND_NONE (not a socket, not
+ * covered, or not open). One to three getsockopt calls. */
+uint8_t cw_fd_classify(int fd);
+
+/* Kind from socket()'s arguments, without asking the kernel. */
+uint8_t cw_fd_kind_from_args(int domain, int type, int protocol);
+
+/* At start-up: mark the sockets this process inherited (listed in
+ * /proc/self/fd) as possibly shared with the parent. */
+void cw_fd_scan_inherited(void);
+
+/* Move a shim-owned fd to a high number, close-on-exec, marked private.
+ * Returns the new fd (the old one is closed) or -1. */
+int cw_fd_hide(int fd);
+
+/* First private fd in [lo, hi], or -1. */
+int cw_fd_next_private(int lo, int hi);
+
+#endif

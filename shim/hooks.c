@@ -1,0 +1,550 @@
+/* The interposed functions: the only symbols libclosewatch.so exports
+ * (besides closewatch_inspect and the name helpers of closewatch.h).
+ *
+ * Every hook is thin: a fast path that costs nothing for fds that are not
+ * covered sockets, then cw_* helpers, then the real call, whose return value
+ * and errno reach the program untouched. */
+#include "backtrace.h"
+#include "config.h"
+#include "drain.h"
+#include "fdtable.h"
+#include "inspect.h"
+#include "logwriter.h"
+#include "real.h"
+#include "record.h"
+#include "verdict.h"
+#include "warn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define HOOK __attribute__((visibility("default")))
+#define likely(x) __builtin_expect(!!(x), 1)
+
+/* Nesting depth of the shim in this thread. Anything the shim itself causes
+ * (libunwind or dladdr closing an fd) goes straight to libc. initial-exec:
+ * no allocation on first access in a new thread. */
+static __thread int depth __attribute__((tls_model("initial-exec")));
+
+/* ---- initialisation --------------------------------------------------------- */
+
+static atomic_int init_state; /* 0 not yet, 1 running, 2 done */
+
+static const char *env_lookup(const char *name, void *arg)
+{
+	(void)arg;
+	return getenv(name);
+}
+
+static void warn_stderr(const char *line, size_t len, void *arg)
+{
+	(void)arg;
+	(void)!write(2, line, len);
+}
+
+static void init_body(void)
+{
+	cw_real_bind();
+	cw_config_parse(&cw_cfg, env_lookup, NULL, warn_stderr, NULL);
+	cw_backtrace_init();
+	cw_log_open();
+	cw_fd_scan_inherited();
+	cw_drain_init();
+}
+
+static int ready(void)
+{
+	return likely(atomic_load_explicit(&init_state, memory_order_acquire) == 2);
+}
+
+/* Idempotent; runs from our constructor, or earlier from the first hook that
+ * needs it (another library's constructor may close a socket first). */
+static void cw_init(void)
+{
+	if (ready())
+		return;
+	int expected = 0;
+	if (atomic_compare_exchange_strong(&init_state, &expected, 1)) {
+		int saved = errno;
+		depth++;
+		init_body();
+		depth--;
+		errno = saved;
+		atomic_store_explicit(&init_state, 2, memory_order_release);
+		return;
+	}
+	/* Another thread initialises: wait (we never re-enter here from the
+	 * initialising thread, whose depth makes hooks pass straight through). */
+	while (!ready())
+		sched_yield();
+}
+
+__attribute__((constructor)) static void closewatch_constructor(void)
+{
+	cw_init();
+}
+
+/* ---- the common path: a covered socket is going away -------------------------- */
+
+static void fill_meta(struct cw_event *ev, int call, int how)
+{
+	ev->call = call;
+	ev->how = how;
+	ev->action = CW_ACTION_NONE;
+	ev->nframes = 0;
+	ev->drain_result = 0;
+	ev->discarded = ev->waited_ms = 0;
+	clock_gettime(CLOCK_REALTIME, &ev->ts);
+	ev->pid = getpid();
+	ev->tid = gettid();
+	memset(ev->comm, 0, sizeof ev->comm);
+	prctl(PR_GET_NAME, ev->comm, 0, 0, 0);
+	if (cw_cfg.backtrace)
+		cw_backtrace(ev, cw_cfg.backtrace);
+}
+
+/* Inspect fd (a socket of kind, or unknown: kind 0), re-checking a stale
+ * table entry against the kernel. Returns the kind, 0 if not covered. */
+static uint8_t inspect_confirmed(int fd, uint8_t entry, struct closewatch_record *rec, int parts)
+{
+	uint8_t kind = entry & CW_KIND_MASK;
+	if (kind && cw_inspect(fd, kind, rec, parts) == 0)
+		return kind;
+	/* Stale or unknown: ask the kernel what fd really is. */
+	kind = cw_fd_classify(fd);
+	if (!kind || cw_inspect(fd, kind, rec, parts) < 0) {
+		cw_fd_clear(fd);
+		return 0;
+	}
+	cw_fd_set(fd, kind | (entry & (CW_FD_DUPED | CW_FD_FORKED)));
+	return kind;
+}
+
+/* fd (a socket, or unknown) is about to be closed by call. Inspect, predict,
+ * log, and warn or drain as configured. The caller then closes it. */
+static void socket_going_away(int fd, uint8_t entry, int call, int may_drain)
+{
+	struct cw_event ev;
+	int parts = cw_cfg.events_all || cw_cfg.mode == CW_MODE_DRAIN ? CW_INSPECT_ALL
+								       : CW_INSPECT_VERDICT;
+	uint8_t kind = inspect_confirmed(fd, entry, &ev.rec, parts);
+	if (!kind)
+		return;
+	ev.rec.shared = cw_inspect_shared(fd, entry);
+	cw_verdict_close(&ev.rec);
+	int risky = closewatch_verdict_is_risky(ev.rec.verdict);
+	int drain = may_drain && cw_cfg.mode == CW_MODE_DRAIN && cw_drain_wanted(&ev);
+	if (!cw_cfg.events_all && !risky && !drain) {
+		cw_fd_clear(fd);
+		return;
+	}
+	if (parts != CW_INSPECT_ALL) {
+		/* A record is due: now read the queues and addresses too. */
+		int shared = ev.rec.shared;
+		if (cw_inspect(fd, kind, &ev.rec, CW_INSPECT_ALL) < 0)
+			return;
+		ev.rec.shared = shared;
+		cw_verdict_close(&ev.rec);
+	}
+	fill_meta(&ev, call, -1);
+	struct cw_drain_ticket ticket = {.fd = -1, .slot = -1};
+	if (drain)
+		ev.action = cw_drain_prepare(fd, &ev, &ticket);
+	else if (cw_cfg.mode == CW_MODE_WARN && risky)
+		ev.action = CW_ACTION_WARNED;
+	/* Forget fd before the real close: another thread may get the number
+	 * back from socket() the moment it is closed. */
+	cw_fd_clear(fd);
+	cw_log_event(&ev);
+	if (ev.action == CW_ACTION_WARNED)
+		cw_warn(&ev);
+	if (ev.action == CW_ACTION_DRAINED)
+		cw_drain_go(&ticket, &ev);
+}
+
+/* Entry for fd, or "unknown, look" for fds the table cannot say anything
+ * about: before init, and past its end. */
+static int needs_look(int fd, uint8_t entry)
+{
+	return entry || !ready() || !cw_fd_in_table(fd);
+}
+
+/* Shared frame of the hooks that close: errno kept, depth counted. */
+#define SHIM_BEGIN()                                                            \
+	int saved_errno_ = errno;                                               \
+	depth++;                                                                \
+	cw_init()
+#define SHIM_END()                                                              \
+	depth--;                                                                \
+	errno = saved_errno_
+
+/* ---- close ---------------------------------------------------------------------- */
+
+HOOK int close(int fd)
+{
+	uint8_t entry = cw_fd_get(fd);
+	if (likely(!entry && ready() && cw_fd_in_table(fd)) || fd < 0)
+		return REAL(close)(fd);
+	if (entry & CW_FD_PRIVATE) {
+		/* Ours (log, drain): to the program this number is not open. */
+		errno = EBADF;
+		return -1;
+	}
+	if (depth) {
+		cw_fd_clear(fd);
+		return REAL(close)(fd);
+	}
+	SHIM_BEGIN();
+	socket_going_away(fd, entry, CW_CALL_CLOSE, 1);
+	SHIM_END();
+	/* Never retried on EINTR: on Linux the fd is gone either way. */
+	return REAL(close)(fd);
+}
+
+/* ---- shutdown -------------------------------------------------------------------- */
+
+HOOK int shutdown(int fd, int how)
+{
+	uint8_t entry = cw_fd_get(fd);
+	if (!needs_look(fd, entry) || depth || fd < 0)
+		return REAL(shutdown)(fd, how);
+	if (entry & CW_FD_PRIVATE) {
+		errno = EBADF;
+		return -1;
+	}
+	SHIM_BEGIN();
+	struct cw_event ev;
+	if (inspect_confirmed(fd, entry, &ev.rec, CW_INSPECT_ALL)) {
+		cw_verdict_shutdown(&ev.rec, how);
+		if (cw_cfg.events_all || closewatch_verdict_is_risky(ev.rec.verdict)) {
+			fill_meta(&ev, CW_CALL_SHUTDOWN, how);
+			if (cw_cfg.mode == CW_MODE_WARN && closewatch_verdict_is_risky(ev.rec.verdict))
+				ev.action = CW_ACTION_WARNED;
+			cw_log_event(&ev);
+			if (ev.action == CW_ACTION_WARNED)
+				cw_warn(&ev);
+		}
+	}
+	SHIM_END();
+	return REAL(shutdown)(fd, how);
+}
+
+/* ---- close_range / closefrom ---------------------------------------------------- */
+
+/* Log every covered socket in [first, last] that is about to go. */
+static void sockets_in_range_going_away(unsigned first, unsigned last, int call)
+{
+	unsigned limit = (unsigned)cw_fd_limit();
+	for (unsigned fd = first; fd < limit && fd <= last; fd++) {
+		uint8_t e = cw_fd_get((int)fd);
+		if ((e & CW_KIND_MASK) && !(e & CW_FD_PRIVATE))
+			socket_going_away((int)fd, e, call, 1);
+	}
+}
+
+/* Apply close_range to [first, last] minus our private fds. Returns the
+ * first failure's -1 (errno set), else 0. */
+static int close_range_around_private(unsigned first, unsigned last, int flags)
+{
+	int rc = 0, err = 0;
+	unsigned lo = first;
+	for (;;) {
+		int p = cw_fd_next_private((int)(lo > (unsigned)cw_fd_limit() ? (unsigned)cw_fd_limit() : lo),
+					   (int)(last > 0x7fffffffu ? 0x7fffffff : last));
+		if (p < 0 || (unsigned)p > last)
+			break;
+		if ((unsigned)p > lo && REAL(close_range)(lo, (unsigned)p - 1, flags) < 0 && !rc) {
+			rc = -1;
+			err = errno;
+		}
+		if ((unsigned)p == last)
+			return rc ? (errno = err, -1) : 0;
+		lo = (unsigned)p + 1;
+	}
+	if (REAL(close_range)(lo, last, flags) < 0 && !rc) {
+		rc = -1;
+		err = errno;
+	}
+	if (rc)
+		errno = err;
+	return rc;
+}
+
+HOOK int close_range(unsigned int first, unsigned int last, int flags)
+{
+	/* Marking close-on-exec closes nothing (ours are close-on-exec already);
+	 * a bad range is the kernel's EINVAL. */
+	if (depth || (flags & CLOSE_RANGE_CLOEXEC) || first > last)
+		return REAL(close_range)(first, last, flags);
+	SHIM_BEGIN();
+	sockets_in_range_going_away(first, last, CW_CALL_CLOSE_RANGE);
+	SHIM_END();
+	return close_range_around_private(first, last, flags);
+}
+
+HOOK void closefrom(int lowfd)
+{
+	if (depth || lowfd < 0) {
+		REAL(closefrom)(lowfd);
+		return;
+	}
+	SHIM_BEGIN();
+	sockets_in_range_going_away((unsigned)lowfd, ~0U, CW_CALL_CLOSEFROM);
+	/* Close below each private fd; the tail goes to the real closefrom. */
+	int lo = lowfd, p;
+	while ((p = cw_fd_next_private(lo, 0x7fffffff)) >= 0) {
+		if (p > lo && !(REAL(close_range) && REAL(close_range)((unsigned)lo, (unsigned)p - 1, 0) == 0))
+			for (int fd = lo; fd < p; fd++)
+				REAL(close)(fd);
+		lo = p + 1;
+	}
+	SHIM_END();
+	REAL(closefrom)(lo);
+}
+
+/* ---- dup family ------------------------------------------------------------------ */
+
+/* newfd received a copy of oldfd (entry old_entry). */
+static void note_dup(int oldfd, uint8_t old_entry, int newfd)
+{
+	uint8_t kind = old_entry & CW_KIND_MASK;
+	if (kind && !(old_entry & CW_FD_PRIVATE)) {
+		cw_fd_set(newfd, kind | CW_FD_DUPED | (old_entry & CW_FD_FORKED));
+		cw_fd_or(oldfd, CW_FD_DUPED);
+	} else {
+		cw_fd_clear(newfd);
+	}
+}
+
+static int dup_onto(int oldfd, int newfd, int flags, int call)
+{
+	uint8_t old_entry = cw_fd_get(oldfd), new_entry = cw_fd_get(newfd);
+	if (old_entry & CW_FD_PRIVATE) {
+		errno = EBADF;
+		return -1;
+	}
+	if (new_entry & CW_FD_PRIVATE) {
+		/* The program takes this number: our fd moves out of its way. */
+		cw_log_relocate_if(newfd);
+		cw_drain_relocate_if(newfd);
+		new_entry = 0;
+	}
+	if (oldfd != newfd && !depth && needs_look(newfd, new_entry) && newfd >= 0 &&
+	    REAL(fcntl)(oldfd, F_GETFD) >= 0) {
+		/* Only when the dup will succeed does newfd's socket go away. */
+		SHIM_BEGIN();
+		socket_going_away(newfd, new_entry, call, 1);
+		SHIM_END();
+	}
+	int rc = call == CW_CALL_DUP2 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
+	if (rc >= 0 && oldfd != newfd) {
+		int saved = errno;
+		note_dup(oldfd, old_entry, newfd);
+		errno = saved;
+	}
+	return rc;
+}
+
+HOOK int dup2(int oldfd, int newfd)
+{
+	return dup_onto(oldfd, newfd, 0, CW_CALL_DUP2);
+}
+
+HOOK int dup3(int oldfd, int newfd, int flags)
+{
+	return dup_onto(oldfd, newfd, flags, CW_CALL_DUP3);
+}
+
+HOOK int dup(int oldfd)
+{
+	uint8_t e = cw_fd_get(oldfd);
+	if (e & CW_FD_PRIVATE) {
+		errno = EBADF;
+		return -1;
+	}
+	int rc = REAL(dup)(oldfd);
+	if (rc >= 0)
+		note_dup(oldfd, e, rc);
+	return rc;
+}
+
+static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
+{
+	if (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC)
+		return real(fd, cmd, arg);
+	uint8_t e = cw_fd_get(fd);
+	if (e & CW_FD_PRIVATE) {
+		errno = EBADF;
+		return -1;
+	}
+	int rc = real(fd, cmd, arg);
+	if (rc >= 0)
+		note_dup(fd, e, rc);
+	return rc;
+}
+
+/* fcntl's third argument is an int or a pointer; both travel in one register
+ * (as in glibc's own fcntl), so it is forwarded as a pointer. */
+HOOK int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	return fcntl_common(REAL(fcntl), fd, cmd, arg);
+}
+
+HOOK int fcntl64(int fd, int cmd, ...)
+{
+	va_list ap;
+	va_start(ap, cmd);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	return fcntl_common(REAL(fcntl64) ? REAL(fcntl64) : REAL(fcntl), fd, cmd, arg);
+}
+
+/* ---- where sockets come from ------------------------------------------------------- */
+
+HOOK int socket(int domain, int type, int protocol)
+{
+	int fd = REAL(socket)(domain, type, protocol);
+	if (fd >= 0)
+		cw_fd_set(fd, cw_fd_kind_from_args(domain, type, protocol));
+	return fd;
+}
+
+HOOK int socketpair(int domain, int type, int protocol, int sv[2])
+{
+	int rc = REAL(socketpair)(domain, type, protocol, sv);
+	if (rc == 0) {
+		uint8_t kind = cw_fd_kind_from_args(domain, type, protocol);
+		cw_fd_set(sv[0], kind);
+		cw_fd_set(sv[1], kind);
+	}
+	return rc;
+}
+
+static void note_accepted(int listener, int fd)
+{
+	if (fd < 0)
+		return;
+	uint8_t kind = cw_fd_get(listener) & CW_KIND_MASK;
+	if (!kind && !ready()) {
+		int saved = errno;
+		kind = cw_fd_classify(fd);
+		errno = saved;
+	}
+	cw_fd_set(fd, kind);
+}
+
+HOOK int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	int rc = REAL(accept)(fd, addr, len);
+	note_accepted(fd, rc);
+	return rc;
+}
+
+HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	int rc = REAL(accept4)(fd, addr, len, flags);
+	note_accepted(fd, rc);
+	return rc;
+}
+
+/* fds passed with SCM_RIGHTS: the sender may still hold the same sockets. */
+static void note_received_fds(struct msghdr *msg)
+{
+	if (!msg || !msg->msg_control || msg->msg_controllen < sizeof(struct cmsghdr))
+		return;
+	int saved = errno;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		int *fds = (int *)CMSG_DATA(c);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+			memcpy(&fd, fds + i, sizeof fd);
+			uint8_t kind = cw_fd_classify(fd);
+			cw_fd_set(fd, kind ? kind | CW_FD_DUPED : 0);
+		}
+	}
+	errno = saved;
+}
+
+HOOK ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	ssize_t rc = REAL(recvmsg)(fd, msg, flags);
+	if (rc >= 0)
+		note_received_fds(msg);
+	return rc;
+}
+
+HOOK int recvmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags, struct timespec *tmo)
+{
+	int rc = REAL(recvmmsg)(fd, vec, n, flags, tmo);
+	for (int i = 0; i < rc; i++)
+		note_received_fds(&vec[i].msg_hdr);
+	return rc;
+}
+
+/* ---- fork, fclose, exit --------------------------------------------------------------- */
+
+HOOK pid_t fork(void)
+{
+	pid_t pid = REAL(fork)();
+	int saved = errno;
+	if (pid == 0) {
+		/* The parent still holds every socket we have. */
+		cw_fd_mark_all_sockets(CW_FD_FORKED);
+		cw_relatives_reset_to_parent();
+		cw_log_after_fork_child();
+	} else if (pid > 0) {
+		cw_fd_mark_all_sockets(CW_FD_FORKED);
+		cw_relatives_add(pid);
+	}
+	errno = saved;
+	return pid;
+}
+
+HOOK int fclose(FILE *stream)
+{
+	/* glibc's fclose closes the fd internally, past our close(): log here.
+	 * Not drained: fclose still has to flush its buffer to the socket. */
+	int fd = stream && !depth ? fileno(stream) : -1;
+	if (fd >= 0) {
+		uint8_t entry = cw_fd_get(fd);
+		if (needs_look(fd, entry) && !(entry & CW_FD_PRIVATE)) {
+			SHIM_BEGIN();
+			socket_going_away(fd, entry, CW_CALL_FCLOSE, 0);
+			SHIM_END();
+		}
+	}
+	return REAL(fclose)(stream);
+}
+
+/* One record per socket still open when the process exits (the kernel
+ * closes them now, with the same consequences as close()). */
+__attribute__((destructor)) static void closewatch_destructor(void)
+{
+	if (!ready() || depth)
+		return;
+	SHIM_BEGIN();
+	int limit = cw_fd_limit();
+	for (int fd = 0; fd < limit; fd++) {
+		uint8_t e = cw_fd_get(fd);
+		if ((e & CW_KIND_MASK) && !(e & CW_FD_PRIVATE))
+			socket_going_away(fd, e, CW_CALL_EXIT, 0);
+	}
+	cw_drain_at_exit();
+	SHIM_END();
+}

@@ -1,0 +1,330 @@
+/* Socket inspection: the kernel's numbers for one socket, with as few
+ * syscalls as the caller needs. Everything here is async-signal-safe: no
+ * allocation, no locks, no stdio. */
+#include "inspect.h"
+#include "fdtable.h"
+#include "real.h"
+#include "verdict.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#ifndef SIOCOUTQNSD
+#define SIOCOUTQNSD 0x894B
+#endif
+
+static uint64_t ioctl_count(int fd, unsigned long req)
+{
+	int v = 0;
+	if (ioctl(fd, req, &v) < 0 || v < 0)
+		return 0;
+	return (uint64_t)v;
+}
+
+/* ---- addresses ---------------------------------------------------------- */
+
+static size_t put_str(char *out, size_t cap, size_t n, const char *s)
+{
+	while (*s && n + 1 < cap)
+		out[n++] = *s++;
+	out[n] = 0;
+	return n;
+}
+
+static size_t put_uint(char *out, size_t cap, size_t n, unsigned v)
+{
+	char tmp[12];
+	int i = sizeof tmp;
+	tmp[--i] = 0;
+	do
+		tmp[--i] = (char)('0' + v % 10);
+	while ((v /= 10) && i > 0);
+	return put_str(out, cap, n, tmp + i);
+}
+
+/* ip:port, [ip6]:port, unix path, @abstract, or unnamed. */
+static void format_addr(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t cap)
+{
+	char ip[INET6_ADDRSTRLEN];
+	size_t n = 0;
+	out[0] = 0;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+		n = put_str(out, cap, n, ip);
+		n = put_str(out, cap, n, ":");
+		put_uint(out, cap, n, ntohs(a->sin_port));
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+		n = put_str(out, cap, n, "[");
+		n = put_str(out, cap, n, ip);
+		n = put_str(out, cap, n, "]:");
+		put_uint(out, cap, n, ntohs(a->sin6_port));
+	} else if (ss->ss_family == AF_UNIX) {
+		const struct sockaddr_un *a = (const void *)ss;
+		size_t plen = len > offsetof(struct sockaddr_un, sun_path)
+				      ? len - offsetof(struct sockaddr_un, sun_path) : 0;
+		if (plen == 0) {
+			put_str(out, cap, 0, "unnamed");
+		} else if (a->sun_path[0] == 0) {
+			/* Abstract: bytes after the NUL, not NUL-terminated. */
+			out[n++] = '@';
+			for (size_t i = 1; i < plen && n + 1 < cap; i++)
+				out[n++] = a->sun_path[i] ? a->sun_path[i] : '@';
+			out[n] = 0;
+		} else {
+			for (size_t i = 0; i < plen && a->sun_path[i] && n + 1 < cap; i++)
+				out[n++] = a->sun_path[i];
+			out[n] = 0;
+		}
+	} else {
+		put_str(out, cap, 0, "unnamed");
+	}
+}
+
+static void read_addrs(int fd, struct closewatch_record *r)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	memset(&ss, 0, sizeof ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+		format_addr(&ss, len, r->local, sizeof r->local);
+	else
+		put_str(r->local, sizeof r->local, 0, "unnamed");
+	len = sizeof ss;
+	memset(&ss, 0, sizeof ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+		format_addr(&ss, len, r->peer, sizeof r->peer);
+	else
+		put_str(r->peer, sizeof r->peer, 0, "unnamed");
+}
+
+/* ---- per protocol --------------------------------------------------------- */
+
+static int inspect_tcp(int fd, struct closewatch_record *r, int parts)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof ti;
+	memset(&ti, 0, sizeof ti);
+	/* Also the confirmation that fd is still a TCP socket. */
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		return -1;
+	r->proto = CLOSEWATCH_PROTO_TCP;
+	r->sotype = SOCK_STREAM;
+	r->state = ti.tcpi_state;
+	r->listening = ti.tcpi_state == TCP_LISTEN;
+	/* On a listener tcpi_unacked is the accept-queue length (KERNEL-NOTES). */
+	r->backlog = r->listening ? ti.tcpi_unacked : 0;
+	if (!r->listening)
+		r->recvq = ioctl_count(fd, SIOCINQ);
+	struct linger lg;
+	len = sizeof lg;
+	if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) == 0 && lg.l_onoff)
+		r->linger = lg.l_linger;
+	if ((parts & CW_INSPECT_QUEUES) && !r->listening) {
+		r->sendq = ioctl_count(fd, SIOCOUTQ);
+		r->unsent = ioctl_count(fd, SIOCOUTQNSD);
+	}
+	return 0;
+}
+
+static int inspect_unix(int fd, uint8_t kind, struct closewatch_record *r, int parts)
+{
+	int acc = 0;
+	socklen_t len = sizeof acc;
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0)
+		return -1;
+	int domain = 0;
+	len = sizeof domain;
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX)
+		return -1;
+	r->proto = CLOSEWATCH_PROTO_UNIX;
+	r->family = AF_UNIX;
+	r->sotype = kind == CW_KIND_UNIX_SEQPACKET ? SOCK_SEQPACKET : SOCK_STREAM;
+	r->listening = acc;
+	if (acc) {
+		r->state = CLOSEWATCH_UNIX_LISTEN;
+	} else {
+		struct sockaddr_un peer;
+		len = sizeof peer;
+		r->state = getpeername(fd, (struct sockaddr *)&peer, &len) == 0
+				   ? CLOSEWATCH_UNIX_CONNECTED : CLOSEWATCH_UNIX_UNCONNECTED;
+		r->recvq = ioctl_count(fd, SIOCINQ);
+		if (parts & CW_INSPECT_QUEUES)
+			r->sendq = ioctl_count(fd, SIOCOUTQ);
+	}
+	return 0;
+}
+
+int cw_inspect(int fd, uint8_t kind, struct closewatch_record *r, int parts)
+{
+	memset(r, 0, sizeof *r);
+	r->fd = fd;
+	r->linger = -1;
+	int rc;
+	if (kind == CW_KIND_TCP)
+		rc = inspect_tcp(fd, r, parts);
+	else if (kind == CW_KIND_UNIX_STREAM || kind == CW_KIND_UNIX_SEQPACKET)
+		rc = inspect_unix(fd, kind, r, parts);
+	else
+		rc = -1;
+	if (rc < 0)
+		return -1;
+	if (parts & CW_INSPECT_ADDRS) {
+		read_addrs(fd, r);
+		if (r->proto == CLOSEWATCH_PROTO_TCP) {
+			int domain = AF_INET;
+			socklen_t len = sizeof domain;
+			getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+			r->family = domain;
+		}
+	}
+	return 0;
+}
+
+/* ---- sharing ---------------------------------------------------------------- */
+
+/* Children we forked (or, in a child, the parent): best effort, a few slots. */
+#define CW_RELATIVES 32
+static atomic_int relatives[CW_RELATIVES];
+
+void cw_relatives_add(int pid)
+{
+	for (int i = 0; i < CW_RELATIVES; i++) {
+		int expected = 0;
+		if (atomic_compare_exchange_strong(&relatives[i], &expected, pid))
+			return;
+	}
+	/* Full: overwrite a slot; the oldest children are the likeliest gone. */
+	static atomic_uint next;
+	atomic_store(&relatives[atomic_fetch_add(&next, 1) % CW_RELATIVES], pid);
+}
+
+void cw_relatives_reset_to_parent(void)
+{
+	for (int i = 0; i < CW_RELATIVES; i++)
+		atomic_store(&relatives[i], 0);
+	atomic_store(&relatives[0], (int)getppid());
+}
+
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+/* Does process pid have an fd on socket inode ino? -1: the process is gone. */
+static int process_holds(int pid, unsigned long ino)
+{
+	char path[64], want[48], link[64];
+	size_t n = put_str(path, sizeof path, 0, "/proc/");
+	n = put_uint(path, sizeof path, n, (unsigned)pid);
+	n = put_str(path, sizeof path, n, "/fd");
+	size_t w = put_str(want, sizeof want, 0, "socket:[");
+	char digits[24];
+	int i = sizeof digits;
+	digits[--i] = 0;
+	unsigned long v = ino;
+	do
+		digits[--i] = (char)('0' + v % 10);
+	while ((v /= 10) && i > 0);
+	w = put_str(want, sizeof want, w, digits + i);
+	w = put_str(want, sizeof want, w, "]");
+
+	int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		return -1;
+	int found = 0;
+	char buf[2048];
+	long got;
+	while (!found && (got = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+		for (long off = 0; off < got && !found;) {
+			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+			off += d->d_reclen;
+			if (d->d_name[0] == '.')
+				continue;
+			ssize_t l = readlinkat(dir, d->d_name, link, sizeof link - 1);
+			if (l == (ssize_t)w && memcmp(link, want, w) == 0)
+				found = 1;
+		}
+	}
+	REAL(close)(dir);
+	/* A zombie has no fds left: it holds nothing. */
+	return found;
+}
+
+int cw_inspect_shared(int fd, uint8_t entry)
+{
+	if (!(entry & (CW_FD_DUPED | CW_FD_FORKED)))
+		return 0;
+	struct stat self;
+	if (fstat(fd, &self) < 0)
+		return 0;
+	if (entry & CW_FD_DUPED) {
+		int n = cw_fd_limit();
+		for (int other = 0; other < n; other++) {
+			uint8_t e = cw_fd_get(other);
+			struct stat st;
+			if (other == fd || !(e & CW_KIND_MASK) || (e & CW_FD_PRIVATE))
+				continue;
+			if (fstat(other, &st) == 0 && st.st_ino == self.st_ino && st.st_dev == self.st_dev)
+				return 1;
+		}
+	}
+	if (entry & CW_FD_FORKED) {
+		for (int i = 0; i < CW_RELATIVES; i++) {
+			int pid = atomic_load(&relatives[i]);
+			if (pid <= 0)
+				continue;
+			int held = process_holds(pid, (unsigned long)self.st_ino);
+			if (held < 0) /* gone: forget it */
+				atomic_compare_exchange_strong(&relatives[i], &pid, 0);
+			else if (held)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* ---- the public call -------------------------------------------------------- */
+
+__attribute__((visibility("default"))) int closewatch_inspect(int fd, struct closewatch_record *out)
+{
+	int saved = errno;
+	uint8_t entry = cw_fd_get(fd);
+	uint8_t kind = entry & CW_KIND_MASK;
+	if (!kind || (entry & CW_FD_PRIVATE)) {
+		int type;
+		socklen_t len = sizeof type;
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+			return -1; /* errno from the kernel: EBADF or ENOTSOCK */
+		kind = cw_fd_classify(fd);
+		if (!kind) {
+			errno = EPROTONOSUPPORT;
+			return -1;
+		}
+	}
+	if (cw_inspect(fd, kind, out, CW_INSPECT_ALL) < 0) {
+		errno = ENOTSOCK;
+		return -1;
+	}
+	out->shared = cw_inspect_shared(fd, entry | CW_FD_DUPED);
+	cw_verdict_close(out);
+	errno = saved;
+	return 0;
+}

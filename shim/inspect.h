@@ -1,0 +1,27 @@
+/* Reading a socket's pending bytes and state from the kernel, before close. */
+#ifndef CW_INSPECT_H
+#define CW_INSPECT_H
+
+#include "closewatch.h"
+#include <stdint.h>
+
+/* What to read. The verdict needs only CW_INSPECT_VERDICT (state, recvq,
+ * linger, backlog); a record also needs the queues and the addresses. */
+#define CW_INSPECT_VERDICT 1
+#define CW_INSPECT_QUEUES 2
+#define CW_INSPECT_ADDRS 4
+#define CW_INSPECT_ALL 7
+
+/* Fill rec for a socket of kind (CW_KIND_*) as far as parts ask. Returns 0,
+ * or -1 when fd is not (any more) a socket of that kind: a stale entry. */
+int cw_inspect(int fd, uint8_t kind, struct closewatch_record *rec, int parts);
+
+/* 1 when another fd of this process, or a related process, refers to the
+ * same socket. entry is the fd table entry (its flags say where to look). */
+int cw_inspect_shared(int fd, uint8_t entry);
+
+/* Processes that may hold our sockets: children we forked, or the parent. */
+void cw_relatives_add(int pid);
+void cw_relatives_reset_to_parent(void);
+
+#endif

@@ -1,0 +1,190 @@
+/* The log writer. See logwriter.h. */
+#include "logwriter.h"
+#include "config.h"
+#include "fdtable.h"
+#include "real.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <unistd.h>
+
+static atomic_int log_fd = -1; /* our private fd for a file or /dev/log; -1: stderr */
+static int log_is_syslog;
+
+static size_t put(char *out, size_t cap, size_t n, const char *s)
+{
+	while (*s && n + 1 < cap)
+		out[n++] = *s++;
+	out[n] = 0;
+	return n;
+}
+
+static size_t put_uint(char *out, size_t cap, size_t n, unsigned long v)
+{
+	char tmp[24];
+	int i = sizeof tmp;
+	tmp[--i] = 0;
+	do
+		tmp[--i] = (char)('0' + v % 10);
+	while ((v /= 10) && i > 0);
+	return put(out, cap, n, tmp + i);
+}
+
+static void warn_stderr(const char *a, const char *b, const char *c)
+{
+	char line[CW_PATH_MAX + 256];
+	size_t n = put(line, sizeof line - 1, 0, "closewatch: ");
+	n = put(line, sizeof line - 1, n, a);
+	n = put(line, sizeof line - 1, n, b);
+	n = put(line, sizeof line - 1, n, c);
+	line[n++] = '\n';
+	(void)!write(2, line, n);
+}
+
+/* CLOSEWATCH_LOG with %p replaced by our pid. */
+static void expand_path(char *out, size_t cap)
+{
+	size_t n = 0;
+	for (const char *p = cw_cfg.log_path; *p && n + 1 < cap; p++) {
+		if (p[0] == '%' && p[1] == 'p') {
+			n = put_uint(out, cap, n, (unsigned long)getpid());
+			p++;
+		} else {
+			out[n++] = *p;
+		}
+	}
+	out[n] = 0;
+}
+
+static int open_syslog(void)
+{
+	int s = REAL(socket)(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -1;
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	strcpy(a.sun_path, "/dev/log");
+	if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+		REAL(close)(s);
+		return -1;
+	}
+	return s;
+}
+
+static void open_target(int quiet)
+{
+	int fd = -1;
+	int kind = cw_cfg.log_kind;
+	/* A setuid/setgid program must not be made to create or append to a
+	 * file an unprivileged user named: records go to syslog instead. */
+	if (kind == CW_LOG_FILE && getauxval(AT_SECURE))
+		kind = CW_LOG_SYSLOG;
+	if (kind == CW_LOG_FILE) {
+		char path[CW_PATH_MAX + 32];
+		expand_path(path, sizeof path);
+		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0) {
+			if (!quiet)
+				warn_stderr("cannot open log file ", path, ": using stderr");
+			kind = CW_LOG_STDERR;
+		}
+	} else if (kind == CW_LOG_SYSLOG) {
+		fd = open_syslog();
+		if (fd < 0) {
+			if (!quiet)
+				warn_stderr("cannot connect to /dev/log", "", ": using stderr");
+			kind = CW_LOG_STDERR;
+		}
+	}
+	if (fd >= 0)
+		fd = cw_fd_hide(fd);
+	log_is_syslog = kind == CW_LOG_SYSLOG && fd >= 0;
+	atomic_store(&log_fd, fd);
+}
+
+void cw_log_open(void)
+{
+	open_target(0);
+}
+
+void cw_log_after_fork_child(void)
+{
+	if (cw_cfg.log_kind != CW_LOG_FILE || !strstr(cw_cfg.log_path, "%p"))
+		return;
+	int old = atomic_exchange(&log_fd, -1);
+	if (old >= 0) {
+		cw_fd_clear(old);
+		REAL(close)(old);
+	}
+	open_target(0);
+}
+
+void cw_log_relocate_if(int fd)
+{
+	int cur = atomic_load(&log_fd);
+	if (fd < 0 || fd != cur)
+		return;
+	int moved = REAL(fcntl)(cur, F_DUPFD_CLOEXEC, cur + 1);
+	if (moved < 0)
+		return;
+	cw_fd_set(moved, CW_FD_PRIVATE);
+	atomic_store(&log_fd, moved);
+	/* The program's dup2 now replaces the old number; it is no longer ours. */
+	cw_fd_clear(cur);
+}
+
+/* syslog framing: "<PRI>comm[pid]: " with facility user, priority by kind. */
+static size_t syslog_prefix(char *buf, size_t cap, const struct cw_event *ev, int warning)
+{
+	size_t n = put(buf, cap, 0, "<");
+	n = put_uint(buf, cap, n, LOG_USER | (warning ? LOG_WARNING : LOG_INFO));
+	n = put(buf, cap, n, ">");
+	n = put(buf, cap, n, ev && ev->comm[0] ? ev->comm : "closewatch");
+	n = put(buf, cap, n, "[");
+	n = put_uint(buf, cap, n, (unsigned long)getpid());
+	return put(buf, cap, n, "]: ");
+}
+
+static void emit_to(int fd, const char *buf, size_t len)
+{
+	ssize_t w;
+	do
+		w = write(fd, buf, len);
+	while (w < 0 && errno == EINTR);
+}
+
+void cw_log_event(const struct cw_event *ev)
+{
+	char buf[CW_LINE_MAX + 128];
+	size_t n = 0;
+	if (log_is_syslog)
+		n = syslog_prefix(buf, 96, ev, closewatch_verdict_is_risky(ev->rec.verdict));
+	n += cw_record_format(buf + n, CW_LINE_MAX + 1, ev, cw_cfg.json);
+	if (log_is_syslog && n && buf[n - 1] == '\n')
+		n--; /* syslog messages carry no newline */
+	int fd = atomic_load(&log_fd);
+	emit_to(fd >= 0 ? fd : 2, buf, n);
+}
+
+void cw_log_line(const char *line, size_t len)
+{
+	if (log_is_syslog) {
+		char buf[CW_LINE_MAX + 128];
+		size_t n = syslog_prefix(buf, 96, NULL, 1);
+		if (len > CW_LINE_MAX)
+			len = CW_LINE_MAX;
+		memcpy(buf + n, line, len);
+		n += len;
+		if (n && buf[n - 1] == '\n')
+			n--;
+		emit_to(atomic_load(&log_fd), buf, n);
+		return;
+	}
+	/* Human lines stay out of a JSON log file: they go to stderr. */
+	emit_to(2, line, len);
+}

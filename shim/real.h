@@ -1,0 +1,47 @@
+/* The real libc functions behind our hooks, bound with dlsym(RTLD_NEXT).
+ *
+ * Hooks may run before our constructor (another library's constructor closes
+ * a socket), so every use goes through cw_real_bind(), which is cheap after
+ * the first call. */
+#ifndef CW_REAL_H
+#define CW_REAL_H
+
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+/* name, return type, parameters */
+#define CW_REAL_FUNCS(X)                                                        \
+	X(close, int, (int))                                                    \
+	X(shutdown, int, (int, int))                                            \
+	X(close_range, int, (unsigned int, unsigned int, int))                  \
+	X(closefrom, void, (int))                                               \
+	X(dup, int, (int))                                                      \
+	X(dup2, int, (int, int))                                                \
+	X(dup3, int, (int, int, int))                                           \
+	X(fcntl, int, (int, int, ...))                                          \
+	X(fcntl64, int, (int, int, ...))                                        \
+	X(fclose, int, (FILE *))                                                \
+	X(socket, int, (int, int, int))                                         \
+	X(socketpair, int, (int, int, int, int[2]))                             \
+	X(accept, int, (int, struct sockaddr *, socklen_t *))                   \
+	X(accept4, int, (int, struct sockaddr *, socklen_t *, int))             \
+	X(recvmsg, ssize_t, (int, struct msghdr *, int))                        \
+	X(recvmmsg, int, (int, struct mmsghdr *, unsigned int, int, struct timespec *)) \
+	X(fork, pid_t, (void))
+
+struct cw_real_table {
+#define CW_REAL_FIELD(name, ret, args) ret(*name) args;
+	CW_REAL_FUNCS(CW_REAL_FIELD)
+#undef CW_REAL_FIELD
+};
+
+extern struct cw_real_table cw_real;
+
+/* Bind every real function once; safe to call from any hook, any thread. */
+void cw_real_bind(void);
+
+/* The real function, bound on first use. */
+#define REAL(name) (cw_real_bind(), cw_real.name)
+
+#endif

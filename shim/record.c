@@ -1,0 +1,278 @@
+/* Formatting records as text or JSON lines. Pure and async-signal-safe. */
+#include "record.h"
+
+#include <string.h>
+#include <sys/socket.h>
+
+const char *cw_call_name(int call)
+{
+	static const char *const names[] = {
+		"close", "shutdown", "close_range", "closefrom", "dup2", "dup3", "fclose", "exit", "drain",
+	};
+	return call >= 0 && call <= CW_CALL_DRAIN ? names[call] : "unknown";
+}
+
+const char *cw_action_name(int action)
+{
+	static const char *const names[] = {"none", "warned", "drained", "drain_skipped"};
+	return action >= 0 && action <= CW_ACTION_DRAIN_SKIPPED ? names[action] : "none";
+}
+
+const char *cw_drain_result_name(int result)
+{
+	static const char *const names[] = {"delivered", "timeout", "peer_reset"};
+	return result >= 0 && result <= CW_DRAIN_PEER_RESET ? names[result] : "unknown";
+}
+
+/* ---- a bounded string builder -------------------------------------------- */
+
+struct out {
+	char *buf;
+	size_t cap; /* usable bytes, one kept for the NUL */
+	size_t len;
+	int full;
+};
+
+static void raw(struct out *o, const char *s, size_t n)
+{
+	if (o->len + n >= o->cap) {
+		o->full = 1;
+		n = o->cap - 1 - o->len;
+	}
+	memcpy(o->buf + o->len, s, n);
+	o->len += n;
+	o->buf[o->len] = 0;
+}
+
+static void str(struct out *o, const char *s)
+{
+	raw(o, s, strlen(s));
+}
+
+static void u64(struct out *o, uint64_t v)
+{
+	char tmp[24];
+	int i = sizeof tmp;
+	do
+		tmp[--i] = (char)('0' + v % 10);
+	while ((v /= 10) && i > 0);
+	raw(o, tmp + i, sizeof tmp - (size_t)i);
+}
+
+static void i64(struct out *o, int64_t v)
+{
+	if (v < 0) {
+		str(o, "-");
+		u64(o, 0 - (uint64_t)v);
+	} else {
+		u64(o, (uint64_t)v);
+	}
+}
+
+static const char hex[] = "0123456789abcdef";
+
+/* JSON string body: bytes outside printable ASCII become \u00XX, so the line
+ * is valid JSON (and valid UTF-8) whatever a path or comm contains. */
+static void json_escaped(struct out *o, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			char e[2] = {'\\', (char)c};
+			raw(o, e, 2);
+		} else if (c < 0x20 || c >= 0x7f) {
+			char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+			raw(o, e, 6);
+		} else {
+			raw(o, (const char *)&c, 1);
+		}
+	}
+}
+
+/* Text value: bare when it is a plain token, else "quoted" with \" \\ \xNN. */
+static void text_value(struct out *o, const char *s)
+{
+	int plain = *s != 0;
+	for (const char *p = s; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '=')
+			plain = 0;
+	}
+	if (plain) {
+		str(o, s);
+		return;
+	}
+	str(o, "\"");
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			char e[2] = {'\\', (char)c};
+			raw(o, e, 2);
+		} else if (c < 0x20 || c >= 0x7f) {
+			char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+			raw(o, e, 4);
+		} else {
+			raw(o, (const char *)&c, 1);
+		}
+	}
+	str(o, "\"");
+}
+
+struct fmt {
+	struct out o;
+	int json;
+	int first;
+};
+
+static void key(struct fmt *f, const char *k)
+{
+	if (f->json) {
+		str(&f->o, f->first ? "\"" : ",\"");
+		str(&f->o, k);
+		str(&f->o, "\":");
+	} else {
+		str(&f->o, " ");
+		str(&f->o, k);
+		str(&f->o, "=");
+	}
+	f->first = 0;
+}
+
+static void field_str(struct fmt *f, const char *k, const char *v)
+{
+	key(f, k);
+	if (f->json) {
+		str(&f->o, "\"");
+		json_escaped(&f->o, v);
+		str(&f->o, "\"");
+	} else {
+		text_value(&f->o, v);
+	}
+}
+
+static void field_int(struct fmt *f, const char *k, int64_t v)
+{
+	key(f, k);
+	i64(&f->o, v);
+}
+
+size_t cw_format_time(char *out, const struct timespec *ts)
+{
+	/* Civil date from days since 1970-01-01 (Howard Hinnant's algorithm). */
+	int64_t secs = ts->tv_sec;
+	int64_t days = secs / 86400, rem = secs % 86400;
+	if (rem < 0) {
+		rem += 86400;
+		days--;
+	}
+	days += 719468;
+	int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+	int64_t doe = days - era * 146097;
+	int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	int64_t y = yoe + era * 400;
+	int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	int64_t mp = (5 * doy + 2) / 153;
+	int64_t d = doy - (153 * mp + 2) / 5 + 1;
+	int64_t m = mp < 10 ? mp + 3 : mp - 9;
+	if (m <= 2)
+		y++;
+	long usec = ts->tv_nsec / 1000;
+	int64_t parts[] = {y, m, d, rem / 3600, rem / 60 % 60, rem % 60};
+	static const int width[] = {4, 2, 2, 2, 2, 2};
+	static const char sep[] = "--T::.";
+	size_t n = 0;
+	for (int i = 0; i < 6; i++) {
+		int64_t v = parts[i];
+		for (int w = width[i] - 1; w >= 0; w--) {
+			out[n + (size_t)w] = (char)('0' + v % 10);
+			v /= 10;
+		}
+		n += (size_t)width[i];
+		out[n++] = sep[i];
+	}
+	for (int w = 5; w >= 0; w--) {
+		out[n + (size_t)w] = (char)('0' + usec % 10);
+		usec /= 10;
+	}
+	n += 6;
+	out[n++] = 'Z';
+	out[n] = 0;
+	return n;
+}
+
+size_t cw_record_format(char *buf, size_t cap, const struct cw_event *ev, int json)
+{
+	if (cap > CW_LINE_MAX + 1)
+		cap = CW_LINE_MAX + 1;
+	/* Reserve room for the closing "]}\n" so that a cut line stays valid. */
+	struct fmt f = {.o = {buf, cap - 3, 0, 0}, .json = json, .first = 1};
+	const struct closewatch_record *r = &ev->rec;
+	char ts[40];
+	cw_format_time(ts, &ev->ts);
+
+	str(&f.o, json ? "{" : "closewatch:");
+	field_str(&f, "ts", ts);
+	field_int(&f, "pid", ev->pid);
+	field_int(&f, "tid", ev->tid);
+	field_str(&f, "comm", ev->comm);
+	field_str(&f, "call", cw_call_name(ev->call));
+	if (ev->call == CW_CALL_SHUTDOWN)
+		field_str(&f, "how", ev->how == SHUT_RD ? "rd" : ev->how == SHUT_WR ? "wr" : "rdwr");
+	field_int(&f, "fd", r->fd);
+	field_str(&f, "proto", r->proto == CLOSEWATCH_PROTO_UNIX ? "unix" : "tcp");
+	field_str(&f, "local", r->local[0] ? r->local : "unnamed");
+	field_str(&f, "peer", r->peer[0] ? r->peer : "unnamed");
+	field_str(&f, "state", closewatch_state_name(r->proto, r->state));
+	field_int(&f, "recvq", (int64_t)r->recvq);
+	field_int(&f, "sendq", (int64_t)r->sendq);
+	field_int(&f, "unsent", (int64_t)r->unsent);
+	field_int(&f, "backlog", r->backlog);
+	if (r->linger < 0)
+		field_str(&f, "linger", "off");
+	else
+		field_int(&f, "linger", r->linger);
+	field_str(&f, "verdict", closewatch_verdict_name(r->verdict));
+	field_int(&f, "lost", (int64_t)r->lost);
+	field_str(&f, "action", cw_action_name(ev->action));
+	if (ev->call == CW_CALL_DRAIN) {
+		field_str(&f, "result", cw_drain_result_name(ev->drain_result));
+		field_int(&f, "discarded", (int64_t)ev->discarded);
+		field_int(&f, "waited_ms", (int64_t)ev->waited_ms);
+	}
+	if (ev->nframes > 0) {
+		key(&f, "bt");
+		str(&f.o, json ? "[" : "\"");
+		for (int i = 0; i < ev->nframes && i < CW_BT_LIMIT; i++) {
+			size_t mark = f.o.len;
+			if (i)
+				str(&f.o, json ? "," : "|");
+			if (json) {
+				str(&f.o, "\"");
+				json_escaped(&f.o, ev->frames[i]);
+				str(&f.o, "\"");
+			} else {
+				for (const char *p = ev->frames[i]; *p; p++) {
+					unsigned char c = (unsigned char)*p;
+					if (c == '"' || c == '\\' || c == '|' || c < 0x20 || c >= 0x7f) {
+						char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+						raw(&f.o, e, 4);
+					} else {
+						raw(&f.o, (const char *)&c, 1);
+					}
+				}
+			}
+			if (f.o.full) { /* this frame did not fit: drop it and stop */
+				f.o.len = mark;
+				f.o.buf[mark] = 0;
+				f.o.full = 0;
+				break;
+			}
+		}
+		f.o.cap += 3; /* the reserved room */
+		str(&f.o, json ? "]" : "\"");
+	} else {
+		f.o.cap += 3;
+	}
+	str(&f.o, json ? "}\n" : "\n");
+	return f.o.len;
+}
