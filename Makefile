@@ -87,3 +87,6 @@ test: all
 
 clean:
 	rm -rf build build-asan build-tsan
+
+# Further targets live in one fragment per concern (bench, check/fuzz, demo/install).
+-include $(sort $(wildcard mk/*.mk))
