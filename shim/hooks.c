@@ -58,6 +58,9 @@ static void init_body(void)
 	cw_backtrace_init();
 	cw_log_open();
 	cw_fd_scan_inherited();
+	/* Inherited sockets may still be held by the parent (inetd, systemd,
+	 * a server that passed them): it is the first relative to look at. */
+	cw_relatives_add((int)getppid());
 	cw_drain_init();
 }
 
