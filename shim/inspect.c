@@ -114,8 +114,32 @@ static void read_addrs(int fd, struct closewatch_record *r)
 
 /* ---- per protocol --------------------------------------------------------- */
 
+/* The common close (nothing unread, SO_LINGER off) is neither risky nor a
+ * drain candidate whatever the state: two cheap calls settle it, without
+ * TCP_INFO (the costliest of them, KERNEL-NOTES). SO_LINGER also confirms
+ * that fd is still a socket. Returns 1 when settled (rec says clean). */
+static int tcp_quick_not_risky(int fd, struct closewatch_record *r)
+{
+	struct linger lg;
+	socklen_t len = sizeof lg;
+	int inq = 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) < 0)
+		return -1;
+	if (lg.l_onoff || ioctl(fd, SIOCINQ, &inq) < 0 || inq != 0)
+		return 0;
+	r->proto = CLOSEWATCH_PROTO_TCP;
+	r->sotype = SOCK_STREAM;
+	r->state = TCP_ESTABLISHED; /* not read: irrelevant to a non-risky verdict */
+	return 1;
+}
+
 static int inspect_tcp(int fd, struct closewatch_record *r, int parts)
 {
+	if (parts == CW_INSPECT_VERDICT) {
+		int quick = tcp_quick_not_risky(fd, r);
+		if (quick != 0)
+			return quick < 0 ? -1 : 0;
+	}
 	struct tcp_info ti;
 	socklen_t len = sizeof ti;
 	memset(&ti, 0, sizeof ti);

@@ -5,8 +5,9 @@
 #include "closewatch.h"
 #include <stdint.h>
 
-/* What to read. The verdict needs only CW_INSPECT_VERDICT (state, recvq,
- * linger, backlog); a record also needs the queues and the addresses. */
+/* What to read. CW_INSPECT_VERDICT alone is enough to tell whether a close
+ * is risky (for a TCP close that is not, the state is not even read); a
+ * record needs everything: CW_INSPECT_ALL. */
 #define CW_INSPECT_VERDICT 1
 #define CW_INSPECT_QUEUES 2
 #define CW_INSPECT_ADDRS 4
