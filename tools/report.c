@@ -1,0 +1,164 @@
+/* Totals over closewatch log records. */
+#include "report.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *const cw_verdicts[] = {"clean", "fin_pending", "rst_unread", "rst_linger0",
+				   "rst_backlog", "linger_wait", "shared", "no_conn", NULL};
+const char *const cw_drain_results[] = {"delivered", "timeout", "peer_reset", NULL};
+
+static int verdict_index(const char *v)
+{
+	for (int i = 0; i < CW_NVERDICT; i++)
+		if (!strcmp(v, cw_verdicts[i]))
+			return i;
+	return CW_NVERDICT;
+}
+
+static struct cw_item *group_item(struct cw_group *g, const char *key)
+{
+	size_t i = cw_strmap_get(&g->map, key);
+	if (i != (size_t)-1)
+		return &g->items[i];
+	cw_grow((void **)&g->items, &g->cap, g->n, sizeof(*g->items));
+	struct cw_item *it = &g->items[g->n];
+	memset(it, 0, sizeof(*it));
+	it->key = cw_xstrdup(key);
+	cw_strmap_put(&g->map, key, g->n);
+	g->n++;
+	return it;
+}
+
+const struct cw_item *cw_group_find(const struct cw_group *g, const char *key)
+{
+	size_t i = cw_strmap_get(&g->map, key);
+	return i == (size_t)-1 ? NULL : &g->items[i];
+}
+
+void cw_report_init(struct cw_report *r)
+{
+	memset(r, 0, sizeof(*r));
+	for (int i = 0; i < CW_NVERDICT; i++)
+		group_item(&r->verdicts, cw_verdicts[i]);
+	for (int i = 0; i < CW_NRESULT; i++)
+		group_item(&r->drains, cw_drain_results[i]);
+}
+
+/* "1.2.3.4:80" → "1.2.3.4", "[::1]:80" → "::1"; unix names unchanged. */
+static void peer_host(const char *peer, char *out, size_t cap)
+{
+	size_t n = strlen(peer);
+	if (peer[0] == '[') {
+		const char *e = strchr(peer, ']');
+		if (e && e[1] == ':') {
+			n = (size_t)(e - peer - 1);
+			peer++;
+		}
+	} else if (peer[0] != '/' && peer[0] != '@') {
+		const char *c = strrchr(peer, ':');
+		if (c && !memchr(peer, ':', (size_t)(c - peer)))
+			n = (size_t)(c - peer);
+	}
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(out, peer, n);
+	out[n] = 0;
+}
+
+static void count(struct cw_item *it, const struct cw_rec *rec, int risky, int vi)
+{
+	it->count++;
+	it->lost += rec->lost;
+	if (risky)
+		it->risky++;
+	it->vc[vi]++;
+}
+
+void cw_report_add(struct cw_report *r, const struct cw_rec *rec)
+{
+	char pid[32];
+	snprintf(pid, sizeof(pid), "%ld", rec->pid);
+	if (cw_strmap_get(&r->pids, pid) == (size_t)-1)
+		cw_strmap_put(&r->pids, pid, 0);
+	if (!r->first_ts[0] || rec->t < r->first_t) {
+		r->first_t = rec->t;
+		snprintf(r->first_ts, sizeof(r->first_ts), "%s", rec->ts);
+	}
+	if (!r->last_ts[0] || rec->t > r->last_t) {
+		r->last_t = rec->t;
+		snprintf(r->last_ts, sizeof(r->last_ts), "%s", rec->ts);
+	}
+	if (!strcmp(rec->call, "drain")) {
+		struct cw_item *it = group_item(&r->drains, rec->result);
+		r->drain_records++;
+		it->count++;
+		it->discarded += rec->discarded;
+		it->waited_ms += rec->waited_ms;
+		if (rec->waited_ms > it->waited_max)
+			it->waited_max = rec->waited_ms;
+		return;
+	}
+	int risky = cw_verdict_risky(rec->verdict);
+	int vi = verdict_index(rec->verdict);
+	r->closes++;
+	r->lost += rec->lost;
+	if (risky)
+		r->risky++;
+	count(group_item(&r->verdicts, rec->verdict), rec, risky, vi);
+	count(group_item(&r->actions, rec->action), rec, risky, vi);
+	count(group_item(&r->calls, rec->call), rec, risky, vi);
+	char host[CW_REC_ADDR];
+	peer_host(rec->peer, host, sizeof(host));
+	count(group_item(&r->peers, host), rec, risky, vi);
+	if (rec->nbt)
+		count(group_item(&r->sites, rec->bt), rec, risky, vi);
+	else
+		r->no_bt++;
+}
+
+void cw_report_add_cb(const struct cw_rec *rec, void *arg)
+{
+	cw_report_add(arg, rec);
+}
+
+static void group_free(struct cw_group *g)
+{
+	for (size_t i = 0; i < g->n; i++)
+		free(g->items[i].key);
+	free(g->items);
+	cw_strmap_free(&g->map);
+}
+
+void cw_report_free(struct cw_report *r)
+{
+	group_free(&r->verdicts);
+	group_free(&r->actions);
+	group_free(&r->calls);
+	group_free(&r->sites);
+	group_free(&r->peers);
+	group_free(&r->drains);
+	cw_strmap_free(&r->pids);
+}
+
+static int cmp_top(const void *a, const void *b)
+{
+	const struct cw_item *x = *(struct cw_item *const *)a, *y = *(struct cw_item *const *)b;
+	if (x->risky != y->risky)
+		return x->risky > y->risky ? -1 : 1;
+	if (x->count != y->count)
+		return x->count > y->count ? -1 : 1;
+	if (x->lost != y->lost)
+		return x->lost > y->lost ? -1 : 1;
+	return strcmp(x->key, y->key);
+}
+
+struct cw_item **cw_group_sorted(const struct cw_group *g)
+{
+	struct cw_item **v = cw_xcalloc(g->n + 1, sizeof(*v));
+	for (size_t i = 0; i < g->n; i++)
+		v[i] = &g->items[i];
+	qsort(v, g->n, sizeof(*v), cmp_top);
+	return v;
+}

@@ -1,0 +1,59 @@
+/* Totals over closewatch log records: by verdict, action, call, call site
+ * (backtrace), peer, and drain result. Used by `report` and by `run`'s summary. */
+#ifndef CW_REPORT_H
+#define CW_REPORT_H
+
+#include "logparse.h"
+#include "logread.h"
+#include "strmap.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+/* The verdict names of the contract, in report order. */
+extern const char *const cw_verdicts[];
+#define CW_NVERDICT 8
+/* Drain results of the contract, in report order. */
+extern const char *const cw_drain_results[];
+#define CW_NRESULT 3
+
+struct cw_item {
+	char *key;
+	unsigned long count, risky;
+	uint64_t lost, discarded, waited_ms, waited_max;
+	unsigned long vc[CW_NVERDICT + 1];   /* per verdict; last: other */
+};
+
+struct cw_group {
+	struct cw_item *items;
+	size_t n, cap;
+	struct cw_strmap map;
+};
+
+struct cw_report {
+	struct cw_group verdicts, actions, calls, sites, peers, drains;
+	struct cw_strmap pids;
+	unsigned long closes, risky, drain_records, no_bt;
+	uint64_t lost;
+	double first_t, last_t;
+	char first_ts[48], last_ts[48];
+};
+
+void cw_report_init(struct cw_report *r);
+void cw_report_add(struct cw_report *r, const struct cw_rec *rec);
+/* Matches cw_rec_fn: arg is the struct cw_report. */
+void cw_report_add_cb(const struct cw_rec *rec, void *arg);
+void cw_report_free(struct cw_report *r);
+
+/* Items of g sorted for "top" lists (most risky, then most closes, then key). */
+struct cw_item **cw_group_sorted(const struct cw_group *g);
+/* The item for key, or NULL. */
+const struct cw_item *cw_group_find(const struct cw_group *g, const char *key);
+
+/* Output. st: what the reader counted (files, malformed lines). */
+void cw_report_print_text(FILE *f, const struct cw_report *r, const struct cw_logstats *st, int top);
+void cw_report_print_json(FILE *f, const struct cw_report *r, const struct cw_logstats *st, int top);
+/* The short summary `run` prints to stderr, each line prefixed "closewatch: ". */
+void cw_report_print_summary(FILE *f, const struct cw_report *r, const struct cw_logstats *st);
+
+#endif

@@ -1,0 +1,308 @@
+/* `closewatch run [options] -- CMD ARGS…`: run a program under the shim,
+ * optionally capturing its packets, then summarise what it closed. */
+#include "capture.h"
+#include "cmds.h"
+#include "preload.h"
+#include "runlog.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RUN_FAIL 125              /* closewatch itself failed (like env/timeout) */
+#define CAPTURE_GRACE_MS 300      /* keep capturing after the program ends */
+
+struct run_opts {
+	const char *mode, *log, *events, *pcap, *iface;
+	const char *backtrace;
+	int json;
+};
+
+static volatile sig_atomic_t child_pid;
+
+static void forward(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	pid_t pid = (pid_t)child_pid;
+	if (pid <= 0)
+		return;
+	/* The terminal already sent this one to the whole foreground group. */
+	if (si && si->si_code == SI_KERNEL && getpgid(pid) == getpgrp())
+		return;
+	kill(pid, sig);
+}
+
+static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+#define NFWD (sizeof(forwarded) / sizeof(forwarded[0]))
+
+static void usage(FILE *f)
+{
+	fputs("usage: closewatch run [--mode observe|warn|drain] [--log PATH] [--json]\n"
+	      "                      [--events all|risky] [--backtrace N] [--pcap FILE [--iface IF]]\n"
+	      "                      -- CMD [ARGS...]\n"
+	      "Run CMD with libclosewatch.so preloaded (found next to this program or in ../lib;\n"
+	      "added in front of any LD_PRELOAD already set) and print a summary on stderr at the\n"
+	      "end: closes by verdict, bytes lost, drains by result.\n"
+	      "  --mode M        CLOSEWATCH_MODE (observe, warn, drain)\n"
+	      "  --log PATH      CLOSEWATCH_LOG: a file (%p = pid), stderr or syslog. Without it\n"
+	      "                  (and without CLOSEWATCH_LOG set), records go to a temporary file\n"
+	      "                  that is summarised and then removed.\n"
+	      "  --json          CLOSEWATCH_FORMAT=json\n"
+	      "  --events E      CLOSEWATCH_EVENTS (all, risky; 'all' by default with --pcap)\n"
+	      "  --backtrace N   CLOSEWATCH_BACKTRACE: frames per record, 0 = off\n"
+	      "  --pcap FILE     capture TCP packets with libpcap into FILE (pcap format) from\n"
+	      "                  before CMD starts until shortly after it ends (needs root or\n"
+	      "                  CAP_NET_RAW); check it with 'closewatch wire LOG FILE'\n"
+	      "  --iface IF      interface to capture on (default: any)\n"
+	      "SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to CMD. Exit status: CMD's, or\n"
+	      "128+N if it was killed by signal N; 125 if closewatch failed, 126/127 if CMD could\n"
+	      "not be run; 2 on bad usage.\n", f);
+}
+
+static int opt_value(int argc, char **argv, int *i, const char *name, const char **out)
+{
+	const char *a = argv[*i];
+	size_t n = strlen(name);
+	if (strncmp(a, name, n))
+		return 0;
+	if (a[n] == '=') {
+		*out = a + n + 1;
+		return 1;
+	}
+	if (a[n])
+		return 0;
+	if (*i + 1 >= argc)
+		return -1;
+	*out = argv[++*i];
+	return 1;
+}
+
+/* Returns the index of CMD in argv, or -(exit status) on a usage error or --help. */
+static int parse(int argc, char **argv, struct run_opts *o)
+{
+	static const struct { const char *name; size_t off; } vals[] = {
+		{"--mode", offsetof(struct run_opts, mode)},
+		{"--log", offsetof(struct run_opts, log)},
+		{"--events", offsetof(struct run_opts, events)},
+		{"--backtrace", offsetof(struct run_opts, backtrace)},
+		{"--pcap", offsetof(struct run_opts, pcap)},
+		{"--iface", offsetof(struct run_opts, iface)},
+	};
+	int i = 0;
+	for (; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--")) {
+			i++;
+			break;
+		}
+		if (a[0] != '-' || !a[1])
+			break;
+		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+			usage(stdout);
+			return -0x100;
+		}
+		if (!strcmp(a, "--json")) {
+			o->json = 1;
+			continue;
+		}
+		int found = 0;
+		for (size_t k = 0; k < sizeof(vals) / sizeof(vals[0]) && !found; k++) {
+			const char *v;
+			int r = opt_value(argc, argv, &i, vals[k].name, &v);
+			if (r < 0) {
+				char msg[80];
+				snprintf(msg, sizeof(msg), "%s needs a value", vals[k].name);
+				return -cw_usage_error("run", msg);
+			}
+			if (r > 0) {
+				*(const char **)((char *)o + vals[k].off) = v;
+				found = 1;
+			}
+		}
+		if (!found)
+			return -cw_usage_error("run", "unknown option");
+	}
+	if (o->mode && strcmp(o->mode, "observe") && strcmp(o->mode, "warn") && strcmp(o->mode, "drain"))
+		return -cw_usage_error("run", "--mode must be observe, warn or drain");
+	if (o->events && strcmp(o->events, "all") && strcmp(o->events, "risky"))
+		return -cw_usage_error("run", "--events must be all or risky");
+	unsigned long bt;
+	if (o->backtrace && cw_parse_uint(o->backtrace, 256, &bt) != 0)
+		return -cw_usage_error("run", "--backtrace needs a number of frames (0-256)");
+	if (o->iface && !o->pcap)
+		return -cw_usage_error("run", "--iface only makes sense with --pcap");
+	if ((o->log && !*o->log) || (o->pcap && !*o->pcap) || (o->iface && !*o->iface))
+		return -cw_usage_error("run", "empty option value");
+	if (i >= argc)
+		return -cw_usage_error("run", "no command to run (closewatch run [options] -- CMD ARGS...)");
+	return i;
+}
+
+static int set_env(const char *name, const char *value)
+{
+	if (setenv(name, value, 1) != 0) {
+		cw_err("cannot set %s: %s", name, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int setup_env(const struct run_opts *o, const char *lib)
+{
+	char *preload = cw_preload_compose(lib, getenv("LD_PRELOAD"));
+	int rc = set_env("LD_PRELOAD", preload);
+	free(preload);
+	if (o->mode)
+		rc |= set_env("CLOSEWATCH_MODE", o->mode);
+	if (o->json)
+		rc |= set_env("CLOSEWATCH_FORMAT", "json");
+	if (o->events)
+		rc |= set_env("CLOSEWATCH_EVENTS", o->events);
+	else if (o->pcap && !getenv("CLOSEWATCH_EVENTS"))
+		rc |= set_env("CLOSEWATCH_EVENTS", "all");
+	if (o->backtrace)
+		rc |= set_env("CLOSEWATCH_BACKTRACE", o->backtrace);
+	return rc;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* fork + exec CMD; returns the child's wait status, or -(exit status) if it could not run. */
+static int spawn(char **cmd)
+{
+	int ep[2];
+	if (pipe2(ep, O_CLOEXEC) != 0) {
+		cw_err("pipe: %s", strerror(errno));
+		return -RUN_FAIL;
+	}
+	sigset_t fwd, old;
+	sigemptyset(&fwd);
+	for (size_t k = 0; k < NFWD; k++)
+		sigaddset(&fwd, forwarded[k]);
+	sigprocmask(SIG_BLOCK, &fwd, &old);
+	struct sigaction sa, saved[NFWD];
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = forward;
+	sa.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	for (size_t k = 0; k < NFWD; k++)
+		sigaction(forwarded[k], &sa, &saved[k]);
+	pid_t pid = fork();
+	if (pid < 0) {
+		cw_err("fork: %s", strerror(errno));
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		close(ep[0]);
+		close(ep[1]);
+		return -RUN_FAIL;
+	}
+	if (pid == 0) {
+		for (size_t k = 0; k < NFWD; k++)
+			sigaction(forwarded[k], &saved[k], NULL);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		close(ep[0]);
+		execvp(cmd[0], cmd);
+		int e = errno;
+		if (write(ep[1], &e, sizeof(e)) < 0)
+			_exit(127);
+		_exit(e == ENOENT ? 127 : 126);
+	}
+	child_pid = pid;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(ep[1]);
+	int e = 0;
+	ssize_t n;
+	while ((n = read(ep[0], &e, sizeof(e))) < 0 && errno == EINTR)
+		;
+	close(ep[0]);
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR) {
+			cw_err("waitpid: %s", strerror(errno));
+			status = RUN_FAIL << 8;
+			break;
+		}
+	}
+	child_pid = 0;
+	for (size_t k = 0; k < NFWD; k++)
+		sigaction(forwarded[k], &saved[k], NULL);
+	if (n == (ssize_t)sizeof(e)) {
+		cw_err("cannot run %s: %s", cmd[0], strerror(e));
+		return -(e == ENOENT ? 127 : 126);
+	}
+	return status;
+}
+
+int cw_cmd_run(int argc, char **argv)
+{
+	struct run_opts o;
+	memset(&o, 0, sizeof(o));
+	int ci = parse(argc, argv, &o);
+	if (ci == -0x100)
+		return 0;
+	if (ci < 0)
+		return -ci;
+	char lib[4096], err[8192];
+	if (cw_find_library(lib, sizeof(lib), err, sizeof(err)) != 0) {
+		cw_err("%s", err);
+		return RUN_FAIL;
+	}
+	struct cw_runlog log;
+	const char *spec = o.log ? o.log : getenv("CLOSEWATCH_LOG");
+	if (cw_runlog_begin(&log, spec && *spec ? spec : NULL) != 0)
+		return RUN_FAIL;
+	if (set_env("CLOSEWATCH_LOG", log.spec) != 0 || setup_env(&o, lib) != 0) {
+		cw_runlog_end(&log);
+		return RUN_FAIL;
+	}
+	struct cw_capture *cap = NULL;
+	if (o.pcap) {
+		int perm;
+		cap = cw_capture_open(o.iface, "tcp", o.pcap, err, sizeof(err), &perm);
+		if (!cap || cw_capture_start_thread(cap) != 0) {
+			if (!cap)
+				cw_err("%s", err);
+			else
+				cw_capture_close(cap, NULL, NULL);
+			cw_runlog_end(&log);
+			return RUN_FAIL;
+		}
+	}
+	int status = spawn(argv + ci);
+	int rc;
+	if (status < 0)
+		rc = -status;
+	else if (WIFEXITED(status))
+		rc = WEXITSTATUS(status);
+	else if (WIFSIGNALED(status))
+		rc = 128 + WTERMSIG(status);
+	else
+		rc = RUN_FAIL;
+	if (cap) {
+		unsigned long pkts = 0, dropped = 0;
+		sleep_ms(CAPTURE_GRACE_MS);
+		if (cw_capture_close(cap, &pkts, &dropped) != 0 && rc == 0)
+			rc = RUN_FAIL;
+		fprintf(stderr, "closewatch: capture: %lu packet%s in %s", pkts, pkts == 1 ? "" : "s",
+			o.pcap);
+		if (dropped)
+			fprintf(stderr, " (%lu dropped by the kernel: the capture is incomplete)", dropped);
+		fputc('\n', stderr);
+	}
+	if (status >= 0)
+		cw_runlog_summarize(&log, stderr);
+	cw_runlog_end(&log);
+	return rc;
+}

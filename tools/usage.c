@@ -1,0 +1,13 @@
+/* The one-line usage error every closewatch command prints (exit status 2). */
+#include "cmds.h"
+
+#include <stdio.h>
+
+int cw_usage_error(const char *cmd, const char *msg)
+{
+	if (cmd)
+		fprintf(stderr, "closewatch %s: %s (try 'closewatch %s --help')\n", cmd, msg, cmd);
+	else
+		fprintf(stderr, "closewatch: %s (try 'closewatch --help')\n", msg);
+	return 2;
+}

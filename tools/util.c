@@ -1,0 +1,101 @@
+/* Small helpers shared by the closewatch tools. */
+#include "util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *cw_progname = "closewatch";
+
+static void oom(void)
+{
+	fprintf(stderr, "%s: out of memory\n", cw_progname);
+	exit(125);
+}
+
+void *cw_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		oom();
+	return p;
+}
+
+void *cw_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		oom();
+	return p;
+}
+
+void *cw_xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (!p)
+		oom();
+	return p;
+}
+
+char *cw_xstrdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = cw_xmalloc(n);
+	memcpy(p, s, n);
+	return p;
+}
+
+void cw_grow(void **arr, size_t *cap, size_t need, size_t elsize)
+{
+	if (need < *cap)
+		return;
+	size_t n = *cap ? *cap : 16;
+	while (n <= need)
+		n *= 2;
+	*arr = cw_xrealloc(*arr, n * elsize);
+	*cap = n;
+}
+
+void cw_err(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: ", cw_progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void cw_json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		switch (*p) {
+		case '"': fputs("\\\"", f); break;
+		case '\\': fputs("\\\\", f); break;
+		case '\n': fputs("\\n", f); break;
+		case '\r': fputs("\\r", f); break;
+		case '\t': fputs("\\t", f); break;
+		default:
+			if (*p < 0x20 || *p == 0x7f)
+				fprintf(f, "\\u%04x", *p);
+			else
+				fputc(*p, f);
+		}
+	}
+	fputc('"', f);
+}
+
+int cw_parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	char *end;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
