@@ -67,7 +67,7 @@ $(PCAPTOOL): $(BUILD)/tools/cw-pcap.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ)
 
 # Test programs are ordinary programs: they know nothing of closewatch, except
 # the ones named *inspect* which call closewatch_inspect() themselves.
-$(BUILD)/tests/%: tests/progs/%.c $(wildcard tests/progs/*.h) $(LIB)
+$(BUILD)/tests/%: tests/progs/%.c $(wildcard tests/progs/*.h) tests/progs/cwprog.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/progs -o $@ $< $(LDFLAGS_ALL) -lpthread \
 	  $(if $(findstring inspect,$*),-L$(BUILD) -lclosewatch -Wl$(comma)-rpath$(comma)'$$ORIGIN/..')

@@ -30,9 +30,10 @@
 #define HOOK __attribute__((visibility("default")))
 #define likely(x) __builtin_expect(!!(x), 1)
 
-/* Nesting depth of the shim in this thread. Anything the shim itself causes
- * (libunwind or dladdr closing an fd) goes straight to libc. initial-exec:
- * no allocation on first access in a new thread. */
+/* Nesting depth of the shim in this thread: > 1 means a signal handler
+ * interrupted the shim (the shim's own calls use REAL() and never come back
+ * through a hook for a socket). initial-exec: no allocation on first access
+ * in a new thread. */
 static __thread int depth __attribute__((tls_model("initial-exec")));
 
 /* ---- initialisation --------------------------------------------------------- */
@@ -98,6 +99,15 @@ __attribute__((constructor)) static void closewatch_constructor(void)
 
 /* ---- the common path: a covered socket is going away -------------------------- */
 
+/* A hook entered while this thread is already inside the shim: a signal
+ * handler that interrupted us. Everything on the record path is
+ * async-signal-safe, so it is still logged; only the backtrace (libunwind
+ * symbol lookup) and the drain engine (it takes a lock) are left out. */
+static int nested(void)
+{
+	return depth > 1;
+}
+
 static void fill_meta(struct cw_event *ev, int call, int how)
 {
 	ev->call = call;
@@ -111,7 +121,7 @@ static void fill_meta(struct cw_event *ev, int call, int how)
 	ev->tid = gettid();
 	memset(ev->comm, 0, sizeof ev->comm);
 	prctl(PR_GET_NAME, ev->comm, 0, 0, 0);
-	if (cw_cfg.backtrace)
+	if (cw_cfg.backtrace && !nested())
 		cw_backtrace(ev, cw_cfg.backtrace);
 }
 
@@ -145,7 +155,7 @@ static void socket_going_away(int fd, uint8_t entry, int call, int may_drain)
 	ev.rec.shared = cw_inspect_shared(fd, entry);
 	cw_verdict_close(&ev.rec);
 	int risky = closewatch_verdict_is_risky(ev.rec.verdict);
-	int drain = may_drain && cw_cfg.mode == CW_MODE_DRAIN && cw_drain_wanted(&ev);
+	int drain = may_drain && !nested() && cw_cfg.mode == CW_MODE_DRAIN && cw_drain_wanted(&ev);
 	if (!cw_cfg.events_all && !risky && !drain) {
 		cw_fd_clear(fd);
 		return;
@@ -202,7 +212,8 @@ HOOK int close(int fd)
 		errno = EBADF;
 		return -1;
 	}
-	if (depth) {
+	if (depth && !ready()) {
+		/* Our own initialisation: nothing can be logged yet. */
 		cw_fd_clear(fd);
 		return REAL(close)(fd);
 	}
@@ -218,7 +229,7 @@ HOOK int close(int fd)
 HOOK int shutdown(int fd, int how)
 {
 	uint8_t entry = cw_fd_get(fd);
-	if (!needs_look(fd, entry) || depth || fd < 0)
+	if (!needs_look(fd, entry) || (depth && !ready()) || fd < 0)
 		return REAL(shutdown)(fd, how);
 	if (entry & CW_FD_PRIVATE) {
 		errno = EBADF;
@@ -498,6 +509,24 @@ HOOK int recvmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags, struct
 	for (int i = 0; i < rc; i++)
 		note_received_fds(&vec[i].msg_hdr);
 	return rc;
+}
+
+/* ---- epoll: a drained socket must leave the program's epoll sets (drain.h) ------------ */
+
+HOOK int epoll_create(int size)
+{
+	int fd = REAL(epoll_create)(size);
+	if (fd >= 0 && ready())
+		cw_drain_note_epoll(fd);
+	return fd;
+}
+
+HOOK int epoll_create1(int flags)
+{
+	int fd = REAL(epoll_create1)(flags);
+	if (fd >= 0 && ready())
+		cw_drain_note_epoll(fd);
+	return fd;
 }
 
 /* ---- fork, fclose, exit --------------------------------------------------------------- */

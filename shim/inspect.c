@@ -9,7 +9,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
 #include <linux/sockios.h>
+#include <linux/unix_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
@@ -165,6 +169,52 @@ static int inspect_tcp(int fd, struct closewatch_record *r, int parts)
 	return 0;
 }
 
+/* Connections waiting on a unix listener: the kernel tells only sock_diag
+ * (UNIX_DIAG_RQLEN, what `ss -xl` shows as Recv-Q), looked up by inode. Rare
+ * (a unix listener closing), so a netlink round trip is fine. 0 if unknown. */
+static uint32_t unix_listener_backlog(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return 0;
+	int nl = REAL(socket)(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (nl < 0)
+		return 0;
+	struct {
+		struct nlmsghdr nlh;
+		struct unix_diag_req req;
+	} q;
+	memset(&q, 0, sizeof q);
+	q.nlh.nlmsg_len = sizeof q;
+	q.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	q.nlh.nlmsg_flags = NLM_F_REQUEST;
+	q.req.sdiag_family = AF_UNIX;
+	q.req.udiag_states = ~0U;
+	q.req.udiag_ino = (uint32_t)st.st_ino;
+	q.req.udiag_show = UDIAG_SHOW_RQLEN;
+	q.req.udiag_cookie[0] = q.req.udiag_cookie[1] = ~0U; /* no cookie: by inode */
+	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+	uint32_t backlog = 0;
+	union {
+		struct nlmsghdr h;
+		char buf[1024];
+	} a;
+	if (sendto(nl, &q, sizeof q, 0, (struct sockaddr *)&kernel, sizeof kernel) == (ssize_t)sizeof q) {
+		ssize_t n = recv(nl, &a, sizeof a, 0);
+		struct nlmsghdr *h = &a.h;
+		if (n > 0 && NLMSG_OK(h, (size_t)n) && h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+			struct unix_diag_msg *m = NLMSG_DATA(h);
+			int len = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+			for (struct rtattr *at = (struct rtattr *)(m + 1); RTA_OK(at, len); at = RTA_NEXT(at, len))
+				if (at->rta_type == UNIX_DIAG_RQLEN &&
+				    RTA_PAYLOAD(at) >= sizeof(struct unix_diag_rqlen))
+					backlog = ((struct unix_diag_rqlen *)RTA_DATA(at))->udiag_rqueue;
+		}
+	}
+	REAL(close)(nl);
+	return backlog;
+}
+
 static int inspect_unix(int fd, uint8_t kind, struct closewatch_record *r, int parts)
 {
 	int acc = 0;
@@ -181,6 +231,7 @@ static int inspect_unix(int fd, uint8_t kind, struct closewatch_record *r, int p
 	r->listening = acc;
 	if (acc) {
 		r->state = CLOSEWATCH_UNIX_LISTEN;
+		r->backlog = unix_listener_backlog(fd);
 	} else {
 		struct sockaddr_un peer;
 		len = sizeof peer;

@@ -16,6 +16,7 @@
 
 static atomic_int log_fd = -1; /* our private fd for a file or /dev/log; -1: stderr */
 static int log_is_syslog;
+static atomic_int reopen_pending; /* the log fd was given up: reopen by path */
 
 static size_t put(char *out, size_t cap, size_t n, const char *s)
 {
@@ -131,11 +132,29 @@ void cw_log_relocate_if(int fd)
 		return;
 	int moved = REAL(fcntl)(cur, F_DUPFD_CLOEXEC, cur + 1);
 	if (moved < 0)
-		return;
-	cw_fd_set(moved, CW_FD_PRIVATE);
-	atomic_store(&log_fd, moved);
+		moved = REAL(fcntl)(cur, F_DUPFD_CLOEXEC, 3);
 	/* The program's dup2 now replaces the old number; it is no longer ours. */
 	cw_fd_clear(cur);
+	if (moved < 0) {
+		/* No free number left (a program that fills its whole table):
+		 * give the fd up and open the log again at the next record. */
+		atomic_store(&log_fd, -1);
+		atomic_store(&reopen_pending, 1);
+		return;
+	}
+	cw_fd_set(moved, CW_FD_PRIVATE);
+	atomic_store(&log_fd, moved);
+}
+
+/* After a failed relocation: one thread reopens the target, quietly (the
+ * warning, if any, was given at start-up). */
+static int current_fd(void)
+{
+	int expected = 1;
+	if (atomic_load(&reopen_pending) &&
+	    atomic_compare_exchange_strong(&reopen_pending, &expected, 0))
+		open_target(1);
+	return atomic_load(&log_fd);
 }
 
 /* syslog framing: "<PRI>comm[pid]: " with facility user, priority by kind. */
@@ -167,7 +186,9 @@ void cw_log_event(const struct cw_event *ev)
 	n += cw_record_format(buf + n, CW_LINE_MAX + 1, ev, cw_cfg.json);
 	if (log_is_syslog && n && buf[n - 1] == '\n')
 		n--; /* syslog messages carry no newline */
-	int fd = atomic_load(&log_fd);
+	int fd = current_fd();
+	if (fd < 0 && cw_cfg.log_kind != CW_LOG_STDERR)
+		return; /* the file could not be opened again: drop, never into stderr */
 	emit_to(fd >= 0 ? fd : 2, buf, n);
 }
 
@@ -182,7 +203,7 @@ void cw_log_line(const char *line, size_t len)
 		n += len;
 		if (n && buf[n - 1] == '\n')
 			n--;
-		emit_to(atomic_load(&log_fd), buf, n);
+		emit_to(current_fd(), buf, n);
 		return;
 	}
 	/* Human lines stay out of a JSON log file: they go to stderr. */

@@ -318,3 +318,89 @@ class Ctx:
                 pass
         if not os.environ.get("CW_KEEP_TMP"):
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- scenario programs (cwprog)
+
+class ProcKw(Proc):
+    """Proc that passes extra Popen arguments (pass_fds, preexec_fn, …)."""
+
+    def __init__(self, argv, env=None, stdin=subprocess.DEVNULL, stderr=None, **popen_kw):
+        self.argv = argv
+        self.p = subprocess.Popen(argv, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                                  stderr=stderr if stderr is not None else subprocess.PIPE,
+                                  **popen_kw)
+        self._buf = b""
+        self.lines = []
+
+
+def cwprog(ctx, *actions, env=None, name="cwprog", **kw):
+    """Start tests/progs/cwprog.c (or another interpreter built from it) with a
+    scenario; stdin is a pipe so that the `wait` action can be released with tell().
+    Extra keyword arguments go to Popen (pass_fds, preexec_fn, cwd…)."""
+    kw.setdefault("stdin", subprocess.PIPE)
+    p = ProcKw([prog(name)] + [str(a) for a in actions], env=env, **kw)
+    ctx.procs.append(p)
+    return p
+
+
+def tell(proc, line="go"):
+    """Release one `wait` action of a cwprog scenario."""
+    proc.p.stdin.write((line + "\n").encode())
+    proc.p.stdin.flush()
+
+
+def finish(proc, timeout=30):
+    """Wait for the program (its stdin is closed: a pending `wait` fails) and return its
+    exit status; proc.stderr holds what it wrote there."""
+    return proc.wait(timeout)
+
+
+def inq(s):
+    """Unread bytes on a Python socket (FIONREAD)."""
+    import array
+    import fcntl
+    import termios
+    buf = array.array("i", [0])
+    fcntl.ioctl(s.fileno(), termios.FIONREAD, buf, True)
+    return buf[0]
+
+
+def tcp_listener(host, backlog=16):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, 0))
+    s.listen(backlog)
+    s.settimeout(10)
+    return s, s.getsockname()[1]
+
+
+def addr_str(host, port):
+    """The contract's address form: ip:port or [ip6]:port."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def payload_len(pkts, sport, dport):
+    return sum(p["len"] for p in pkts if p["sport"] == sport and p["dport"] == dport)
+
+
+def isn_of(pkts, sport, dport):
+    """Initial sequence number of the sport→dport direction (from its SYN or SYN-ACK)."""
+    for p in pkts:
+        if p["sport"] == sport and p["dport"] == dport and "S" in p["flags"]:
+            return p["seq"]
+    raise AssertionError(f"no SYN from port {sport} to {dport} in the capture")
+
+
+def rel_seq(p, isn):
+    """Sequence number relative to the first data byte (0 = first byte after the SYN)."""
+    return (p["seq"] - isn - 1) % (1 << 32)
+
+
+def bytes_sent(pkts, sport, dport):
+    """Distinct payload bytes sent sport→dport, as sequence-space coverage (retransmissions
+    counted once): the highest relative seq+len seen."""
+    isn = isn_of(pkts, sport, dport)
+    return max([rel_seq(p, isn) + p["len"] for p in pkts
+                if p["sport"] == sport and p["dport"] == dport and p["len"] > 0] or [0])
