@@ -59,6 +59,9 @@ $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/closewatch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(PCAP_CFLAGS) -c $< -o $@
 
+# The installed CLI also looks for the library where `make install` puts it.
+$(BUILD)/tools/preload.o: CFLAGS_ALL += -DCW_LIBDIR='"$(LIBDIR)"'
+
 $(CLI): $(BUILD)/tools/closewatch.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) -lpthread
 

@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pcap/pcap.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -95,6 +96,12 @@ struct cw_capture *cw_capture_open(const char *iface, const char *filter, const 
 		pcap_close(p);
 		return NULL;
 	}
+	/* `closewatch run` starts the program after this: it must not inherit
+	 * the capture socket or the pcap file (they would shift its fd numbers). */
+	int fds[2] = {pcap_get_selectable_fd(p), fileno(pcap_dump_file(d))};
+	for (int i = 0; i < 2; i++)
+		if (fds[i] >= 0)
+			fcntl(fds[i], F_SETFD, fcntl(fds[i], F_GETFD) | FD_CLOEXEC);
 	struct cw_capture *c = cw_xcalloc(1, sizeof(*c));
 	c->p = p;
 	c->d = d;

@@ -67,10 +67,10 @@ static void peer_host(const char *peer, char *out, size_t cap)
 	out[n] = 0;
 }
 
-static void count(struct cw_item *it, const struct cw_rec *rec, int risky, int vi)
+static void count(struct cw_item *it, uint64_t lost, int risky, int vi)
 {
 	it->count++;
-	it->lost += rec->lost;
+	it->lost += lost;
 	if (risky)
 		it->risky++;
 	it->vc[vi]++;
@@ -102,18 +102,22 @@ void cw_report_add(struct cw_report *r, const struct cw_rec *rec)
 	}
 	int risky = cw_verdict_risky(rec->verdict);
 	int vi = verdict_index(rec->verdict);
+	/* A drained close's `lost` is what the kernel would have thrown away:
+	 * the drain saved it, so it counts as saved, not lost. */
+	uint64_t lost = strcmp(rec->action, "drained") ? rec->lost : 0;
 	r->closes++;
-	r->lost += rec->lost;
+	r->lost += lost;
+	r->saved += rec->lost - lost;
 	if (risky)
 		r->risky++;
-	count(group_item(&r->verdicts, rec->verdict), rec, risky, vi);
-	count(group_item(&r->actions, rec->action), rec, risky, vi);
-	count(group_item(&r->calls, rec->call), rec, risky, vi);
+	count(group_item(&r->verdicts, rec->verdict), lost, risky, vi);
+	count(group_item(&r->actions, rec->action), lost, risky, vi);
+	count(group_item(&r->calls, rec->call), lost, risky, vi);
 	char host[CW_REC_ADDR];
 	peer_host(rec->peer, host, sizeof(host));
-	count(group_item(&r->peers, host), rec, risky, vi);
+	count(group_item(&r->peers, host), lost, risky, vi);
 	if (rec->nbt)
-		count(group_item(&r->sites, rec->bt), rec, risky, vi);
+		count(group_item(&r->sites, rec->bt), lost, risky, vi);
 	else
 		r->no_bt++;
 }

@@ -34,7 +34,8 @@ struct cw_report {
 	struct cw_group verdicts, actions, calls, sites, peers, drains;
 	struct cw_strmap pids;
 	unsigned long closes, risky, drain_records, no_bt;
-	uint64_t lost;
+	uint64_t lost;  /* thrown away by risky closes that were not drained */
+	uint64_t saved; /* what drained closes would have lost */
 	double first_t, last_t;
 	char first_ts[48], last_ts[48];
 };

@@ -62,8 +62,11 @@ void cw_report_print_text(FILE *f, const struct cw_report *r, const struct cw_lo
 	char a[32], b[32], c[32], d[32];
 	char mix[256], label[1024];
 	header(f, r, st);
-	fprintf(f, "bytes lost (upper bound): %" PRIu64 " in %lu risky close%s\n\n", r->lost,
+	fprintf(f, "bytes lost (upper bound): %" PRIu64 " in %lu risky close%s", r->lost,
 		r->risky, r->risky == 1 ? "" : "s");
+	if (r->saved)
+		fprintf(f, "; saved by drains: %" PRIu64, r->saved);
+	fputs("\n\n", f);
 
 	struct cw_table t;
 	cw_table_init(&t, "lrrr", "verdict", "closes", "bytes lost", "");
@@ -179,7 +182,8 @@ void cw_report_print_json(FILE *f, const struct cw_report *r, const struct cw_lo
 	else
 		fputs("null", f);
 	fprintf(f, ",\"closes\":%lu,\"drain_records\":%lu,\"processes\":%zu,\"risky\":%lu,"
-		"\"lost\":%" PRIu64 ",\"first_ts\":", r->closes, r->drain_records, r->pids.n, r->risky, r->lost);
+		"\"lost\":%" PRIu64 ",\"saved\":%" PRIu64 ",\"first_ts\":", r->closes, r->drain_records,
+		r->pids.n, r->risky, r->lost, r->saved);
 	if (r->first_ts[0]) {
 		cw_json_str(f, r->first_ts);
 		fputs(",\"last_ts\":", f);
@@ -240,8 +244,11 @@ void cw_report_print_summary(FILE *f, const struct cw_report *r, const struct cw
 		first = 0;
 	}
 	fputc('\n', f);
-	fprintf(f, "closewatch: bytes lost (upper bound): %" PRIu64 " in %lu risky close%s\n", r->lost,
+	fprintf(f, "closewatch: bytes lost (upper bound): %" PRIu64 " in %lu risky close%s", r->lost,
 		r->risky, r->risky == 1 ? "" : "s");
+	if (r->saved)
+		fprintf(f, "; saved by drains: %" PRIu64, r->saved);
+	fputc('\n', f);
 	fprintf(f, "closewatch: drains: %lu", r->drain_records);
 	for (size_t i = 0; i < r->drains.n; i++)
 		fprintf(f, "%s%s %lu", i ? ", " : " (", r->drains.items[i].key, r->drains.items[i].count);
