@@ -1,8 +1,524 @@
-/* Drain engine: placeholder until the engine lands (issue 4). */
+/* Drain engine: policy, the slot table, the life of our private fds, fork
+ * and exit. See drain.h for the design, drain_int.h for the locks, and
+ * drain_loop.c for the reading itself. */
 #include "drain.h"
-int cw_drain_wanted(const struct cw_event *ev) { (void)ev; return 0; }
-int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t) { (void)fd; (void)ev; (void)t; return CW_ACTION_DRAIN_SKIPPED; }
-void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev) { (void)t; (void)ev; }
-void cw_drain_relocate_if(int fd) { (void)fd; }
-void cw_drain_init(void) {}
-void cw_drain_at_exit(void) {}
+#include "config.h"
+#include "drain_int.h"
+#include "fdtable.h"
+#include "logwriter.h"
+#include "real.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define THREAD_STACK (256 * 1024)
+#define EXIT_GRACE_NS (500 * 1000000LL) /* for the thread to write the last records */
+#define MAX_PROGRAM_EPOLLS 64
+
+struct cw_drain_slot *cw_drain_slots;
+struct cw_event *cw_drain_events;
+int cw_drain_nslots;
+atomic_int cw_drain_hw;
+atomic_int cw_drain_active;
+atomic_int cw_drain_async_pending;
+atomic_int cw_drain_ep = -1, cw_drain_wake = -1;
+atomic_llong cw_drain_exit_deadline;
+atomic_int cw_drain_in_wait;
+atomic_uint cw_drain_wait_epoch;
+
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int thread_running;
+/* This thread holds `lock` (in_lock), or took it for a fork (fork_locked). */
+static __thread int in_lock __attribute__((tls_model("initial-exec")));
+static __thread int fork_locked __attribute__((tls_model("initial-exec")));
+
+/* ---- policy ---------------------------------------------------------------- */
+
+int cw_drain_wanted(const struct cw_event *ev)
+{
+	const struct closewatch_record *r = &ev->rec;
+	if (r->listening || r->shared || r->linger == 0)
+		return 0;
+	switch (r->verdict) {
+	case CLOSEWATCH_RST_UNREAD:
+		return 1;
+	case CLOSEWATCH_FIN_PENDING:
+		return r->proto == CLOSEWATCH_PROTO_TCP;
+	case CLOSEWATCH_CLEAN:
+		/* The peer has not closed its side: what it sends after our
+		 * close() would be answered with RST (the late RST). */
+		return r->proto == CLOSEWATCH_PROTO_TCP && r->state == TCP_ESTABLISHED;
+	default:
+		return 0;
+	}
+}
+
+/* ---- locks ----------------------------------------------------------------- */
+
+int cw_drain_lock(void)
+{
+	if (in_lock || fork_locked)
+		return -1; /* a signal handler inside our own locked section */
+	pthread_mutex_lock(&lock);
+	in_lock = 1;
+	return 0;
+}
+
+void cw_drain_unlock(void)
+{
+	in_lock = 0;
+	pthread_mutex_unlock(&lock);
+}
+
+void cw_drain_spin_lock(atomic_int *flag)
+{
+	while (atomic_exchange_explicit(flag, 1, memory_order_acquire))
+		sched_yield();
+}
+
+void cw_drain_spin_unlock(atomic_int *flag)
+{
+	atomic_store_explicit(flag, 0, memory_order_release);
+}
+
+/* ---- our fds ----------------------------------------------------------------- */
+
+/* A close-on-exec duplicate of fd near the top of the fd range, where
+ * ordinary programs never allocate (as cw_fd_hide places the log fd), marked
+ * private: close() of it gives EBADF, close_range goes around it. */
+static int dup_private(int fd)
+{
+	struct rlimit rl;
+	long top = CW_FDTAB_SIZE;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < (rlim_t)top)
+		top = (long)rl.rlim_cur;
+	long base = top > 256 ? top - 128 : top / 2;
+	int d = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, (int)base);
+	if (d < 0)
+		d = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
+	if (d >= 0)
+		cw_fd_set(d, CW_FD_PRIVATE);
+	return d;
+}
+
+/* Forget before closing: once closed, the number may be the program's. */
+static void close_private(int fd)
+{
+	if (fd < 0)
+		return;
+	cw_fd_clear(fd);
+	REAL(close)(fd);
+}
+
+/* ---- the drain thread's fds and the thread itself ------------------------- */
+
+/* fd moved to a private high number, or -1 (and fd closed). */
+static int hide(int fd)
+{
+	if (fd < 0)
+		return -1;
+	int h = cw_fd_hide(fd);
+	if (h < 0)
+		REAL(close)(fd);
+	return h;
+}
+
+static int engine_start_locked(void)
+{
+	if (atomic_load(&thread_running))
+		return 0;
+	int ep = hide(REAL(epoll_create1)(EPOLL_CLOEXEC));
+	int wake = hide(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = CW_DRAIN_WAKE_TAG};
+	if (ep < 0 || wake < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev) < 0)
+		goto fail;
+	atomic_store(&cw_drain_ep, ep);
+	atomic_store(&cw_drain_wake, wake);
+
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, THREAD_STACK);
+	/* Our thread must never run the program's signal handlers. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_t t;
+	int rc = pthread_create(&t, &attr, cw_drain_thread, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc == 0) {
+		atomic_store(&thread_running, 1);
+		return 0;
+	}
+	atomic_store(&cw_drain_ep, -1);
+	atomic_store(&cw_drain_wake, -1);
+fail:
+	close_private(ep);
+	close_private(wake);
+	return -1;
+}
+
+/* ---- the program's epoll sets ---------------------------------------------- */
+
+/* fd + 1 of each epoll instance the program created; 0 = empty. */
+static atomic_int program_epolls[MAX_PROGRAM_EPOLLS];
+static atomic_int program_epolls_hw;
+
+void cw_drain_note_epoll(int epfd)
+{
+	if (cw_cfg.mode != CW_MODE_DRAIN || epfd < 0)
+		return;
+	int want = epfd + 1, free_at = -1;
+	int hw = atomic_load(&program_epolls_hw);
+	for (int i = 0; i < MAX_PROGRAM_EPOLLS; i++) {
+		int v = atomic_load(&program_epolls[i]);
+		if (v == want)
+			return;
+		if (!v && free_at < 0)
+			free_at = i;
+		if (i >= hw && free_at >= 0)
+			break;
+	}
+	for (int i = free_at < 0 ? 0 : free_at; i < MAX_PROGRAM_EPOLLS; i++) {
+		int expected = 0;
+		if (atomic_compare_exchange_strong(&program_epolls[i], &expected, want)) {
+			int cur = atomic_load(&program_epolls_hw);
+			while (cur <= i && !atomic_compare_exchange_weak(&program_epolls_hw, &cur, i + 1))
+				;
+			return;
+		}
+	}
+	/* Full: the oldest numbers are the likeliest to be stale. */
+	static atomic_uint next;
+	atomic_store(&program_epolls[atomic_fetch_add(&next, 1) % MAX_PROGRAM_EPOLLS], want);
+	atomic_store(&program_epolls_hw, MAX_PROGRAM_EPOLLS);
+}
+
+/* What close(fd) would have done, had our duplicate not kept the socket
+ * alive: take fd out of the program's epoll sets. */
+static void leave_program_epolls(int fd)
+{
+	int hw = atomic_load(&program_epolls_hw);
+	for (int i = 0; i < hw; i++) {
+		int v = atomic_load(&program_epolls[i]);
+		if (!v || v - 1 == fd)
+			continue;
+		struct epoll_event unused;
+		if (epoll_ctl(v - 1, EPOLL_CTL_DEL, fd, &unused) < 0 && (errno == EBADF || errno == EINVAL))
+			atomic_compare_exchange_strong(&program_epolls[i], &v, 0); /* closed since */
+	}
+}
+
+/* ---- slots ------------------------------------------------------------------ */
+
+void cw_drain_init(void)
+{
+	if (cw_cfg.mode != CW_MODE_DRAIN || cw_cfg.drain_max <= 0 || cw_drain_slots)
+		return;
+	size_t n = (size_t)cw_cfg.drain_max;
+	/* Zero pages are free slots; only the pages of slots used get backed. */
+	void *s = mmap(NULL, n * sizeof *cw_drain_slots, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *e = mmap(NULL, n * sizeof *cw_drain_events, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (s == MAP_FAILED || e == MAP_FAILED) {
+		if (s != MAP_FAILED)
+			munmap(s, n * sizeof *cw_drain_slots);
+		if (e != MAP_FAILED)
+			munmap(e, n * sizeof *cw_drain_events);
+		return; /* every drain will be skipped */
+	}
+	cw_drain_slots = s;
+	cw_drain_events = e;
+	cw_drain_nslots = (int)n;
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* Under the lock. */
+static int claim_slot(void)
+{
+	for (int i = 0; i < cw_drain_nslots; i++) {
+		int expected = CW_SLOT_FREE;
+		if (atomic_compare_exchange_strong(&cw_drain_slots[i].state, &expected, CW_SLOT_CLAIMED)) {
+			if (atomic_load(&cw_drain_hw) <= i)
+				atomic_store(&cw_drain_hw, i + 1);
+			return i;
+		}
+	}
+	return -1;
+}
+
+static void release_slot(int s)
+{
+	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_FREE, memory_order_release);
+	atomic_fetch_sub(&cw_drain_active, 1);
+}
+
+int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
+{
+	t->fd = t->slot = -1;
+	if (!cw_drain_slots)
+		return CW_ACTION_DRAIN_SKIPPED;
+	if (atomic_fetch_add(&cw_drain_active, 1) >= cw_drain_nslots) {
+		atomic_fetch_sub(&cw_drain_active, 1);
+		return CW_ACTION_DRAIN_SKIPPED;
+	}
+	if (cw_drain_lock() < 0) {
+		atomic_fetch_sub(&cw_drain_active, 1);
+		return CW_ACTION_DRAIN_SKIPPED;
+	}
+	int s = -1, d = -1;
+	if (cw_cfg.drain_sync || engine_start_locked() == 0)
+		s = claim_slot();
+	if (s >= 0 && (d = dup_private(fd)) < 0) {
+		atomic_store(&cw_drain_slots[s].state, CW_SLOT_FREE);
+		s = -1;
+	}
+	if (s >= 0) {
+		struct cw_drain_slot *sl = &cw_drain_slots[s];
+		atomic_store(&sl->fd, d);
+		atomic_store(&sl->busy, 0);
+		atomic_store(&sl->registered, 0);
+		sl->tcp = ev->rec.proto == CLOSEWATCH_PROTO_TCP;
+		sl->seqpacket = ev->rec.sotype == SOCK_SEQPACKET;
+		sl->linger = ev->rec.linger;
+		sl->result = -1;
+		sl->start_ns = sl->last_ns = cw_drain_now_ns();
+		sl->discarded = 0;
+	}
+	cw_drain_unlock();
+	if (s < 0) {
+		atomic_fetch_sub(&cw_drain_active, 1);
+		return CW_ACTION_DRAIN_SKIPPED;
+	}
+	leave_program_epolls(fd);
+	t->fd = d;
+	t->slot = s;
+	return CW_ACTION_DRAINED;
+}
+
+void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
+{
+	int s = t->slot;
+	if (s < 0 || s >= cw_drain_nslots)
+		return;
+	struct cw_drain_slot *sl = &cw_drain_slots[s];
+	memcpy(&cw_drain_events[s], ev, sizeof *ev);
+	if (cw_cfg.drain_sync) {
+		cw_drain_run_sync(s);
+		return;
+	}
+	/* Cannot fail here: prepare left the lock, and a signal handler that
+	 * re-entered prepare while we held it was refused a slot. */
+	int locked = cw_drain_lock() == 0;
+	int fd = atomic_load(&sl->fd);
+	/* Queued data, then FIN, go out now, whatever the refcount. */
+	REAL(shutdown)(fd, SHUT_WR);
+	struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)s};
+	atomic_store(&sl->registered, epoll_ctl(atomic_load(&cw_drain_ep), EPOLL_CTL_ADD, fd, &e) == 0);
+	atomic_fetch_add(&cw_drain_async_pending, 1);
+	atomic_store_explicit(&sl->state, CW_SLOT_ASYNC, memory_order_release);
+	cw_drain_wake_locked();
+	if (locked)
+		cw_drain_unlock();
+	t->slot = -1;
+}
+
+/* Called by the slot's owner (the drain thread, or the closing thread in
+ * sync mode) once sl->result is set. */
+void cw_drain_finish(int s)
+{
+	struct cw_drain_slot *sl = &cw_drain_slots[s];
+	int is_async = atomic_load(&sl->state) == CW_SLOT_ASYNC;
+	int locked = cw_drain_lock() == 0;
+	int fd = atomic_exchange(&sl->fd, -1);
+	if (fd >= 0) {
+		if (atomic_load(&sl->registered)) {
+			struct epoll_event unused;
+			epoll_ctl(atomic_load(&cw_drain_ep), EPOLL_CTL_DEL, fd, &unused);
+		}
+		/* SO_LINGER {1,N}: our close must not block the drain thread
+		 * (the queue still drains after close, as an orphan). */
+		if (is_async && sl->linger > 0) {
+			struct linger off = {0, 0};
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
+		}
+		close_private(fd);
+	}
+	if (locked)
+		cw_drain_unlock();
+
+	struct cw_event *ev = &cw_drain_events[s];
+	int64_t waited = cw_drain_now_ns() - sl->start_ns;
+	ev->call = CW_CALL_DRAIN;
+	ev->drain_result = sl->result < 0 ? CW_DRAIN_TIMEOUT : sl->result;
+	ev->discarded = sl->discarded;
+	ev->waited_ms = waited > 0 ? (uint64_t)(waited / 1000000) : 0;
+	clock_gettime(CLOCK_REALTIME, &ev->ts);
+	cw_log_event(ev);
+	if (is_async)
+		atomic_fetch_sub(&cw_drain_async_pending, 1);
+	release_slot(s);
+}
+
+/* ---- dup2 onto one of our numbers --------------------------------------------- */
+
+/* Move our fd off `fd`; returns the new number or -1. Under the lock.
+ * Above it first (out of the way of an upward dup2 loop), else anywhere. */
+static int move_private(int fd)
+{
+	int m = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, fd + 1);
+	if (m < 0)
+		m = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
+	if (m >= 0)
+		cw_fd_set(m, CW_FD_PRIVATE);
+	return m;
+}
+
+static void wait_thread_left_epoll(void);
+static void relocate_slot_fd(int fd, int ep);
+
+void cw_drain_relocate_if(int fd)
+{
+	if (!cw_drain_slots || fd < 0 || cw_drain_lock() < 0)
+		return;
+	int ep = atomic_load(&cw_drain_ep), wake = atomic_load(&cw_drain_wake);
+	if (fd == wake) { /* only used under the lock */
+		int m = move_private(fd);
+		if (m >= 0) {
+			atomic_store(&cw_drain_wake, m);
+			close_private(fd);
+		}
+	} else if (fd == ep) {
+		int m = move_private(fd);
+		if (m >= 0) {
+			atomic_store(&cw_drain_ep, m);
+			wait_thread_left_epoll();
+			close_private(fd);
+		}
+	} else {
+		relocate_slot_fd(fd, ep);
+	}
+	cw_drain_unlock();
+}
+
+/* The drain thread may be inside epoll_wait on the old epoll number: wake it
+ * and wait until it has returned (it loads the new number next time). */
+static void wait_thread_left_epoll(void)
+{
+	unsigned epoch = atomic_load(&cw_drain_wait_epoch);
+	if (!atomic_load(&cw_drain_in_wait))
+		return;
+	cw_drain_wake_locked();
+	struct timespec tick = {0, 100000};
+	for (int i = 0; i < 10000 && atomic_load(&cw_drain_wait_epoch) == epoch; i++)
+		nanosleep(&tick, NULL);
+}
+
+static void relocate_slot_fd(int fd, int ep)
+{
+	int hw = atomic_load(&cw_drain_hw);
+	for (int i = 0; i < hw; i++) {
+		struct cw_drain_slot *sl = &cw_drain_slots[i];
+		if (atomic_load(&sl->state) == CW_SLOT_FREE || atomic_load(&sl->fd) != fd)
+			continue;
+		cw_drain_spin_lock(&sl->busy);
+		int m = move_private(fd);
+		if (atomic_load(&sl->registered)) {
+			struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
+			epoll_ctl(ep, EPOLL_CTL_DEL, fd, &e);
+			atomic_store(&sl->registered, m >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, m, &e) == 0);
+		}
+		/* Without a new number (the program holds every fd up to the
+		 * limit), this drain ends now: its owner sees fd -1. */
+		atomic_store(&sl->fd, m);
+		close_private(fd);
+		cw_drain_spin_unlock(&sl->busy);
+		if (m < 0 && atomic_load(&sl->state) == CW_SLOT_ASYNC)
+			cw_drain_wake_locked();
+		break;
+	}
+}
+
+/* ---- fork ------------------------------------------------------------------- */
+
+static void fork_prepare(void)
+{
+	if (in_lock)
+		return; /* fork from a signal handler inside our section */
+	pthread_mutex_lock(&lock);
+	fork_locked = 1;
+}
+
+static void fork_parent(void)
+{
+	if (fork_locked) {
+		fork_locked = 0;
+		pthread_mutex_unlock(&lock);
+	}
+}
+
+/* The child inherits no drain: it closes the duplicates (the parent keeps
+ * draining with its own), and has no thread until its own first drain. */
+static void fork_child(void)
+{
+	int hw = atomic_load(&cw_drain_hw);
+	for (int i = 0; i < hw; i++) {
+		struct cw_drain_slot *sl = &cw_drain_slots[i];
+		if (atomic_load(&sl->state) == CW_SLOT_FREE)
+			continue;
+		close_private(atomic_exchange(&sl->fd, -1));
+		atomic_store(&sl->busy, 0);
+		atomic_store(&sl->state, CW_SLOT_FREE);
+	}
+	atomic_store(&cw_drain_active, 0);
+	atomic_store(&cw_drain_async_pending, 0);
+	close_private(atomic_exchange(&cw_drain_ep, -1));
+	close_private(atomic_exchange(&cw_drain_wake, -1));
+	atomic_store(&thread_running, 0);
+	atomic_store(&cw_drain_in_wait, 0);
+	atomic_store(&cw_drain_exit_deadline, 0);
+	if (fork_locked) {
+		fork_locked = 0;
+		pthread_mutex_unlock(&lock);
+	} else {
+		pthread_mutex_init(&lock, NULL);
+		in_lock = 0;
+	}
+}
+
+/* ---- exit ------------------------------------------------------------------- */
+
+void cw_drain_at_exit(void)
+{
+	if (!cw_drain_slots || !atomic_load(&thread_running) || atomic_load(&cw_drain_async_pending) == 0)
+		return;
+	/* Every pending drain ends by now + idle timeout at the latest (the
+	 * thread ends those still going as timeouts), and is logged. */
+	int64_t deadline = cw_drain_now_ns() + cw_cfg.drain_idle_ms * 1000000LL;
+	atomic_store(&cw_drain_exit_deadline, deadline);
+	if (cw_drain_lock() == 0) {
+		cw_drain_wake_locked();
+		cw_drain_unlock();
+	}
+	struct timespec ms = {0, 1000000};
+	while (atomic_load(&cw_drain_async_pending) > 0 && cw_drain_now_ns() < deadline + EXIT_GRACE_NS)
+		nanosleep(&ms, NULL);
+}

@@ -1,7 +1,56 @@
 /* Lingering close (CLOSEWATCH_MODE=drain): instead of letting the kernel
  * reset a connection, keep a private duplicate of the socket, discard what
  * the peer sends, shutdown(SHUT_WR) so queued data and FIN go out, and close
- * for real once the peer has closed (or timed out). */
+ * for real once the peer has closed (or timed out).
+ *
+ * What is drained (cw_drain_wanted):
+ *   TCP   rst_unread, fin_pending, and clean while ESTABLISHED (the peer may
+ *         still send: data arriving after close() is answered with RST).
+ *   unix  rst_unread only: what we sent stays readable after close() and
+ *         there is no late reset, so only our unread bytes (which turn the
+ *         peer's EOF into ECONNRESET) are worth a drain.
+ *   Never SO_LINGER {1,0} (an intended abort), listeners, or shared sockets.
+ *
+ * The engine (drain.c: slots, life of our fds, fork, exit; drain_loop.c:
+ * reading, timeouts, the background thread, the synchronous loop):
+ *   - a fixed slot table of CLOSEWATCH_DRAIN_MAX entries, mapped once at
+ *     init; past it, the close is not drained (action drain_skipped);
+ *   - cw_drain_prepare() takes a close-on-exec duplicate at a high fd number
+ *     (marked CW_FD_PRIVATE), so the program's close() releases its number at
+ *     once; cw_drain_go() does shutdown(SHUT_WR) on it and hands it to one
+ *     background thread (epoll + an eventfd, both private, created on the
+ *     first drain), or, with CLOSEWATCH_DRAIN_SYNC=1, runs the same loop in
+ *     close() itself;
+ *   - the loop reads and discards (recv MSG_DONTWAIT, MSG_TRUNC for TCP) until
+ *     EOF (delivered), ECONNRESET (peer_reset), idle or total timeout
+ *     (timeout), then closes the duplicate and logs one call:"drain" record;
+ *   - the socket leaves the program's epoll sets at close(), as it would
+ *     without our duplicate (see cw_drain_note_epoll);
+ *   - a forked child closes the duplicates it inherited and starts afresh;
+ *     at exit, pending drains get a bounded wait (<= the idle timeout) and
+ *     each one is logged.
+ *
+ * Limits (for the README):
+ *   - epoll sets the shim does not know of (created before our constructor,
+ *     inherited, received over SCM_RIGHTS, reached through a dup of the epoll
+ *     fd) keep a drained fd registered until the drain ends: the program may
+ *     see events for a connection it closed. O_ASYNC/F_SETOWN signals go on
+ *     during a drain, for the same reason (the socket is still open).
+ *   - exec() cuts pending drains short (our duplicates are close-on-exec) and
+ *     _exit() skips the wait: no call:"drain" record then. A sync drain still
+ *     running in another thread when the process exits is not waited for.
+ *   - the first asynchronous drain starts a thread that stays (blocked in
+ *     epoll_wait): the process is multi-threaded from then on (e.g. a later
+ *     unshare(CLONE_NEWUSER) fails). Starting it is the one allocation made
+ *     in a close() path.
+ *   - a program that dup2()s over every fd number up to RLIMIT_NOFILE leaves
+ *     our duplicate no room: that drain ends at once, as a timeout.
+ *   - a socket the program shut down for writing itself (FIN_WAIT*) with
+ *     nothing unread has verdict no_conn and is not drained, although the
+ *     peer may still send (CONTRACT lists only the verdicts above).
+ *   - SO_LINGER {1,N>0} with unread data is drained; the drain thread turns
+ *     lingering off before its own close so as not to block, the queue still
+ *     drains as an orphan. */
 #ifndef CW_DRAIN_H
 #define CW_DRAIN_H
 
@@ -13,23 +62,32 @@ struct cw_drain_ticket {
 	int slot;   /* engine-internal */
 };
 
-/* Should this close be drained? (mode drain; verdict rst_unread, fin_pending,
- * or clean while the peer may still send; never linger {1,0}, listeners or
- * shared sockets). Pure. */
+/* Should this close be drained? (mode drain is the caller's check; verdict
+ * rst_unread, fin_pending, or clean while the peer may still send; never
+ * linger {1,0}, listeners or shared sockets). Pure. */
 int cw_drain_wanted(const struct cw_event *ev);
 
 /* Take over the socket before the program's fd is closed: returns
  * CW_ACTION_DRAINED (t holds a private duplicate) or CW_ACTION_DRAIN_SKIPPED
- * (over CLOSEWATCH_DRAIN_MAX or no resources: close normally). */
+ * (over CLOSEWATCH_DRAIN_MAX or no resources: close normally). fd is also
+ * removed from the program's epoll sets that we know of. */
 int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t);
 
 /* After the close record is written: start the drain (async: hand it to the
  * drain thread; sync: run it to the end now). Logs the call:"drain" record
- * when the drain ends. */
+ * when the drain ends. ev is copied. */
 void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev);
 
 /* The program is about to dup2/dup3 onto fd: if it is one of ours, move it. */
 void cw_drain_relocate_if(int fd);
+
+/* The program created the epoll instance epfd (epoll_create/epoll_create1
+ * hooks). Closing an fd removes it from an epoll set only when the last
+ * reference to the socket goes, and our duplicate is such a reference: so a
+ * drained fd is removed (EPOLL_CTL_DEL) from every epoll set we know of
+ * before the program's close, or the program would keep receiving events for
+ * a connection it closed, under a number it may already have reused. */
+void cw_drain_note_epoll(int epfd);
 
 void cw_drain_init(void);
 /* At exit: a bounded wait for pending drains, each logged either way. */

@@ -28,7 +28,9 @@
 	X(accept4, int, (int, struct sockaddr *, socklen_t *, int))             \
 	X(recvmsg, ssize_t, (int, struct msghdr *, int))                        \
 	X(recvmmsg, int, (int, struct mmsghdr *, unsigned int, int, struct timespec *)) \
-	X(fork, pid_t, (void))
+	X(fork, pid_t, (void))                                                  \
+	X(epoll_create, int, (int))                                             \
+	X(epoll_create1, int, (int))
 
 struct cw_real_table {
 #define CW_REAL_FIELD(name, ret, args) ret(*name) args;

@@ -1,0 +1,76 @@
+/* Drain engine internals, shared by drain.c (slots, fds, fork, exit) and
+ * drain_loop.c (reading, timeouts, the thread, the synchronous loop).
+ *
+ * Ownership of a slot: FREE → CLAIMED (the closing thread, between
+ * cw_drain_prepare and cw_drain_go) → ASYNC (the drain thread) or SYNC (the
+ * closing thread, inside close()) → FREE after its record is written.
+ *
+ * Locks:
+ *   cw_drain_lock (a mutex) guards the life of our fds: claiming a slot and
+ *     duplicating, publishing, relocating (dup2 onto our number), closing;
+ *     pthread_atfork takes it, so a child never sees half of one of these.
+ *     Never held across a wait.
+ *   slot.busy (a spin flag) keeps a slot's fd stable while it is read,
+ *     against a relocation. Order: cw_drain_lock, then busy. */
+#ifndef CW_DRAIN_INT_H
+#define CW_DRAIN_INT_H
+
+#include "record.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define CW_DRAIN_WAKE_TAG UINT32_MAX /* epoll data of the eventfd */
+
+enum { CW_SLOT_FREE, CW_SLOT_CLAIMED, CW_SLOT_ASYNC, CW_SLOT_SYNC };
+
+struct cw_drain_slot {
+	atomic_int state;     /* CW_SLOT_* */
+	atomic_int fd;        /* our private duplicate; -1 once closed */
+	atomic_int busy;      /* spin flag: the fd is being read */
+	atomic_int registered; /* in the drain thread's epoll set */
+	int tcp, seqpacket;
+	int linger;           /* the program's SO_LINGER seconds, -1 off */
+	int result;           /* enum cw_drain_result once over, -1 before */
+	int64_t start_ns;     /* CLOCK_MONOTONIC: prepare */
+	int64_t last_ns;      /* last byte from the peer (or start) */
+	uint64_t discarded;
+};
+
+/* The engine's state (drain.c). slots/events are mapped once at init. */
+extern struct cw_drain_slot *cw_drain_slots;
+extern struct cw_event *cw_drain_events;
+extern int cw_drain_nslots;
+extern atomic_int cw_drain_hw;          /* one past the highest slot ever claimed */
+extern atomic_int cw_drain_active;      /* claimed slots (bounded by nslots) */
+extern atomic_int cw_drain_async_pending;
+extern atomic_int cw_drain_ep, cw_drain_wake; /* private fds; -1 none */
+extern atomic_llong cw_drain_exit_deadline;   /* CLOCK_MONOTONIC ns; 0: not exiting */
+/* The drain thread is in (or entering) epoll_wait on cw_drain_ep; it counts
+ * every return. A dup2 that moves the epoll fd waits for one before it closes
+ * the old number. */
+extern atomic_int cw_drain_in_wait;
+extern atomic_uint cw_drain_wait_epoch;
+
+/* cw_drain_lock with a guard against a signal handler re-entering the
+ * shim on the thread that holds it: returns -1 instead of deadlocking. */
+int cw_drain_lock(void);
+void cw_drain_unlock(void);
+
+void cw_drain_spin_lock(atomic_int *flag);
+void cw_drain_spin_unlock(atomic_int *flag);
+
+/* The slot is over (result set): close our fd, write the record, free it. */
+void cw_drain_finish(int s);
+
+/* drain_loop.c */
+int64_t cw_drain_now_ns(void);
+/* The thread body (started by drain.c under the lock, signals blocked). */
+void *cw_drain_thread(void *arg);
+/* Wake the drain thread (a new drain, or exit). Under the lock. */
+void cw_drain_wake_locked(void);
+/* Run slot s to its end in the calling thread (CLOSEWATCH_DRAIN_SYNC=1). */
+void cw_drain_run_sync(int s);
+
+#endif
