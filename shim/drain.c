@@ -17,7 +17,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -97,25 +96,6 @@ void cw_drain_spin_unlock(atomic_int *flag)
 }
 
 /* ---- our fds ----------------------------------------------------------------- */
-
-/* A close-on-exec duplicate of fd near the top of the fd range, where
- * ordinary programs never allocate (as cw_fd_hide places the log fd), marked
- * private: close() of it gives EBADF, close_range goes around it. */
-static int dup_private(int fd)
-{
-	struct rlimit rl;
-	long top = CW_FDTAB_SIZE;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur < (rlim_t)top)
-		top = (long)rl.rlim_cur;
-	long base = top > 256 ? top - 128 : top / 2;
-	int d = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, (int)base);
-	if (d < 0)
-		d = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
-	if (d >= 0)
-		cw_fd_set(d, CW_FD_PRIVATE);
-	return d;
-}
 
 /* Forget before closing: once closed, the number may be the program's. */
 static void close_private(int fd)
@@ -287,7 +267,7 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 	int s = -1, d = -1;
 	if (cw_cfg.drain_sync || engine_start_locked() == 0)
 		s = claim_slot();
-	if (s >= 0 && (d = dup_private(fd)) < 0) {
+	if (s >= 0 && (d = cw_fd_dup_private(fd)) < 0) {
 		atomic_store(&cw_drain_slots[s].state, CW_SLOT_FREE);
 		s = -1;
 	}

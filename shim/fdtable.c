@@ -134,7 +134,7 @@ void cw_fd_scan_inherited(void)
 	REAL(close)(dir);
 }
 
-int cw_fd_hide(int fd)
+int cw_fd_dup_private(int fd)
 {
 	/* Near the top of the program's fd range, where close-all loops still
 	 * reach them (and find them "not open") but ordinary programs never
@@ -148,9 +148,16 @@ int cw_fd_hide(int fd)
 	int hidden = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, (int)base);
 	if (hidden < 0)
 		hidden = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
+	if (hidden >= 0)
+		cw_fd_set(hidden, CW_FD_PRIVATE);
+	return hidden;
+}
+
+int cw_fd_hide(int fd)
+{
+	int hidden = cw_fd_dup_private(fd);
 	if (hidden < 0)
 		return -1;
-	cw_fd_set(hidden, CW_FD_PRIVATE);
 	REAL(close)(fd);
 	return hidden;
 }

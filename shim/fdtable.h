@@ -49,8 +49,12 @@ uint8_t cw_fd_kind_from_args(int domain, int type, int protocol);
  * /proc/self/fd) as possibly shared with the parent. */
 void cw_fd_scan_inherited(void);
 
-/* Move a shim-owned fd to a high number, close-on-exec, marked private.
- * Returns the new fd (the old one is closed) or -1. */
+/* A close-on-exec duplicate of fd at a high number, marked private (the
+ * program sees it as not open). Returns it, or -1. */
+int cw_fd_dup_private(int fd);
+
+/* Move a shim-owned fd to a high private number: cw_fd_dup_private, then
+ * the old number is closed. Returns the new fd, or -1 (fd left open). */
 int cw_fd_hide(int fd);
 
 /* First private fd in [lo, hi], or -1. */
