@@ -23,6 +23,8 @@
 /* Flags. */
 #define CW_FD_DUPED 0x08   /* another fd of ours may refer to the same socket */
 #define CW_FD_FORKED 0x10  /* a related process (fork) may hold the socket too */
+#define CW_FD_LINGER 0x40  /* SO_LINGER may be on (the program set it, or the socket
+			    * came from elsewhere): the close path must ask the kernel */
 #define CW_FD_PRIVATE 0x20 /* the shim's own fd (log, drain): hidden from the program */
 
 /* Entry for fd; 0 for fds outside the table. */

@@ -130,7 +130,9 @@ static void fill_meta(struct cw_event *ev, int call, int how)
 static uint8_t inspect_confirmed(int fd, uint8_t entry, struct closewatch_record *rec, int parts)
 {
 	uint8_t kind = entry & CW_KIND_MASK;
-	if (kind && cw_inspect(fd, kind, rec, parts) == 0)
+	/* A socket of ours whose SO_LINGER the program never touched. */
+	int known = !(entry & (CW_FD_LINGER | CW_FD_DUPED | CW_FD_FORKED));
+	if (kind && cw_inspect(fd, kind, rec, parts | (known ? CW_INSPECT_LINGER_OFF : 0)) == 0)
 		return kind;
 	/* Stale or unknown: ask the kernel what fd really is. */
 	kind = cw_fd_classify(fd);
@@ -138,7 +140,7 @@ static uint8_t inspect_confirmed(int fd, uint8_t entry, struct closewatch_record
 		cw_fd_clear(fd);
 		return 0;
 	}
-	cw_fd_set(fd, kind | (entry & (CW_FD_DUPED | CW_FD_FORKED)));
+	cw_fd_set(fd, kind | (entry & (CW_FD_DUPED | CW_FD_FORKED)) | CW_FD_LINGER);
 	return kind;
 }
 
@@ -162,10 +164,7 @@ static void socket_going_away(int fd, uint8_t entry, int call, int may_drain)
 	}
 	if (parts != CW_INSPECT_ALL) {
 		/* A record is due: now read the queues and addresses too. */
-		int shared = ev.rec.shared;
-		if (cw_inspect(fd, kind, &ev.rec, CW_INSPECT_ALL) < 0)
-			return;
-		ev.rec.shared = shared;
+		cw_inspect_rest(fd, &ev.rec);
 		cw_verdict_close(&ev.rec);
 	}
 	fill_meta(&ev, call, -1);
@@ -332,7 +331,7 @@ static void note_dup(int oldfd, uint8_t old_entry, int newfd)
 {
 	uint8_t kind = old_entry & CW_KIND_MASK;
 	if (kind && !(old_entry & CW_FD_PRIVATE)) {
-		cw_fd_set(newfd, kind | CW_FD_DUPED | (old_entry & CW_FD_FORKED));
+		cw_fd_set(newfd, kind | CW_FD_DUPED | (old_entry & (CW_FD_FORKED | CW_FD_LINGER)));
 		cw_fd_or(oldfd, CW_FD_DUPED);
 	} else {
 		cw_fd_clear(newfd);
@@ -451,13 +450,27 @@ static void note_accepted(int listener, int fd)
 {
 	if (fd < 0)
 		return;
-	uint8_t kind = cw_fd_get(listener) & CW_KIND_MASK;
+	uint8_t le = cw_fd_get(listener);
+	uint8_t kind = le & CW_KIND_MASK;
+	/* An accepted socket inherits the listener's SO_LINGER (sk_clone). */
+	uint8_t linger = le & (CW_FD_LINGER | CW_FD_FORKED | CW_FD_DUPED) ? CW_FD_LINGER : 0;
 	if (!kind && !ready()) {
 		int saved = errno;
 		kind = cw_fd_classify(fd);
 		errno = saved;
+		linger = CW_FD_LINGER;
 	}
-	cw_fd_set(fd, kind);
+	cw_fd_set(fd, kind ? kind | linger : 0);
+}
+
+/* SO_LINGER on: from now on the close path asks the kernel (it never asks
+ * for sockets whose SO_LINGER nobody set). */
+HOOK int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
+{
+	int rc = REAL(setsockopt)(fd, level, optname, optval, optlen);
+	if (rc == 0 && level == SOL_SOCKET && optname == SO_LINGER && (cw_fd_get(fd) & CW_KIND_MASK))
+		cw_fd_or(fd, CW_FD_LINGER);
+	return rc;
 }
 
 HOOK int accept(int fd, struct sockaddr *addr, socklen_t *len)
@@ -489,7 +502,7 @@ static void note_received_fds(struct msghdr *msg)
 			int fd;
 			memcpy(&fd, fds + i, sizeof fd);
 			uint8_t kind = cw_fd_classify(fd);
-			cw_fd_set(fd, kind ? kind | CW_FD_DUPED : 0);
+			cw_fd_set(fd, kind ? kind | CW_FD_DUPED | CW_FD_LINGER : 0);
 		}
 	}
 	errno = saved;

@@ -6,7 +6,6 @@
 #include "real.h"
 #include "verdict.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/netlink.h>
@@ -58,23 +57,81 @@ static size_t put_uint(char *out, size_t cap, size_t n, unsigned v)
 	return put_str(out, cap, n, tmp + i);
 }
 
+static const char hexdigit[] = "0123456789abcdef";
+
+static size_t put_ip4(char *out, size_t cap, size_t n, const unsigned char *b)
+{
+	for (int i = 0; i < 4; i++) {
+		if (i)
+			n = put_str(out, cap, n, ".");
+		n = put_uint(out, cap, n, b[i]);
+	}
+	return n;
+}
+
+/* What inet_ntop(AF_INET6) prints (RFC 5952: lowercase, no leading zeros, the
+ * longest run of two or more zero groups as "::", the first on a tie, and
+ * ::a.b.c.d / ::ffff:a.b.c.d for v4-compatible and v4-mapped addresses),
+ * without glibc's sprintf for every group. */
+static size_t put_ip6(char *out, size_t cap, size_t n, const unsigned char *b)
+{
+	unsigned w[8];
+	for (int i = 0; i < 8; i++)
+		w[i] = (unsigned)b[2 * i] << 8 | b[2 * i + 1];
+	int best = -1, best_len = 0;
+	for (int i = 0; i < 8;) {
+		if (w[i]) {
+			i++;
+			continue;
+		}
+		int j = i;
+		while (j < 8 && !w[j])
+			j++;
+		if (j - i > best_len) {
+			best = i;
+			best_len = j - i;
+		}
+		i = j;
+	}
+	if (best_len < 2)
+		best = -1;
+	for (int i = 0; i < 8; i++) {
+		if (best >= 0 && i >= best && i < best + best_len) {
+			if (i == best)
+				n = put_str(out, cap, n, ":");
+			continue;
+		}
+		if (i)
+			n = put_str(out, cap, n, ":");
+		if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && w[5] == 0xffff)))
+			return put_ip4(out, cap, n, b + 12);
+		char g[5];
+		int k = 0;
+		for (int shift = 12; shift >= 0; shift -= 4)
+			if ((w[i] >> shift) || k || !shift)
+				g[k++] = hexdigit[(w[i] >> shift) & 15];
+		g[k] = 0;
+		n = put_str(out, cap, n, g);
+	}
+	if (best >= 0 && best + best_len == 8)
+		n = put_str(out, cap, n, ":");
+	return n;
+}
+
 /* ip:port, [ip6]:port, unix path, @abstract, or unnamed. */
 static void format_addr(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t cap)
 {
-	char ip[INET6_ADDRSTRLEN];
 	size_t n = 0;
 	out[0] = 0;
 	if (ss->ss_family == AF_INET) {
 		const struct sockaddr_in *a = (const void *)ss;
-		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-		n = put_str(out, cap, n, ip);
+		n = put_ip4(out, cap, n, (const unsigned char *)&a->sin_addr);
 		n = put_str(out, cap, n, ":");
 		put_uint(out, cap, n, ntohs(a->sin_port));
 	} else if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *a = (const void *)ss;
-		inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
 		n = put_str(out, cap, n, "[");
-		n = put_str(out, cap, n, ip);
+		n = put_ip6(out, cap, n, a->sin6_addr.s6_addr);
 		n = put_str(out, cap, n, "]:");
 		put_uint(out, cap, n, ntohs(a->sin6_port));
 	} else if (ss->ss_family == AF_UNIX) {
@@ -104,8 +161,11 @@ static void read_addrs(int fd, struct closewatch_record *r)
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof ss;
 	memset(&ss, 0, sizeof ss);
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
 		format_addr(&ss, len, r->local, sizeof r->local);
+		if (!r->family)
+			r->family = ss.ss_family; /* what SO_DOMAIN says, without asking */
+	}
 	else
 		put_str(r->local, sizeof r->local, 0, "unnamed");
 	len = sizeof ss;
@@ -118,19 +178,33 @@ static void read_addrs(int fd, struct closewatch_record *r)
 
 /* ---- per protocol --------------------------------------------------------- */
 
+static void tcp_queues(int fd, struct closewatch_record *r)
+{
+	r->sendq = ioctl_count(fd, SIOCOUTQ);
+	r->unsent = ioctl_count(fd, SIOCOUTQNSD);
+}
+
 /* The common close (nothing unread, SO_LINGER off) is neither risky nor a
  * drain candidate whatever the state: two cheap calls settle it, without
  * TCP_INFO (the costliest of them, KERNEL-NOTES). SO_LINGER also confirms
- * that fd is still a socket. Returns 1 when settled (rec says clean). */
-static int tcp_quick_not_risky(int fd, struct closewatch_record *r)
+ * that fd is still a socket. Returns 1 when settled (rec says clean), 0 when
+ * not (rec has linger, and recvq unless *inq_known is 0), -1 not a socket. */
+static int tcp_quick_not_risky(int fd, struct closewatch_record *r, int parts, int *inq_known)
 {
 	struct linger lg;
 	socklen_t len = sizeof lg;
 	int inq = 0;
-	if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) < 0)
+	if (parts & CW_INSPECT_LINGER_OFF)
+		lg.l_onoff = 0;
+	else if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) < 0)
 		return -1;
-	if (lg.l_onoff || ioctl(fd, SIOCINQ, &inq) < 0 || inq != 0)
+	if (lg.l_onoff)
+		r->linger = lg.l_linger;
+	if (lg.l_onoff || ioctl(fd, SIOCINQ, &inq) < 0 || inq != 0) {
+		*inq_known = !lg.l_onoff && inq > 0;
+		r->recvq = inq > 0 ? (uint64_t)inq : 0;
 		return 0;
+	}
 	r->proto = CLOSEWATCH_PROTO_TCP;
 	r->sotype = SOCK_STREAM;
 	r->state = TCP_ESTABLISHED; /* not read: irrelevant to a non-risky verdict */
@@ -139,33 +213,38 @@ static int tcp_quick_not_risky(int fd, struct closewatch_record *r)
 
 static int inspect_tcp(int fd, struct closewatch_record *r, int parts)
 {
-	if (parts == CW_INSPECT_VERDICT) {
-		int quick = tcp_quick_not_risky(fd, r);
+	int quick = 0, inq_known = 0;
+	if ((parts & CW_INSPECT_ALL) == CW_INSPECT_VERDICT) {
+		quick = tcp_quick_not_risky(fd, r, parts, &inq_known);
 		if (quick != 0)
 			return quick < 0 ? -1 : 0;
+		quick = 1; /* linger known (read, or off per the fd table); recvq too if inq_known */
 	}
-	struct tcp_info ti;
-	socklen_t len = sizeof ti;
-	memset(&ti, 0, sizeof ti);
+	struct tcp_info info;
+	socklen_t len = sizeof info;
+	memset(&info, 0, sizeof info);
 	/* Also the confirmation that fd is still a TCP socket. */
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0)
 		return -1;
+	const struct tcp_info *ti = &info;
 	r->proto = CLOSEWATCH_PROTO_TCP;
 	r->sotype = SOCK_STREAM;
-	r->state = ti.tcpi_state;
-	r->listening = ti.tcpi_state == TCP_LISTEN;
+	r->state = ti->tcpi_state;
+	r->listening = ti->tcpi_state == TCP_LISTEN;
 	/* On a listener tcpi_unacked is the accept-queue length (KERNEL-NOTES). */
-	r->backlog = r->listening ? ti.tcpi_unacked : 0;
-	if (!r->listening)
+	r->backlog = r->listening ? ti->tcpi_unacked : 0;
+	if (r->listening)
+		r->recvq = 0;
+	else if (!inq_known)
 		r->recvq = ioctl_count(fd, SIOCINQ);
-	struct linger lg;
-	len = sizeof lg;
-	if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) == 0 && lg.l_onoff)
-		r->linger = lg.l_linger;
-	if ((parts & CW_INSPECT_QUEUES) && !r->listening) {
-		r->sendq = ioctl_count(fd, SIOCOUTQ);
-		r->unsent = ioctl_count(fd, SIOCOUTQNSD);
+	if (!quick && !(parts & CW_INSPECT_LINGER_OFF)) {
+		struct linger lg;
+		len = sizeof lg;
+		if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) == 0 && lg.l_onoff)
+			r->linger = lg.l_linger;
 	}
+	if ((parts & CW_INSPECT_QUEUES) && !r->listening)
+		tcp_queues(fd, r);
 	return 0;
 }
 
@@ -260,7 +339,7 @@ int cw_inspect(int fd, uint8_t kind, struct closewatch_record *r, int parts)
 		return -1;
 	if (parts & CW_INSPECT_ADDRS) {
 		read_addrs(fd, r);
-		if (r->proto == CLOSEWATCH_PROTO_TCP) {
+		if (r->proto == CLOSEWATCH_PROTO_TCP && !r->family) {
 			int domain = AF_INET;
 			socklen_t len = sizeof domain;
 			getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
@@ -268,6 +347,23 @@ int cw_inspect(int fd, uint8_t kind, struct closewatch_record *r, int parts)
 		}
 	}
 	return 0;
+}
+
+void cw_inspect_rest(int fd, struct closewatch_record *r)
+{
+	if (r->listening)
+		;
+	else if (r->proto == CLOSEWATCH_PROTO_TCP)
+		tcp_queues(fd, r);
+	else
+		r->sendq = ioctl_count(fd, SIOCOUTQ);
+	read_addrs(fd, r);
+	if (r->proto == CLOSEWATCH_PROTO_TCP && !r->family) {
+		int domain = AF_INET;
+		socklen_t len = sizeof domain;
+		getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+		r->family = domain;
+	}
 }
 
 /* ---- sharing ---------------------------------------------------------------- */

@@ -12,10 +12,17 @@
 #define CW_INSPECT_QUEUES 2
 #define CW_INSPECT_ADDRS 4
 #define CW_INSPECT_ALL 7
+/* Or'ed in: the fd table knows SO_LINGER is off (nobody set it on this
+ * socket, see CW_FD_LINGER), so the kernel is not asked. */
+#define CW_INSPECT_LINGER_OFF 8
 
 /* Fill rec for a socket of kind (CW_KIND_*) as far as parts ask. Returns 0,
  * or -1 when fd is not (any more) a socket of that kind: a stale entry. */
 int cw_inspect(int fd, uint8_t kind, struct closewatch_record *rec, int parts);
+
+/* Complete a record that cw_inspect() filled with CW_INSPECT_VERDICT only:
+ * queues and addresses, without asking again what the verdict already read. */
+void cw_inspect_rest(int fd, struct closewatch_record *rec);
 
 /* 1 when another fd of this process, or a related process, refers to the
  * same socket. entry is the fd table entry (its flags say where to look). */

@@ -30,7 +30,8 @@
 	X(recvmmsg, int, (int, struct mmsghdr *, unsigned int, int, struct timespec *)) \
 	X(fork, pid_t, (void))                                                  \
 	X(epoll_create, int, (int))                                             \
-	X(epoll_create1, int, (int))
+	X(epoll_create1, int, (int))                                            \
+	X(setsockopt, int, (int, int, int, const void *, socklen_t))
 
 struct cw_real_table {
 #define CW_REAL_FIELD(name, ret, args) ret(*name) args;

@@ -75,16 +75,22 @@ static const char hex[] = "0123456789abcdef";
  * is valid JSON (and valid UTF-8) whatever a path or comm contains. */
 static void json_escaped(struct out *o, const char *s)
 {
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
+	while (*s) {
+		/* The longest run that needs no escape goes out in one copy. */
+		const char *run = s;
+		while (*s >= 0x20 && *s < 0x7f && *s != '"' && *s != '\\')
+			s++;
+		if (s > run)
+			raw(o, run, (size_t)(s - run));
+		if (!*s)
+			break;
+		unsigned char c = (unsigned char)*s++;
 		if (c == '"' || c == '\\') {
 			char e[2] = {'\\', (char)c};
 			raw(o, e, 2);
-		} else if (c < 0x20 || c >= 0x7f) {
+		} else {
 			char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
 			raw(o, e, 6);
-		} else {
-			raw(o, (const char *)&c, 1);
 		}
 	}
 }
@@ -103,16 +109,21 @@ static void text_value(struct out *o, const char *s)
 		return;
 	}
 	str(o, "\"");
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
+	while (*s) {
+		const char *run = s;
+		while (*s >= 0x20 && *s < 0x7f && *s != '"' && *s != '\\')
+			s++;
+		if (s > run)
+			raw(o, run, (size_t)(s - run));
+		if (!*s)
+			break;
+		unsigned char c = (unsigned char)*s++;
 		if (c == '"' || c == '\\') {
 			char e[2] = {'\\', (char)c};
 			raw(o, e, 2);
-		} else if (c < 0x20 || c >= 0x7f) {
+		} else {
 			char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
 			raw(o, e, 4);
-		} else {
-			raw(o, (const char *)&c, 1);
 		}
 	}
 	str(o, "\"");
@@ -124,23 +135,56 @@ struct fmt {
 	int first;
 };
 
-static void key(struct fmt *f, const char *k)
+/* ,"k": or  k= in one copy (k is a short literal: its length is known). */
+static void key_n(struct fmt *f, const char *k, size_t len)
 {
+	char tmp[32];
+	size_t n = 0;
+	if (len > sizeof tmp - 4)
+		len = sizeof tmp - 4;
 	if (f->json) {
-		str(&f->o, f->first ? "\"" : ",\"");
-		str(&f->o, k);
-		str(&f->o, "\":");
+		if (!f->first)
+			tmp[n++] = ',';
+		tmp[n++] = '"';
 	} else {
-		str(&f->o, " ");
-		str(&f->o, k);
-		str(&f->o, "=");
+		tmp[n++] = ' ';
 	}
+	memcpy(tmp + n, k, len);
+	n += len;
+	if (f->json) {
+		tmp[n++] = '"';
+		tmp[n++] = ':';
+	} else {
+		tmp[n++] = '=';
+	}
+	raw(&f->o, tmp, n);
 	f->first = 0;
 }
+#define key(f, k) key_n(f, k, sizeof(k) - 1)
 
-static void field_str(struct fmt *f, const char *k, const char *v)
+/* A value from our own tables (verdict, state, call names, the time stamp):
+ * a plain token that never needs escaping or quoting. */
+static void token_n(struct fmt *f, const char *k, size_t klen, const char *v)
 {
-	key(f, k);
+	key_n(f, k, klen);
+	size_t len = strlen(v);
+	if (!f->json) {
+		raw(&f->o, v, len);
+		return;
+	}
+	char tmp[64];
+	if (len > sizeof tmp - 2)
+		len = sizeof tmp - 2;
+	tmp[0] = '"';
+	memcpy(tmp + 1, v, len);
+	tmp[len + 1] = '"';
+	raw(&f->o, tmp, len + 2);
+}
+#define field_tok(f, k, v) token_n(f, k, sizeof(k) - 1, v)
+
+static void field_str_n(struct fmt *f, const char *k, size_t klen, const char *v)
+{
+	key_n(f, k, klen);
 	if (f->json) {
 		str(&f->o, "\"");
 		json_escaped(&f->o, v);
@@ -150,11 +194,13 @@ static void field_str(struct fmt *f, const char *k, const char *v)
 	}
 }
 
-static void field_int(struct fmt *f, const char *k, int64_t v)
+static void field_int_n(struct fmt *f, const char *k, size_t klen, int64_t v)
 {
-	key(f, k);
+	key_n(f, k, klen);
 	i64(&f->o, v);
 }
+#define field_str(f, k, v) field_str_n(f, k, sizeof(k) - 1, v)
+#define field_int(f, k, v) field_int_n(f, k, sizeof(k) - 1, v)
 
 size_t cw_format_time(char *out, const struct timespec *ts)
 {
@@ -211,31 +257,31 @@ size_t cw_record_format(char *buf, size_t cap, const struct cw_event *ev, int js
 	cw_format_time(ts, &ev->ts);
 
 	str(&f.o, json ? "{" : "closewatch:");
-	field_str(&f, "ts", ts);
+	field_tok(&f, "ts", ts);
 	field_int(&f, "pid", ev->pid);
 	field_int(&f, "tid", ev->tid);
 	field_str(&f, "comm", ev->comm);
-	field_str(&f, "call", cw_call_name(ev->call));
+	field_tok(&f, "call", cw_call_name(ev->call));
 	if (ev->call == CW_CALL_SHUTDOWN)
-		field_str(&f, "how", ev->how == SHUT_RD ? "rd" : ev->how == SHUT_WR ? "wr" : "rdwr");
+		field_tok(&f, "how", ev->how == SHUT_RD ? "rd" : ev->how == SHUT_WR ? "wr" : "rdwr");
 	field_int(&f, "fd", r->fd);
-	field_str(&f, "proto", r->proto == CLOSEWATCH_PROTO_UNIX ? "unix" : "tcp");
+	field_tok(&f, "proto", r->proto == CLOSEWATCH_PROTO_UNIX ? "unix" : "tcp");
 	field_str(&f, "local", r->local[0] ? r->local : "unnamed");
 	field_str(&f, "peer", r->peer[0] ? r->peer : "unnamed");
-	field_str(&f, "state", closewatch_state_name(r->proto, r->state));
+	field_tok(&f, "state", closewatch_state_name(r->proto, r->state));
 	field_int(&f, "recvq", (int64_t)r->recvq);
 	field_int(&f, "sendq", (int64_t)r->sendq);
 	field_int(&f, "unsent", (int64_t)r->unsent);
 	field_int(&f, "backlog", r->backlog);
 	if (r->linger < 0)
-		field_str(&f, "linger", "off");
+		field_tok(&f, "linger", "off");
 	else
 		field_int(&f, "linger", r->linger);
-	field_str(&f, "verdict", closewatch_verdict_name(r->verdict));
+	field_tok(&f, "verdict", closewatch_verdict_name(r->verdict));
 	field_int(&f, "lost", (int64_t)r->lost);
-	field_str(&f, "action", cw_action_name(ev->action));
+	field_tok(&f, "action", cw_action_name(ev->action));
 	if (ev->call == CW_CALL_DRAIN) {
-		field_str(&f, "result", cw_drain_result_name(ev->drain_result));
+		field_tok(&f, "result", cw_drain_result_name(ev->drain_result));
 		field_int(&f, "discarded", (int64_t)ev->discarded);
 		field_int(&f, "waited_ms", (int64_t)ev->waited_ms);
 	}
