@@ -276,6 +276,7 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 		atomic_store(&sl->fd, d);
 		atomic_store(&sl->busy, 0);
 		atomic_store(&sl->registered, 0);
+		atomic_store(&sl->started, 0);
 		sl->tcp = ev->rec.proto == CLOSEWATCH_PROTO_TCP;
 		sl->seqpacket = ev->rec.sotype == SOCK_SEQPACKET;
 		sl->linger = ev->rec.linger;
@@ -305,14 +306,11 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 		cw_drain_run_sync(s);
 		return;
 	}
-	/* Cannot fail here: prepare left the lock, and a signal handler that
+	/* close() only hands over: the drain thread sends FIN and registers
+	 * the socket (drain_loop.c, start), so that close() stays short.
+	 * Cannot fail here: prepare left the lock, and a signal handler that
 	 * re-entered prepare while we held it was refused a slot. */
 	int locked = cw_drain_lock() == 0;
-	int fd = atomic_load(&sl->fd);
-	/* Queued data, then FIN, go out now, whatever the refcount. */
-	REAL(shutdown)(fd, SHUT_WR);
-	struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)s};
-	atomic_store(&sl->registered, epoll_ctl(atomic_load(&cw_drain_ep), EPOLL_CTL_ADD, fd, &e) == 0);
 	atomic_fetch_add(&cw_drain_async_pending, 1);
 	atomic_store_explicit(&sl->state, CW_SLOT_ASYNC, memory_order_release);
 	cw_drain_wake_locked();

@@ -30,6 +30,7 @@ struct cw_drain_slot {
 	atomic_int fd;        /* our private duplicate; -1 once closed */
 	atomic_int busy;      /* spin flag: the fd is being read */
 	atomic_int registered; /* in the drain thread's epoll set */
+	atomic_int started;   /* the drain thread has sent FIN and registered it */
 	int tcp, seqpacket;
 	int linger;           /* the program's SO_LINGER seconds, -1 off */
 	int result;           /* enum cw_drain_result once over, -1 before */

@@ -118,6 +118,22 @@ static void consume_wake(void)
 	cw_drain_unlock();
 }
 
+/* A drain handed over by close(): queued data and FIN go out, and the
+ * socket joins our epoll set (if epoll refuses it, scan() reads it). */
+static void start(int s, struct cw_drain_slot *sl)
+{
+	cw_drain_spin_lock(&sl->busy);
+	int fd = atomic_load(&sl->fd);
+	if (fd >= 0) {
+		REAL(shutdown)(fd, SHUT_WR);
+		struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)s};
+		atomic_store(&sl->registered,
+			     epoll_ctl(atomic_load(&cw_drain_ep), EPOLL_CTL_ADD, fd, &e) == 0);
+	}
+	atomic_store(&sl->started, 1);
+	cw_drain_spin_unlock(&sl->busy);
+}
+
 /* End the drains past their deadline; look at sockets that epoll refused.
  * Returns the next deadline (INT64_MAX: none). Deadlines only move later
  * when data arrives, so until a new drain starts (a wake-up) the next scan
@@ -130,6 +146,8 @@ static int64_t scan(int64_t now)
 		struct cw_drain_slot *sl = &cw_drain_slots[i];
 		if (atomic_load_explicit(&sl->state, memory_order_acquire) != CW_SLOT_ASYNC)
 			continue;
+		if (!atomic_load(&sl->started))
+			start(i, sl);
 		int polled = atomic_load(&sl->registered);
 		if (atomic_load(&sl->fd) < 0) { /* lost to a dup2 (drain.c) */
 			sl->result = CW_DRAIN_TIMEOUT;

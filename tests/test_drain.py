@@ -221,7 +221,7 @@ def test_unix_seqpacket_empty_record_is_not_eof(ctx):
     drain tells them apart and counts every byte."""
     log, path = ctx.path("log"), ctx.path("sock")
     srv = start(ctx, "drain_server", "--unix", path, "--seqpacket", "--read", 1000, "--write", 100,
-                "--wait", env=drain_env(log))
+                "--waitinq", 500, "--wait", env=drain_env(log))
     srv.expect("listening")
     c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     c.settimeout(10)
