@@ -62,6 +62,12 @@ int cw_drain_wanted(const struct cw_event *ev)
 		/* The peer has not closed its side: what it sends after our
 		 * close() would be answered with RST (the late RST). */
 		return r->proto == CLOSEWATCH_PROTO_TCP && r->state == TCP_ESTABLISHED;
+	case CLOSEWATCH_NO_CONN:
+		/* The program shut its write side itself (node: shutdown, then
+		 * close) and the peer still sends: the same late RST, which also
+		 * throws away the answer still in our send queue. */
+		return r->proto == CLOSEWATCH_PROTO_TCP &&
+		       (r->state == TCP_FIN_WAIT1 || r->state == TCP_FIN_WAIT2);
 	default:
 		return 0;
 	}

@@ -18,13 +18,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <pthread.h>
 #include <sched.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define HOOK __attribute__((visibility("default")))
@@ -52,8 +55,23 @@ static void warn_stderr(const char *line, size_t len, void *arg)
 	(void)!write(2, line, len);
 }
 
+/* The process the shim's memory belongs to: a child that shares it (vfork,
+ * posix_spawn's clone) has another pid. */
+static atomic_int self_pid;
+
+/* Every fork, also glibc's internal ones (daemon()) that bypass our fork():
+ * the parent still holds every socket we have. */
+static void after_fork_child(void)
+{
+	atomic_store(&self_pid, (int)getpid());
+	cw_fd_mark_all_sockets(CW_FD_FORKED);
+	cw_relatives_reset_to_parent();
+	cw_log_after_fork_child();
+}
+
 static void init_body(void)
 {
+	atomic_store(&self_pid, (int)getpid());
 	cw_real_bind();
 	cw_config_parse(&cw_cfg, env_lookup, NULL, warn_stderr, NULL);
 	cw_backtrace_init();
@@ -62,6 +80,7 @@ static void init_body(void)
 	/* Inherited sockets may still be held by the parent (inetd, systemd,
 	 * a server that passed them): it is the first relative to look at. */
 	cw_relatives_add((int)getppid());
+	pthread_atfork(NULL, NULL, after_fork_child);
 	cw_drain_init();
 }
 
@@ -548,11 +567,8 @@ HOOK pid_t fork(void)
 {
 	pid_t pid = REAL(fork)();
 	int saved = errno;
-	if (pid == 0) {
-		/* The parent still holds every socket we have. */
-		cw_fd_mark_all_sockets(CW_FD_FORKED);
-		cw_relatives_reset_to_parent();
-		cw_log_after_fork_child();
+	if (pid == 0 && !ready()) {
+		after_fork_child(); /* before our init no atfork handler is registered */
 	} else if (pid > 0) {
 		cw_fd_mark_all_sockets(CW_FD_FORKED);
 		cw_relatives_add(pid);
@@ -592,4 +608,155 @@ __attribute__((destructor)) static void closewatch_destructor(void)
 	}
 	cw_drain_at_exit();
 	SHIM_END();
+}
+
+/* ---- children that exec without our fork(): posix_spawn, vfork ------------------------ */
+
+/* A spawned child inherits every socket not marked close-on-exec. */
+static void note_spawned(int rc, const pid_t *pid)
+{
+	if (rc == 0 && pid && *pid > 0 && ready()) {
+		cw_fd_mark_all_sockets(CW_FD_FORKED);
+		cw_relatives_add(*pid);
+	}
+}
+
+HOOK int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+		     const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	pid_t local;
+	pid_t *p = pid ? pid : &local;
+	int rc = REAL(posix_spawn)(p, path, fa, attr, argv, envp);
+	note_spawned(rc, p);
+	return rc;
+}
+
+HOOK int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+		      const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	pid_t local;
+	pid_t *p = pid ? pid : &local;
+	int rc = REAL(posix_spawnp)(p, file, fa, attr, argv, envp);
+	note_spawned(rc, p);
+	return rc;
+}
+
+/* exec from a child that shares our memory (vfork): what we note here is
+ * noted in the parent. Returns the pid noted, 0 if none. */
+static int exec_begin(void)
+{
+	int me = (int)getpid();
+	if (!ready() || me == atomic_load(&self_pid))
+		return 0;
+	cw_fd_mark_all_sockets(CW_FD_FORKED);
+	cw_relatives_add(me);
+	return me;
+}
+
+static void exec_failed(int me)
+{
+	if (me) {
+		int saved = errno;
+		cw_relatives_remove(me);
+		errno = saved;
+	}
+}
+
+HOOK int execve(const char *path, char *const argv[], char *const envp[])
+{
+	int me = exec_begin();
+	int rc = REAL(execve)(path, argv, envp);
+	exec_failed(me);
+	return rc;
+}
+
+HOOK int execv(const char *path, char *const argv[])
+{
+	int me = exec_begin();
+	int rc = REAL(execv)(path, argv);
+	exec_failed(me);
+	return rc;
+}
+
+HOOK int execvp(const char *file, char *const argv[])
+{
+	int me = exec_begin();
+	int rc = REAL(execvp)(file, argv);
+	exec_failed(me);
+	return rc;
+}
+
+HOOK int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	int me = exec_begin();
+	int rc = REAL(execvpe)(file, argv, envp);
+	exec_failed(me);
+	return rc;
+}
+
+/* execl, execlp, execle: their arguments into an array, then the above. */
+#define CW_EXECL_ARGV(first, ap, argv)                                            \
+	size_t n_ = 1;                                                          \
+	va_start(ap, first);                                                    \
+	while (va_arg(ap, char *))                                              \
+		n_++;                                                           \
+	va_end(ap);                                                             \
+	char *argv[n_ + 1];                                                     \
+	argv[0] = (char *)(first);                                              \
+	va_start(ap, first);                                                    \
+	for (size_t i_ = 1; i_ <= n_; i_++)                                     \
+		argv[i_] = va_arg(ap, char *)
+
+HOOK int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	CW_EXECL_ARGV(arg, ap, argv);
+	va_end(ap);
+	return execv(path, argv);
+}
+
+HOOK int execlp(const char *file, const char *arg, ...)
+{
+	va_list ap;
+	CW_EXECL_ARGV(arg, ap, argv);
+	va_end(ap);
+	return execvp(file, argv);
+}
+
+HOOK int execle(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	CW_EXECL_ARGV(arg, ap, argv);
+	char *const *envp = va_arg(ap, char *const *);
+	va_end(ap);
+	return execve(path, argv, envp);
+}
+
+/* ---- syscall(2) ---------------------------------------------------------------------- */
+
+/* libuv (node and everything built on it) closes with syscall(SYS_close, fd),
+ * not close(); such calls still go through libc's syscall() and so through
+ * here. Only the numbers we watch are routed to the hooks above; the rest goes
+ * straight on, with the six arguments glibc's own syscall() always passes. */
+HOOK long syscall(long nr, ...)
+{
+	va_list ap;
+	va_start(ap, nr);
+	long a0 = va_arg(ap, long), a1 = va_arg(ap, long), a2 = va_arg(ap, long);
+	long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
+	va_end(ap);
+	switch (nr) {
+	case SYS_close:
+		return close((int)a0);
+	case SYS_shutdown:
+		return shutdown((int)a0, (int)a1);
+	case SYS_close_range:
+		return close_range((unsigned)a0, (unsigned)a1, (int)a2);
+	case SYS_dup2:
+		return dup2((int)a0, (int)a1);
+	case SYS_dup3:
+		return dup3((int)a0, (int)a1, (int)a2);
+	default:
+		return REAL(syscall)(nr, a0, a1, a2, a3, a4, a5);
+	}
 }

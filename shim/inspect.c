@@ -15,6 +15,7 @@
 #include <linux/unix_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
@@ -316,6 +317,13 @@ static int inspect_unix(int fd, uint8_t kind, struct closewatch_record *r, int p
 		len = sizeof peer;
 		r->state = getpeername(fd, (struct sockaddr *)&peer, &len) == 0
 				   ? CLOSEWATCH_UNIX_CONNECTED : CLOSEWATCH_UNIX_UNCONNECTED;
+		/* The peer has closed (unix_release_sock shut us down both
+		 * ways: POLLHUP): nobody is left to get ECONNRESET from our
+		 * unread bytes. getpeername still answers: the pointer stays. */
+		struct pollfd pfd = {.fd = fd, .events = 0};
+		if (r->state == CLOSEWATCH_UNIX_CONNECTED && poll(&pfd, 1, 0) == 1 &&
+		    (pfd.revents & POLLHUP))
+			r->state = CLOSEWATCH_UNIX_UNCONNECTED;
 		r->recvq = ioctl_count(fd, SIOCINQ);
 		if (parts & CW_INSPECT_QUEUES)
 			r->sendq = ioctl_count(fd, SIOCOUTQ);
@@ -382,6 +390,14 @@ void cw_relatives_add(int pid)
 	/* Full: overwrite a slot; the oldest children are the likeliest gone. */
 	static atomic_uint next;
 	atomic_store(&relatives[atomic_fetch_add(&next, 1) % CW_RELATIVES], pid);
+}
+
+void cw_relatives_remove(int pid)
+{
+	for (int i = 0; i < CW_RELATIVES; i++) {
+		int expected = pid;
+		atomic_compare_exchange_strong(&relatives[i], &expected, 0);
+	}
 }
 
 void cw_relatives_reset_to_parent(void)

@@ -31,5 +31,6 @@ int cw_inspect_shared(int fd, uint8_t entry);
 /* Processes that may hold our sockets: children we forked, or the parent. */
 void cw_relatives_add(int pid);
 void cw_relatives_reset_to_parent(void);
+void cw_relatives_remove(int pid);
 
 #endif

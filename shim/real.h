@@ -6,6 +6,7 @@
 #ifndef CW_REAL_H
 #define CW_REAL_H
 
+#include <spawn.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -31,7 +32,16 @@
 	X(fork, pid_t, (void))                                                  \
 	X(epoll_create, int, (int))                                             \
 	X(epoll_create1, int, (int))                                            \
-	X(setsockopt, int, (int, int, int, const void *, socklen_t))
+	X(setsockopt, int, (int, int, int, const void *, socklen_t))            \
+	X(syscall, long, (long, ...))                                           \
+	X(posix_spawn, int, (pid_t *, const char *, const posix_spawn_file_actions_t *, \
+			     const posix_spawnattr_t *, char *const[], char *const[])) \
+	X(posix_spawnp, int, (pid_t *, const char *, const posix_spawn_file_actions_t *, \
+			      const posix_spawnattr_t *, char *const[], char *const[])) \
+	X(execve, int, (const char *, char *const[], char *const[]))            \
+	X(execv, int, (const char *, char *const[]))                            \
+	X(execvp, int, (const char *, char *const[]))                           \
+	X(execvpe, int, (const char *, char *const[], char *const[]))
 
 struct cw_real_table {
 #define CW_REAL_FIELD(name, ret, args) ret(*name) args;

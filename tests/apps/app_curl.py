@@ -54,8 +54,13 @@ def test_curl_download(ctx):
     for r in t:
         cwtest.check_fields(r, call="close", comm="curl", peer=f"{H4}:{run.port}")
         assert r["verdict"] in ("clean", "fin_pending"), r
-    for r in cwapps.unix(recs):
-        cwtest.check_fields(r, call="close", comm="curl", state="CONNECTED", verdict="clean")
+    # curl's wakeup socketpair: the first end closed is clean; the second finds its
+    # peer gone (POLLHUP), so nothing is left to reset: no_conn
+    u = cwapps.unix(recs)
+    for r in u:
+        cwtest.check_fields(r, call="close", comm="curl")
+        assert (r["state"], r["verdict"]) in (("CONNECTED", "clean"), ("UNCONNECTED", "no_conn")), r
+    assert sum(r["verdict"] == "clean" for r in u) == sum(r["verdict"] == "no_conn" for r in u), cwapps.fmt(u)
 
 
 def test_curl_upload_early_answer(ctx):
