@@ -334,10 +334,8 @@ void cw_drain_finish(int s)
 	int locked = cw_drain_lock() == 0;
 	int fd = atomic_exchange(&sl->fd, -1);
 	if (fd >= 0) {
-		if (atomic_load(&sl->registered)) {
-			struct epoll_event unused;
-			epoll_ctl(atomic_load(&cw_drain_ep), EPOLL_CTL_DEL, fd, &unused);
-		}
+		/* No EPOLL_CTL_DEL: ours is the last reference, and closing it
+		 * takes the socket out of our epoll set. */
 		/* SO_LINGER {1,N}: our close must not block the drain thread
 		 * (the queue still drains after close, as an orphan). */
 		if (is_async && sl->linger > 0) {
