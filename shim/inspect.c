@@ -182,7 +182,9 @@ static void read_addrs(int fd, struct closewatch_record *r)
 static void tcp_queues(int fd, struct closewatch_record *r)
 {
 	r->sendq = ioctl_count(fd, SIOCOUTQ);
-	r->unsent = ioctl_count(fd, SIOCOUTQNSD);
+	/* Unsent bytes are part of the send queue: none when it is empty (the
+	 * common close), and then the kernel is not asked. */
+	r->unsent = r->sendq ? ioctl_count(fd, SIOCOUTQNSD) : 0;
 }
 
 /* The common close (nothing unread, SO_LINGER off) is neither risky nor a
