@@ -107,5 +107,6 @@ int main(int argc, char **argv)
 	       iters, upload, quantile(lat, n, 0.5) / 1e3, quantile(lat, n, 0.9) / 1e3,
 	       quantile(lat, n, 0.99) / 1e3, lat[n - 1] / 1e3, (double)sum / (double)n / 1e3,
 	       resets, eofs);
+	free(lat);
 	return 0;
 }

@@ -62,5 +62,6 @@ int main(int argc, char **argv)
 	printf("{\"bench\":\"openclose\",\"iters\":%ld,\"chunks\":%ld,"
 	       "\"ns_per_iter\":%.2f,\"ns_per_iter_best\":%.2f}\n",
 	       iters, chunks, med, best);
+	free(ns);
 	return 0;
 }

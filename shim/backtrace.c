@@ -52,7 +52,16 @@ void cw_backtrace(struct cw_event *ev, int max)
 	unw_cursor_t cur;
 	if (unw_getcontext(&uc) < 0 || unw_init_local(&cur, &uc) < 0)
 		return;
-	int guard = 0;
+	/* unw_get_proc_name() allocates and reads ELF files: not for a close()
+	 * made in a signal handler (the handler may have interrupted malloc).
+	 * A first, cheap walk looks for the kernel's signal frame; then names
+	 * come from dladdr() only (exported symbols; else the offset in the object). */
+	int in_signal = 0, guard = 0;
+	while (!in_signal && unw_step(&cur) > 0 && guard++ < 256)
+		in_signal = unw_is_signal_frame(&cur) > 0;
+	if (unw_init_local(&cur, &uc) < 0)
+		return;
+	guard = 0;
 	while (ev->nframes < max && unw_step(&cur) > 0 && guard++ < 256) {
 		unw_word_t ip = 0, off = 0;
 		unw_get_reg(&cur, UNW_REG_IP, &ip);
@@ -63,10 +72,16 @@ void cw_backtrace(struct cw_event *ev, int max)
 		char name[96];
 		char *frame = ev->frames[ev->nframes];
 		size_t n = 0;
-		if (unw_get_proc_name(&cur, name, sizeof name, &off) == 0) {
+		if (!in_signal && unw_get_proc_name(&cur, name, sizeof name, &off) == 0) {
 			n = put(frame, CW_FRAME_TEXT, n, name);
 			n = put(frame, CW_FRAME_TEXT, n, "+");
 			n = put_hex(frame, CW_FRAME_TEXT, n, off);
+		} else if (in_signal && have_obj && info.dli_sname && info.dli_saddr) {
+			n = put(frame, CW_FRAME_TEXT, n, info.dli_sname);
+			n = put(frame, CW_FRAME_TEXT, n, "+");
+			n = put_hex(frame, CW_FRAME_TEXT, n, ip - (unw_word_t)info.dli_saddr);
+		} else if (have_obj) {
+			n = put_hex(frame, CW_FRAME_TEXT, n, ip - (unw_word_t)info.dli_fbase);
 		} else {
 			n = put_hex(frame, CW_FRAME_TEXT, n, ip);
 		}

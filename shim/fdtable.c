@@ -156,8 +156,12 @@ int cw_fd_dup_private(int fd)
 int cw_fd_hide(int fd)
 {
 	int hidden = cw_fd_dup_private(fd);
-	if (hidden < 0)
-		return -1;
+	if (hidden < 0) {
+		/* No second number to be had (RLIMIT_NOFILE at its minimum): keep
+		 * this one, hidden all the same, rather than leak it unmarked. */
+		cw_fd_set(fd, CW_FD_PRIVATE);
+		return fd;
+	}
 	REAL(close)(fd);
 	return hidden;
 }

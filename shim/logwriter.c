@@ -15,8 +15,12 @@
 #include <unistd.h>
 
 static atomic_int log_fd = -1; /* our private fd for a file or /dev/log; -1: stderr */
-static int log_is_syslog;
+static atomic_int log_is_syslog; /* written by a reopen in any thread */
 static atomic_int reopen_pending; /* the log fd was given up: reopen by path */
+/* Where records go when log_fd is -1: stderr (configured, or the first open
+ * failed and the warning said "using stderr"), or nowhere (-1: a reopen
+ * failed; never spill a file's records into the program's stderr). */
+static atomic_int fallback = CW_LOG_STDERR;
 
 static size_t put(char *out, size_t cap, size_t n, const char *s)
 {
@@ -105,6 +109,7 @@ static void open_target(int quiet)
 	if (fd >= 0)
 		fd = cw_fd_hide(fd);
 	log_is_syslog = kind == CW_LOG_SYSLOG && fd >= 0;
+	atomic_store(&fallback, fd < 0 && quiet ? -1 : CW_LOG_STDERR);
 	atomic_store(&log_fd, fd);
 }
 
@@ -157,13 +162,26 @@ static int current_fd(void)
 	return atomic_load(&log_fd);
 }
 
+/* comm as a syslog tag: it is the name the program was executed under (any
+ * symlink's name, for a setuid program too), so nothing that could end the
+ * line or fake another field goes through. */
+static size_t put_tag(char *out, size_t cap, size_t n, const char *s)
+{
+	for (; *s && n + 1 < cap; s++) {
+		unsigned char c = (unsigned char)*s;
+		out[n++] = c <= 0x20 || c >= 0x7f || c == '[' || c == ']' || c == ':' ? '_' : (char)c;
+	}
+	out[n] = 0;
+	return n;
+}
+
 /* syslog framing: "<PRI>comm[pid]: " with facility user, priority by kind. */
 static size_t syslog_prefix(char *buf, size_t cap, const struct cw_event *ev, int warning)
 {
 	size_t n = put(buf, cap, 0, "<");
 	n = put_uint(buf, cap, n, LOG_USER | (warning ? LOG_WARNING : LOG_INFO));
 	n = put(buf, cap, n, ">");
-	n = put(buf, cap, n, ev && ev->comm[0] ? ev->comm : "closewatch");
+	n = put_tag(buf, cap, n, ev && ev->comm[0] ? ev->comm : "closewatch");
 	n = put(buf, cap, n, "[");
 	n = put_uint(buf, cap, n, (unsigned long)getpid());
 	return put(buf, cap, n, "]: ");
@@ -187,7 +205,7 @@ void cw_log_event(const struct cw_event *ev)
 	if (log_is_syslog && n && buf[n - 1] == '\n')
 		n--; /* syslog messages carry no newline */
 	int fd = current_fd();
-	if (fd < 0 && cw_cfg.log_kind != CW_LOG_STDERR)
+	if (fd < 0 && atomic_load(&fallback) != CW_LOG_STDERR)
 		return; /* the file could not be opened again: drop, never into stderr */
 	emit_to(fd >= 0 ? fd : 2, buf, n);
 }

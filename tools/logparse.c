@@ -140,7 +140,10 @@ static void add_frame(struct parser *ps, const char *s, size_t n)
 	}
 	if (used)
 		r->bt[used++] = '\n';
-	memcpy(r->bt + used, s, n);
+	/* Frames are joined by '\n': one inside a frame (an escaped newline in an
+	 * object's path) would split it in two. */
+	for (size_t i = 0; i < n; i++)
+		r->bt[used + i] = s[i] == '\n' ? '?' : s[i];
 	r->bt[used + n] = 0;
 	r->nbt++;
 }
@@ -427,8 +430,10 @@ done:
 
 /* ------------------------------------------------------------------ text */
 
-/* A value: bare up to a space, or "quoted" with backslash escapes. */
-static long text_value(struct parser *ps, char *out, size_t cap)
+/* A value: bare up to a space, or "quoted" with backslash escapes. split:
+ * an unescaped '|' (the writer's frame separator) becomes a NUL, which no
+ * escape can produce, so that bt is split before it is unescaped. */
+static long text_value(struct parser *ps, char *out, size_t cap, int split)
 {
 	size_t n = 0;
 	if (ps->p < ps->end && *ps->p == '"') {
@@ -444,7 +449,7 @@ static long text_value(struct parser *ps, char *out, size_t cap)
 			if (n + 2 >= cap)
 				return -1;
 			if (c != '\\') {
-				out[n++] = c;
+				out[n++] = split && c == '|' ? 0 : c;
 				continue;
 			}
 			if (ps->p >= ps->end)
@@ -472,7 +477,8 @@ static long text_value(struct parser *ps, char *out, size_t cap)
 	while (ps->p < ps->end && *ps->p != ' ' && *ps->p != '\t' && *ps->p != '\r') {
 		if (*ps->p == '"' || n + 1 >= cap)
 			return -1;
-		out[n++] = *ps->p++;
+		out[n++] = split && *ps->p == '|' ? 0 : *ps->p;
+		ps->p++;
 	}
 	out[n] = 0;
 	return (long)n;
@@ -495,13 +501,14 @@ static int parse_text(struct parser *ps)
 		key[k] = 0;
 		if (k == 0 || ps->p >= ps->end || *ps->p++ != '=')
 			return -1;
-		long n = text_value(ps, val, sizeof(val));
+		int bt = !strcmp(key, "bt");
+		long n = text_value(ps, val, sizeof(val), bt);
 		if (n < 0)
 			return -1;
-		if (!strcmp(key, "bt")) {
+		if (bt) {
 			const char *s = val, *e = val + n;
 			while (s < e) {
-				const char *bar = memchr(s, '|', (size_t)(e - s));
+				const char *bar = memchr(s, 0, (size_t)(e - s));
 				const char *stop = bar ? bar : e;
 				add_frame(ps, s, (size_t)(stop - s));
 				s = bar ? bar + 1 : e;

@@ -31,13 +31,12 @@ static volatile sig_atomic_t child_pid;
 static void forward(int sig, siginfo_t *si, void *uc)
 {
 	(void)uc;
+	int saved = errno; /* the interrupted code may be about to read it */
 	pid_t pid = (pid_t)child_pid;
-	if (pid <= 0)
-		return;
 	/* The terminal already sent this one to the whole foreground group. */
-	if (si && si->si_code == SI_KERNEL && getpgid(pid) == getpgrp())
-		return;
-	kill(pid, sig);
+	if (pid > 0 && !(si && si->si_code == SI_KERNEL && getpgid(pid) == getpgrp()))
+		kill(pid, sig);
+	errno = saved;
 }
 
 static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
