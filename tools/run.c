@@ -26,21 +26,19 @@ struct run_opts {
 	int json;
 };
 
-static volatile sig_atomic_t child_pid;
-
-static void forward(int sig, siginfo_t *si, void *uc)
-{
-	(void)uc;
-	int saved = errno; /* the interrupted code may be about to read it */
-	pid_t pid = (pid_t)child_pid;
-	/* The terminal already sent this one to the whole foreground group. */
-	if (pid > 0 && !(si && si->si_code == SI_KERNEL && getpgid(pid) == getpgrp()))
-		kill(pid, sig);
-	errno = saved;
-}
-
 static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
 #define NFWD (sizeof(forwarded) / sizeof(forwarded[0]))
+
+/* The signals `run` handles: the forwarded ones and SIGCHLD. They are blocked
+ * in every thread of ours (the capture thread too) and taken synchronously
+ * with sigwaitinfo(): no asynchronous handler, nothing to race with. */
+static void handled_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	for (size_t k = 0; k < NFWD; k++)
+		sigaddset(set, forwarded[k]);
+	sigaddset(set, SIGCHLD);
+}
 
 static void usage(FILE *f)
 {
@@ -179,38 +177,25 @@ static void sleep_ms(long ms)
 		;
 }
 
-/* fork + exec CMD; returns the child's wait status, or -(exit status) if it could not run. */
-static int spawn(char **cmd)
+/* fork + exec CMD with the signal mask `old` (ours blocks the handled
+ * signals); forward signals until it ends. Returns its wait status, or
+ * -(exit status) if it could not run. */
+static int spawn(char **cmd, const sigset_t *old)
 {
 	int ep[2];
 	if (pipe2(ep, O_CLOEXEC) != 0) {
 		cw_err("pipe: %s", strerror(errno));
 		return -RUN_FAIL;
 	}
-	sigset_t fwd, old;
-	sigemptyset(&fwd);
-	for (size_t k = 0; k < NFWD; k++)
-		sigaddset(&fwd, forwarded[k]);
-	sigprocmask(SIG_BLOCK, &fwd, &old);
-	struct sigaction sa, saved[NFWD];
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = forward;
-	sa.sa_flags = SA_SIGINFO | SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	for (size_t k = 0; k < NFWD; k++)
-		sigaction(forwarded[k], &sa, &saved[k]);
 	pid_t pid = fork();
 	if (pid < 0) {
 		cw_err("fork: %s", strerror(errno));
-		sigprocmask(SIG_SETMASK, &old, NULL);
 		close(ep[0]);
 		close(ep[1]);
 		return -RUN_FAIL;
 	}
 	if (pid == 0) {
-		for (size_t k = 0; k < NFWD; k++)
-			sigaction(forwarded[k], &saved[k], NULL);
-		sigprocmask(SIG_SETMASK, &old, NULL);
+		sigprocmask(SIG_SETMASK, old, NULL);
 		close(ep[0]);
 		execvp(cmd[0], cmd);
 		int e = errno;
@@ -218,25 +203,31 @@ static int spawn(char **cmd)
 			_exit(127);
 		_exit(e == ENOENT ? 127 : 126);
 	}
-	child_pid = pid;
-	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(ep[1]);
 	int e = 0;
 	ssize_t n;
 	while ((n = read(ep[0], &e, sizeof(e))) < 0 && errno == EINTR)
 		;
 	close(ep[0]);
+	sigset_t waitset;
+	handled_signals(&waitset);
 	int status = 0;
-	while (waitpid(pid, &status, 0) < 0) {
-		if (errno != EINTR) {
+	for (;;) {
+		pid_t w = waitpid(pid, &status, WNOHANG);
+		if (w == pid)
+			break;
+		if (w < 0 && errno != EINTR) {
 			cw_err("waitpid: %s", strerror(errno));
 			status = RUN_FAIL << 8;
 			break;
 		}
+		siginfo_t si;
+		int sig = sigwaitinfo(&waitset, &si);
+		/* SIGCHLD: look again. The terminal already sent a signal it
+		 * generated to the whole foreground group, the child included. */
+		if (sig > 0 && sig != SIGCHLD && !(si.si_code == SI_KERNEL && getpgid(pid) == getpgrp()))
+			kill(pid, sig);
 	}
-	child_pid = 0;
-	for (size_t k = 0; k < NFWD; k++)
-		sigaction(forwarded[k], &saved[k], NULL);
 	if (n == (ssize_t)sizeof(e)) {
 		cw_err("cannot run %s: %s", cmd[0], strerror(e));
 		return -(e == ENOENT ? 127 : 126);
@@ -258,6 +249,10 @@ int cw_cmd_run(int argc, char **argv)
 		cw_err("%s", err);
 		return RUN_FAIL;
 	}
+	/* Before the capture thread starts, so that it inherits the mask. */
+	sigset_t handled, old_mask;
+	handled_signals(&handled);
+	sigprocmask(SIG_BLOCK, &handled, &old_mask);
 	struct cw_runlog log;
 	const char *spec = o.log ? o.log : getenv("CLOSEWATCH_LOG");
 	if (cw_runlog_begin(&log, spec && *spec ? spec : NULL) != 0)
@@ -279,7 +274,7 @@ int cw_cmd_run(int argc, char **argv)
 			return RUN_FAIL;
 		}
 	}
-	int status = spawn(argv + ci);
+	int status = spawn(argv + ci, &old_mask);
 	int rc;
 	if (status < 0)
 		rc = -status;
