@@ -2,31 +2,12 @@
  * libc's (dladdr aside), so it may run inside close() from anywhere. */
 #define UNW_LOCAL_ONLY
 #include "backtrace.h"
+#include "put.h"
 
 #include <dlfcn.h>
 #include <libunwind.h>
 #include <string.h>
 #include <unistd.h>
-
-static size_t put(char *out, size_t cap, size_t n, const char *s)
-{
-	while (*s && n + 1 < cap)
-		out[n++] = *s++;
-	out[n] = 0;
-	return n;
-}
-
-static size_t put_hex(char *out, size_t cap, size_t n, unsigned long v)
-{
-	char tmp[20];
-	int i = sizeof tmp;
-	tmp[--i] = 0;
-	do
-		tmp[--i] = "0123456789abcdef"[v & 15];
-	while ((v >>= 4) && i > 0);
-	n = put(out, cap, n, "0x");
-	return put(out, cap, n, tmp + i);
-}
 
 
 /* The main program's dladdr() name is "": show its path instead. */
@@ -73,21 +54,21 @@ void cw_backtrace(struct cw_event *ev, int max)
 		char *frame = ev->frames[ev->nframes];
 		size_t n = 0;
 		if (!in_signal && unw_get_proc_name(&cur, name, sizeof name, &off) == 0) {
-			n = put(frame, CW_FRAME_TEXT, n, name);
-			n = put(frame, CW_FRAME_TEXT, n, "+");
-			n = put_hex(frame, CW_FRAME_TEXT, n, off);
+			n = cw_put(frame, CW_FRAME_TEXT, n, name);
+			n = cw_put(frame, CW_FRAME_TEXT, n, "+");
+			n = cw_put_hex(frame, CW_FRAME_TEXT, n, off);
 		} else if (in_signal && have_obj && info.dli_sname && info.dli_saddr) {
-			n = put(frame, CW_FRAME_TEXT, n, info.dli_sname);
-			n = put(frame, CW_FRAME_TEXT, n, "+");
-			n = put_hex(frame, CW_FRAME_TEXT, n, ip - (unw_word_t)info.dli_saddr);
+			n = cw_put(frame, CW_FRAME_TEXT, n, info.dli_sname);
+			n = cw_put(frame, CW_FRAME_TEXT, n, "+");
+			n = cw_put_hex(frame, CW_FRAME_TEXT, n, ip - (unw_word_t)info.dli_saddr);
 		} else if (have_obj) {
-			n = put_hex(frame, CW_FRAME_TEXT, n, ip - (unw_word_t)info.dli_fbase);
+			n = cw_put_hex(frame, CW_FRAME_TEXT, n, ip - (unw_word_t)info.dli_fbase);
 		} else {
-			n = put_hex(frame, CW_FRAME_TEXT, n, ip);
+			n = cw_put_hex(frame, CW_FRAME_TEXT, n, ip);
 		}
-		n = put(frame, CW_FRAME_TEXT, n, " (");
-		n = put(frame, CW_FRAME_TEXT, n, !have_obj ? "?" : info.dli_fname[0] ? info.dli_fname : exe_path[0] ? exe_path : "?");
-		put(frame, CW_FRAME_TEXT, n, ")");
+		n = cw_put(frame, CW_FRAME_TEXT, n, " (");
+		n = cw_put(frame, CW_FRAME_TEXT, n, !have_obj ? "?" : info.dli_fname[0] ? info.dli_fname : exe_path[0] ? exe_path : "?");
+		cw_put(frame, CW_FRAME_TEXT, n, ")");
 		ev->nframes++;
 	}
 }

@@ -97,14 +97,6 @@ uint8_t cw_fd_classify(int fd)
 	return cw_fd_kind_from_args(domain, type, protocol);
 }
 
-/* getdents64 straight from the kernel: opendir() would allocate. */
-struct linux_dirent64 {
-	uint64_t d_ino;
-	int64_t d_off;
-	unsigned short d_reclen;
-	unsigned char d_type;
-	char d_name[];
-};
 
 void cw_fd_scan_inherited(void)
 {
@@ -115,7 +107,7 @@ void cw_fd_scan_inherited(void)
 	long n;
 	while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
 		for (long off = 0; off < n;) {
-			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+			struct cw_dirent64 *d = (struct cw_dirent64 *)(buf + off);
 			off += d->d_reclen;
 			if (d->d_name[0] < '0' || d->d_name[0] > '9')
 				continue;

@@ -47,6 +47,16 @@ uint8_t cw_fd_classify(int fd);
 /* Kind from socket()'s arguments, without asking the kernel. */
 uint8_t cw_fd_kind_from_args(int domain, int type, int protocol);
 
+/* A directory entry as getdents64 returns it: /proc directories are read
+ * with the raw call because opendir() would allocate. */
+struct cw_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
 /* At start-up: mark the sockets this process inherited (listed in
  * /proc/self/fd) as possibly shared with the parent. */
 void cw_fd_scan_inherited(void);

@@ -2,6 +2,7 @@
  * syscalls as the caller needs. Everything here is async-signal-safe: no
  * allocation, no locks, no stdio. */
 #include "inspect.h"
+#include "put.h"
 #include "fdtable.h"
 #include "real.h"
 #include "verdict.h"
@@ -39,33 +40,14 @@ static uint64_t ioctl_count(int fd, unsigned long req)
 
 /* ---- addresses ---------------------------------------------------------- */
 
-static size_t put_str(char *out, size_t cap, size_t n, const char *s)
-{
-	while (*s && n + 1 < cap)
-		out[n++] = *s++;
-	out[n] = 0;
-	return n;
-}
-
-static size_t put_uint(char *out, size_t cap, size_t n, unsigned v)
-{
-	char tmp[12];
-	int i = sizeof tmp;
-	tmp[--i] = 0;
-	do
-		tmp[--i] = (char)('0' + v % 10);
-	while ((v /= 10) && i > 0);
-	return put_str(out, cap, n, tmp + i);
-}
-
 static const char hexdigit[] = "0123456789abcdef";
 
 static size_t put_ip4(char *out, size_t cap, size_t n, const unsigned char *b)
 {
 	for (int i = 0; i < 4; i++) {
 		if (i)
-			n = put_str(out, cap, n, ".");
-		n = put_uint(out, cap, n, b[i]);
+			n = cw_put(out, cap, n, ".");
+		n = cw_put_uint(out, cap, n, b[i]);
 	}
 	return n;
 }
@@ -99,11 +81,11 @@ static size_t put_ip6(char *out, size_t cap, size_t n, const unsigned char *b)
 	for (int i = 0; i < 8; i++) {
 		if (best >= 0 && i >= best && i < best + best_len) {
 			if (i == best)
-				n = put_str(out, cap, n, ":");
+				n = cw_put(out, cap, n, ":");
 			continue;
 		}
 		if (i)
-			n = put_str(out, cap, n, ":");
+			n = cw_put(out, cap, n, ":");
 		if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && w[5] == 0xffff)))
 			return put_ip4(out, cap, n, b + 12);
 		char g[5];
@@ -112,10 +94,10 @@ static size_t put_ip6(char *out, size_t cap, size_t n, const unsigned char *b)
 			if ((w[i] >> shift) || k || !shift)
 				g[k++] = hexdigit[(w[i] >> shift) & 15];
 		g[k] = 0;
-		n = put_str(out, cap, n, g);
+		n = cw_put(out, cap, n, g);
 	}
 	if (best >= 0 && best + best_len == 8)
-		n = put_str(out, cap, n, ":");
+		n = cw_put(out, cap, n, ":");
 	return n;
 }
 
@@ -127,20 +109,20 @@ static void format_addr(const struct sockaddr_storage *ss, socklen_t len, char *
 	if (ss->ss_family == AF_INET) {
 		const struct sockaddr_in *a = (const void *)ss;
 		n = put_ip4(out, cap, n, (const unsigned char *)&a->sin_addr);
-		n = put_str(out, cap, n, ":");
-		put_uint(out, cap, n, ntohs(a->sin_port));
+		n = cw_put(out, cap, n, ":");
+		cw_put_uint(out, cap, n, ntohs(a->sin_port));
 	} else if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *a = (const void *)ss;
-		n = put_str(out, cap, n, "[");
+		n = cw_put(out, cap, n, "[");
 		n = put_ip6(out, cap, n, a->sin6_addr.s6_addr);
-		n = put_str(out, cap, n, "]:");
-		put_uint(out, cap, n, ntohs(a->sin6_port));
+		n = cw_put(out, cap, n, "]:");
+		cw_put_uint(out, cap, n, ntohs(a->sin6_port));
 	} else if (ss->ss_family == AF_UNIX) {
 		const struct sockaddr_un *a = (const void *)ss;
 		size_t plen = len > offsetof(struct sockaddr_un, sun_path)
 				      ? len - offsetof(struct sockaddr_un, sun_path) : 0;
 		if (plen == 0) {
-			put_str(out, cap, 0, "unnamed");
+			cw_put(out, cap, 0, "unnamed");
 		} else if (a->sun_path[0] == 0) {
 			/* Abstract: bytes after the NUL, not NUL-terminated. */
 			out[n++] = '@';
@@ -153,7 +135,7 @@ static void format_addr(const struct sockaddr_storage *ss, socklen_t len, char *
 			out[n] = 0;
 		}
 	} else {
-		put_str(out, cap, 0, "unnamed");
+		cw_put(out, cap, 0, "unnamed");
 	}
 }
 
@@ -166,15 +148,21 @@ static void read_addrs(int fd, struct closewatch_record *r)
 		format_addr(&ss, len, r->local, sizeof r->local);
 		if (!r->family)
 			r->family = ss.ss_family; /* what SO_DOMAIN says, without asking */
+	} else {
+		cw_put(r->local, sizeof r->local, 0, "unnamed");
 	}
-	else
-		put_str(r->local, sizeof r->local, 0, "unnamed");
+	if (!r->family) { /* getsockname failed: ask for the family itself */
+		int domain = AF_INET;
+		len = sizeof domain;
+		getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+		r->family = domain;
+	}
 	len = sizeof ss;
 	memset(&ss, 0, sizeof ss);
 	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
 		format_addr(&ss, len, r->peer, sizeof r->peer);
 	else
-		put_str(r->peer, sizeof r->peer, 0, "unnamed");
+		cw_put(r->peer, sizeof r->peer, 0, "unnamed");
 }
 
 /* ---- per protocol --------------------------------------------------------- */
@@ -347,15 +335,8 @@ int cw_inspect(int fd, uint8_t kind, struct closewatch_record *r, int parts)
 		rc = -1;
 	if (rc < 0)
 		return -1;
-	if (parts & CW_INSPECT_ADDRS) {
+	if (parts & CW_INSPECT_ADDRS)
 		read_addrs(fd, r);
-		if (r->proto == CLOSEWATCH_PROTO_TCP && !r->family) {
-			int domain = AF_INET;
-			socklen_t len = sizeof domain;
-			getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
-			r->family = domain;
-		}
-	}
 	return 0;
 }
 
@@ -368,12 +349,6 @@ void cw_inspect_rest(int fd, struct closewatch_record *r)
 	else
 		r->sendq = ioctl_count(fd, SIOCOUTQ);
 	read_addrs(fd, r);
-	if (r->proto == CLOSEWATCH_PROTO_TCP && !r->family) {
-		int domain = AF_INET;
-		socklen_t len = sizeof domain;
-		getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
-		r->family = domain;
-	}
 }
 
 /* ---- sharing ---------------------------------------------------------------- */
@@ -409,22 +384,15 @@ void cw_relatives_reset_to_parent(void)
 	atomic_store(&relatives[0], (int)getppid());
 }
 
-struct linux_dirent64 {
-	uint64_t d_ino;
-	int64_t d_off;
-	unsigned short d_reclen;
-	unsigned char d_type;
-	char d_name[];
-};
 
 /* Does process pid have an fd on socket inode ino? -1: the process is gone. */
 static int process_holds(int pid, unsigned long ino)
 {
 	char path[64], want[48], link[64];
-	size_t n = put_str(path, sizeof path, 0, "/proc/");
-	n = put_uint(path, sizeof path, n, (unsigned)pid);
-	n = put_str(path, sizeof path, n, "/fd");
-	size_t w = put_str(want, sizeof want, 0, "socket:[");
+	size_t n = cw_put(path, sizeof path, 0, "/proc/");
+	n = cw_put_uint(path, sizeof path, n, (unsigned)pid);
+	n = cw_put(path, sizeof path, n, "/fd");
+	size_t w = cw_put(want, sizeof want, 0, "socket:[");
 	char digits[24];
 	int i = sizeof digits;
 	digits[--i] = 0;
@@ -432,8 +400,8 @@ static int process_holds(int pid, unsigned long ino)
 	do
 		digits[--i] = (char)('0' + v % 10);
 	while ((v /= 10) && i > 0);
-	w = put_str(want, sizeof want, w, digits + i);
-	w = put_str(want, sizeof want, w, "]");
+	w = cw_put(want, sizeof want, w, digits + i);
+	w = cw_put(want, sizeof want, w, "]");
 
 	int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir < 0)
@@ -443,7 +411,7 @@ static int process_holds(int pid, unsigned long ino)
 	long got;
 	while (!found && (got = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
 		for (long off = 0; off < got && !found;) {
-			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+			struct cw_dirent64 *d = (struct cw_dirent64 *)(buf + off);
 			off += d->d_reclen;
 			if (d->d_name[0] == '.')
 				continue;

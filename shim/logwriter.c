@@ -1,5 +1,6 @@
 /* The log writer. See logwriter.h. */
 #include "logwriter.h"
+#include "put.h"
 #include "config.h"
 #include "fdtable.h"
 #include "real.h"
@@ -22,32 +23,13 @@ static atomic_int reopen_pending; /* the log fd was given up: reopen by path */
  * failed; never spill a file's records into the program's stderr). */
 static atomic_int fallback = CW_LOG_STDERR;
 
-static size_t put(char *out, size_t cap, size_t n, const char *s)
-{
-	while (*s && n + 1 < cap)
-		out[n++] = *s++;
-	out[n] = 0;
-	return n;
-}
-
-static size_t put_uint(char *out, size_t cap, size_t n, unsigned long v)
-{
-	char tmp[24];
-	int i = sizeof tmp;
-	tmp[--i] = 0;
-	do
-		tmp[--i] = (char)('0' + v % 10);
-	while ((v /= 10) && i > 0);
-	return put(out, cap, n, tmp + i);
-}
-
 static void warn_stderr(const char *a, const char *b, const char *c)
 {
 	char line[CW_PATH_MAX + 256];
-	size_t n = put(line, sizeof line - 1, 0, "closewatch: ");
-	n = put(line, sizeof line - 1, n, a);
-	n = put(line, sizeof line - 1, n, b);
-	n = put(line, sizeof line - 1, n, c);
+	size_t n = cw_put(line, sizeof line - 1, 0, "closewatch: ");
+	n = cw_put(line, sizeof line - 1, n, a);
+	n = cw_put(line, sizeof line - 1, n, b);
+	n = cw_put(line, sizeof line - 1, n, c);
 	line[n++] = '\n';
 	(void)!write(2, line, n);
 }
@@ -58,7 +40,7 @@ static void expand_path(char *out, size_t cap)
 	size_t n = 0;
 	for (const char *p = cw_cfg.log_path; *p && n + 1 < cap; p++) {
 		if (p[0] == '%' && p[1] == 'p') {
-			n = put_uint(out, cap, n, (unsigned long)getpid());
+			n = cw_put_uint(out, cap, n, (unsigned long)getpid());
 			p++;
 		} else {
 			out[n++] = *p;
@@ -178,13 +160,13 @@ static size_t put_tag(char *out, size_t cap, size_t n, const char *s)
 /* syslog framing: "<PRI>comm[pid]: " with facility user, priority by kind. */
 static size_t syslog_prefix(char *buf, size_t cap, const struct cw_event *ev, int warning)
 {
-	size_t n = put(buf, cap, 0, "<");
-	n = put_uint(buf, cap, n, LOG_USER | (warning ? LOG_WARNING : LOG_INFO));
-	n = put(buf, cap, n, ">");
+	size_t n = cw_put(buf, cap, 0, "<");
+	n = cw_put_uint(buf, cap, n, LOG_USER | (warning ? LOG_WARNING : LOG_INFO));
+	n = cw_put(buf, cap, n, ">");
 	n = put_tag(buf, cap, n, ev && ev->comm[0] ? ev->comm : "closewatch");
-	n = put(buf, cap, n, "[");
-	n = put_uint(buf, cap, n, (unsigned long)getpid());
-	return put(buf, cap, n, "]: ");
+	n = cw_put(buf, cap, n, "[");
+	n = cw_put_uint(buf, cap, n, (unsigned long)getpid());
+	return cw_put(buf, cap, n, "]: ");
 }
 
 static void emit_to(int fd, const char *buf, size_t len)
