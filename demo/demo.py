@@ -164,6 +164,17 @@ def packets(tool, path, port):
     return s2c, c2s
 
 
+def payload_sent(pkts):
+    """Distinct payload bytes in pkts (one direction), as sequence-space coverage:
+    a retransmitted segment counts once."""
+    data = [p for p in pkts if p["len"] > 0]
+    if not data:
+        return 0
+    syn = next((p for p in pkts if "S" in p["flags"]), None)
+    base = syn["seq"] + 1 if syn else min(p["seq"] for p in data)
+    return max((p["seq"] - base) % (1 << 32) + p["len"] for p in data)
+
+
 def wire_facts(tool, path, port):
     s2c, c2s = packets(tool, path, port)
     return {
@@ -171,7 +182,7 @@ def wire_facts(tool, path, port):
         "server_rst": sum("R" in p["flags"] for p in s2c),
         "client_fin": sum("F" in p["flags"] for p in c2s),
         "client_rst": sum("R" in p["flags"] for p in c2s),
-        "server_payload": sum(p["len"] for p in s2c),
+        "server_payload": payload_sent(s2c),
         "packets": len(s2c) + len(c2s),
     }
 
