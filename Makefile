@@ -45,7 +45,7 @@ LIB := $(BUILD)/libclosewatch.so
 CLI := $(BUILD)/closewatch
 PCAPTOOL := $(BUILD)/cw-pcap
 
-.PHONY: all test check check-asan check-tsan demo bench fuzz install uninstall clean
+.PHONY: all test test-deps check check-asan check-tsan demo bench fuzz install uninstall clean
 all: $(LIB) $(CLI) $(PCAPTOOL) $(PROG_BIN) $(DEMO_BIN) $(BENCH_BIN)
 
 $(BUILD)/shim/%.o: shim/%.c shim/*.h include/closewatch.h
@@ -85,7 +85,14 @@ $(BUILD)/bench/%: bench/%.c
 
 comma := ,
 
-test: all
+# On a fresh machine `make test` first installs the Debian packages the suite
+# uses (.ci/packages) when run as root; otherwise it names the missing ones
+# (the tests that need them then skip, except in CI where they fail).
+test-deps:
+	@missing=$$(for p in $$(grep -v '^#' .ci/packages); do 		dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); 	if [ -n "$$missing" ]; then 		if [ "$$(id -u)" -eq 0 ]; then 			echo "make test: installing $$missing"; 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive 			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; 		else 			echo "make test: missing Debian packages: $$missing (run as root to install)"; 		fi; 	fi
+
+test: test-deps
+	$(MAKE) --no-print-directory all
 	CW_BUILD=$(BUILD) $(PYTHON) tests/run.py $(TESTS)
 
 clean:
