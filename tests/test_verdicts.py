@@ -696,3 +696,34 @@ def test_unread_beats_linger0_v4(ctx):
 
 def test_unread_beats_linger2_v4(ctx):
     _unread_beats_linger(ctx, 2)
+
+
+def test_rst_backlog_listener_shutdown_rd_v4(ctx):
+    """shutdown(SHUT_RD) of a listener disconnects it (inet_shutdown → tcp_disconnect):
+    every queued connection gets RST, as at close; the later close sends nothing."""
+    nclients = 3
+    with Capture(ctx, "tcp") as cap:
+        before = kernel_counters()
+        p = start(ctx, "listen", H4, 0, 8, "waitbacklog", nclients, "shutdown", "rd",
+                  "say", "shut", "wait", "close-listener", "say", "closed", "wait")
+        lfd = int(p.expect("fd"))
+        port = int(p.expect("port"))
+        clients = [cwtest.connect(H4, port) for _ in range(nclients)]
+        p.expect("shut")
+        got = [read_to_end(c) for c in clients]
+        for c in clients:
+            c.close()
+        tell(p)
+        p.expect("closed")
+        tell(p)
+        assert finish(p) == 0, p.stderr
+    after = kernel_counters()
+    assert got == [(0, "reset")] * nclients, f"clients saw {got}"
+    rsts = [x for x in cap.packets() if x["sport"] == port and "R" in x["flags"]]
+    assert len(rsts) == nclients, f"expected {nclients} RSTs, saw {len(rsts)}"
+    assert delta(before, after, "Tcp.OutRsts") == nclients
+    recs = read_records(p.log)
+    sh = one_record(recs, call="shutdown", fd=lfd)
+    check_fields(sh, how="rd", state="LISTEN", verdict="rst_backlog", backlog=nclients, lost=0)
+    cl = one_record(recs, call="close", fd=lfd)
+    check_fields(cl, verdict="no_conn", backlog=0)
