@@ -71,14 +71,16 @@ static void i64(struct out *o, int64_t v)
 
 static const char hex[] = "0123456789abcdef";
 
-/* JSON string body: bytes outside printable ASCII become \u00XX, so the line
- * is valid JSON (and valid UTF-8) whatever a path or comm contains. */
-static void json_escaped(struct out *o, const char *s)
+/* Escaping shared by both formats: '"' and '\\' (and, in text bt frames, the
+ * frame separator '|') get a backslash; bytes outside printable ASCII become
+ * \u00XX in JSON (so the line is valid JSON and valid UTF-8 whatever a path
+ * or comm contains) and \xNN in text. Runs that need nothing go out in one
+ * copy. */
+static void escaped(struct out *o, const char *s, int json, char also)
 {
 	while (*s) {
-		/* The longest run that needs no escape goes out in one copy. */
 		const char *run = s;
-		while (*s >= 0x20 && *s < 0x7f && *s != '"' && *s != '\\')
+		while (*s >= 0x20 && *s < 0x7f && *s != '"' && *s != '\\' && *s != also)
 			s++;
 		if (s > run)
 			raw(o, run, (size_t)(s - run));
@@ -88,14 +90,17 @@ static void json_escaped(struct out *o, const char *s)
 		if (c == '"' || c == '\\') {
 			char e[2] = {'\\', (char)c};
 			raw(o, e, 2);
-		} else {
+		} else if (json) {
 			char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
 			raw(o, e, 6);
+		} else {
+			char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+			raw(o, e, 4);
 		}
 	}
 }
 
-/* Text value: bare when it is a plain token, else "quoted" with \" \\ \xNN. */
+/* Text value: bare when it is a plain token, else "quoted". */
 static void text_value(struct out *o, const char *s)
 {
 	int plain = *s != 0;
@@ -109,23 +114,7 @@ static void text_value(struct out *o, const char *s)
 		return;
 	}
 	str(o, "\"");
-	while (*s) {
-		const char *run = s;
-		while (*s >= 0x20 && *s < 0x7f && *s != '"' && *s != '\\')
-			s++;
-		if (s > run)
-			raw(o, run, (size_t)(s - run));
-		if (!*s)
-			break;
-		unsigned char c = (unsigned char)*s++;
-		if (c == '"' || c == '\\') {
-			char e[2] = {'\\', (char)c};
-			raw(o, e, 2);
-		} else {
-			char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
-			raw(o, e, 4);
-		}
-	}
+	escaped(o, s, 0, 0);
 	str(o, "\"");
 }
 
@@ -187,7 +176,7 @@ static void field_str_n(struct fmt *f, const char *k, size_t klen, const char *v
 	key_n(f, k, klen);
 	if (f->json) {
 		str(&f->o, "\"");
-		json_escaped(&f->o, v);
+		escaped(&f->o, v, 1, 0);
 		str(&f->o, "\"");
 	} else {
 		text_value(&f->o, v);
@@ -294,18 +283,10 @@ size_t cw_record_format(char *buf, size_t cap, const struct cw_event *ev, int js
 				str(&f.o, json ? "," : "|");
 			if (json) {
 				str(&f.o, "\"");
-				json_escaped(&f.o, ev->frames[i]);
+				escaped(&f.o, ev->frames[i], 1, 0);
 				str(&f.o, "\"");
 			} else {
-				for (const char *p = ev->frames[i]; *p; p++) {
-					unsigned char c = (unsigned char)*p;
-					if (c == '"' || c == '\\' || c == '|' || c < 0x20 || c >= 0x7f) {
-						char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
-						raw(&f.o, e, 4);
-					} else {
-						raw(&f.o, (const char *)&c, 1);
-					}
-				}
+				escaped(&f.o, ev->frames[i], 0, '|');
 			}
 			if (f.o.full) { /* this frame did not fit: drop it and stop */
 				f.o.len = mark;
