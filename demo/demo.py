@@ -294,6 +294,24 @@ class Demo:
             pass
         return f"{self.rel(path)}:{line}" + (f":  {src}" if src else "")
 
+    def serve_under_cli(self, act, flags):
+        """Acts (b) and (c): the server under `closewatch run FLAGS --json --log …` (and
+        --pcap when capturing), one client. Returns (log, pcap, port, client result,
+        answered bytes, wire facts or None)."""
+        log = os.path.join(self.work, f"{act}.log")
+        pcap = os.path.join(self.work, f"{act}.pcap")
+        wrap = [self.cli, "run"] + flags + ["--json", "--log", log]
+        if self.capture:
+            wrap += ["--pcap", pcap, "--iface", "lo"]
+        srv, port = self.start_server(wrap + ["--"])
+        try:
+            cl = self.run_client(port)
+            _, answered = self.finish_server(srv)
+        finally:
+            srv.kill()
+        wire = wire_facts(self.pcaptool, pcap, port) if self.capture else None
+        return log, pcap, port, cl, answered, wire
+
     # -------------------------------------------------------------- (a)
 
     def act_a(self):
@@ -325,18 +343,7 @@ class Demo:
     def act_b(self):
         heading("Act (b) of 3: the same, under `closewatch run --json --pcap` (observe mode)",
                 "Nothing changes for the programs: closewatch only watches and logs.")
-        log = os.path.join(self.work, "b.log")
-        pcap = os.path.join(self.work, "b.pcap")
-        wrap = [self.cli, "run", "--json", "--log", log, "--backtrace", "8"]
-        if self.capture:
-            wrap += ["--pcap", pcap, "--iface", "lo"]
-        srv, port = self.start_server(wrap + ["--"])
-        try:
-            cl = self.run_client(port)
-            rc, answered = self.finish_server(srv)
-        finally:
-            srv.kill()
-        wire = wire_facts(self.pcaptool, pcap, port) if self.capture else None
+        log, pcap, port, cl, answered, wire = self.serve_under_cli("b", ["--backtrace", "8"])
         r = self.judge("b", cl, answered, wire, want_full=False)
         problems = []
 
@@ -410,18 +417,7 @@ class Demo:
                 "closewatch turns the server's close() into a lingering close: read and discard\n"
                 "the rest of the upload, send the queued answer and a FIN, close when the client\n"
                 "has closed.")
-        log = os.path.join(self.work, "c.log")
-        pcap = os.path.join(self.work, "c.pcap")
-        wrap = [self.cli, "run", "--mode", "drain", "--json", "--log", log]
-        if self.capture:
-            wrap += ["--pcap", pcap, "--iface", "lo"]
-        srv, port = self.start_server(wrap + ["--"])
-        try:
-            cl = self.run_client(port)
-            rc, answered = self.finish_server(srv)
-        finally:
-            srv.kill()
-        wire = wire_facts(self.pcaptool, pcap, port) if self.capture else None
+        log, pcap, port, cl, answered, wire = self.serve_under_cli("c", ["--mode", "drain"])
         r = self.judge("c", cl, answered, wire, want_full=True)
         problems = []
         step("the log records of the server's close and of its drain")
