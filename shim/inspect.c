@@ -393,14 +393,7 @@ static int process_holds(int pid, unsigned long ino)
 	n = cw_put_uint(path, sizeof path, n, (unsigned)pid);
 	n = cw_put(path, sizeof path, n, "/fd");
 	size_t w = cw_put(want, sizeof want, 0, "socket:[");
-	char digits[24];
-	int i = sizeof digits;
-	digits[--i] = 0;
-	unsigned long v = ino;
-	do
-		digits[--i] = (char)('0' + v % 10);
-	while ((v /= 10) && i > 0);
-	w = cw_put(want, sizeof want, w, digits + i);
+	w = cw_put_uint(want, sizeof want, w, ino);
 	w = cw_put(want, sizeof want, w, "]");
 
 	int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
