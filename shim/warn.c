@@ -1,6 +1,7 @@
 /* Warnings for people, next to the records for machines. */
 #include "warn.h"
 #include "logwriter.h"
+#include "put.h"
 
 #include <string.h>
 
@@ -9,21 +10,15 @@ struct line {
 	size_t len;
 };
 
+/* Room is kept for the final newline. */
 static void add(struct line *l, const char *s)
 {
-	while (*s && l->len + 2 < sizeof l->buf)
-		l->buf[l->len++] = *s++;
+	l->len = cw_put(l->buf, sizeof l->buf - 1, l->len, s);
 }
 
 static void add_u64(struct line *l, uint64_t v)
 {
-	char tmp[24];
-	int i = sizeof tmp;
-	tmp[--i] = 0;
-	do
-		tmp[--i] = (char)('0' + v % 10);
-	while ((v /= 10) && i > 0);
-	add(l, tmp + i);
+	l->len = cw_put_uint(l->buf, sizeof l->buf - 1, l->len, v);
 }
 
 static const char *consequence(int verdict)
