@@ -24,6 +24,7 @@
 #define THREAD_STACK (256 * 1024)
 #define EXIT_GRACE_NS (500 * 1000000LL) /* for the thread to write the last records */
 #define MAX_PROGRAM_EPOLLS 64
+#define THREAD_UP_WAIT_NS (1000 * 1000000LL) /* bound on waiting for it to run */
 
 struct cw_drain_slot *cw_drain_slots;
 struct cw_event *cw_drain_events;
@@ -35,6 +36,7 @@ atomic_int cw_drain_ep = -1, cw_drain_wake = -1;
 atomic_llong cw_drain_exit_deadline;
 atomic_int cw_drain_in_wait;
 atomic_uint cw_drain_wait_epoch;
+atomic_int cw_drain_thread_up;
 
 static void fork_prepare(void);
 static void fork_parent(void);
@@ -125,6 +127,20 @@ static int hide(int fd)
 	return h;
 }
 
+/* Return only once the new thread runs our code. Its start-up may allocate
+ * (ASan's thread setup does, in the new thread), and an allocator that is not
+ * fork-safe (ASan's in GCC 12 is not) leaves its lock held in a child the
+ * program forks meanwhile: the child hangs in its first malloc. Once, at the
+ * first drain; bounded, so a thread that is slow to run only costs time. */
+static void wait_thread_up(void)
+{
+	int64_t give_up = cw_drain_now_ns() + THREAD_UP_WAIT_NS;
+	struct timespec tick = {0, 20000};
+	while (!atomic_load_explicit(&cw_drain_thread_up, memory_order_acquire) &&
+	       cw_drain_now_ns() < give_up)
+		nanosleep(&tick, NULL);
+}
+
 static int engine_start_locked(void)
 {
 	if (atomic_load(&thread_running))
@@ -151,6 +167,7 @@ static int engine_start_locked(void)
 	pthread_attr_destroy(&attr);
 	if (rc == 0) {
 		atomic_store(&thread_running, 1);
+		wait_thread_up();
 		return 0;
 	}
 	atomic_store(&cw_drain_ep, -1);
@@ -475,6 +492,7 @@ static void fork_child(void)
 	close_private(atomic_exchange(&cw_drain_ep, -1));
 	close_private(atomic_exchange(&cw_drain_wake, -1));
 	atomic_store(&thread_running, 0);
+	atomic_store(&cw_drain_thread_up, 0);
 	atomic_store(&cw_drain_in_wait, 0);
 	atomic_store(&cw_drain_exit_deadline, 0);
 	if (fork_locked) {

@@ -53,6 +53,9 @@ extern atomic_llong cw_drain_exit_deadline;   /* CLOCK_MONOTONIC ns; 0: not exit
  * the old number. */
 extern atomic_int cw_drain_in_wait;
 extern atomic_uint cw_drain_wait_epoch;
+/* Set by the drain thread first thing: its start-up (the C library's, a
+ * sanitizer's) is over. See engine_start_locked in drain.c. */
+extern atomic_int cw_drain_thread_up;
 
 /* cw_drain_lock with a guard against a signal handler re-entering the
  * shim on the thread that holds it: returns -1 instead of deadlocking. */

@@ -175,6 +175,7 @@ static int64_t scan(int64_t now)
 void *cw_drain_thread(void *arg)
 {
 	(void)arg;
+	atomic_store_explicit(&cw_drain_thread_up, 1, memory_order_release);
 	prctl(PR_SET_NAME, "closewatch-drn", 0, 0, 0);
 	struct epoll_event evs[EPOLL_BATCH];
 	int64_t next_scan = 0;
