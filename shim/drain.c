@@ -351,8 +351,14 @@ void cw_drain_finish(int s)
 	int locked = cw_drain_lock() == 0;
 	int fd = atomic_exchange(&sl->fd, -1);
 	if (fd >= 0) {
-		/* No EPOLL_CTL_DEL: ours is the last reference, and closing it
-		 * takes the socket out of our epoll set. */
+		/* Our close takes the socket out of our epoll set only if ours
+		 * is the last reference: the program's close() may not have run
+		 * yet (this thread can preempt it right after the hand-over),
+		 * and meanwhile its EOF would be reported again and again. */
+		if (atomic_exchange(&sl->registered, 0)) {
+			struct epoll_event unused;
+			epoll_ctl(atomic_load(&cw_drain_ep), EPOLL_CTL_DEL, fd, &unused);
+		}
 		/* SO_LINGER {1,N}: our close must not block the drain thread
 		 * (the queue still drains after close, as an orphan). */
 		if (is_async && sl->linger > 0) {
