@@ -300,6 +300,7 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 		atomic_store(&sl->busy, 0);
 		atomic_store(&sl->registered, 0);
 		atomic_store(&sl->started, 0);
+		atomic_store(&sl->close_logged, 0);
 		sl->tcp = ev->rec.proto == CLOSEWATCH_PROTO_TCP;
 		sl->seqpacket = ev->rec.sotype == SOCK_SEQPACKET;
 		sl->linger = ev->rec.linger;
@@ -326,6 +327,7 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	memcpy(&cw_drain_events[s], ev, sizeof *ev);
 	if (cw_cfg.drain_sync) {
+		atomic_store(&sl->close_logged, 1); /* by close(), as usual */
 		cw_drain_run_sync(s);
 		return;
 	}
@@ -344,10 +346,32 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 
 /* Called by the slot's owner (the drain thread, or the closing thread in
  * sync mode) once sl->result is set. */
+void cw_drain_log_close(int s)
+{
+	int expected = 0;
+	if (atomic_compare_exchange_strong(&cw_drain_slots[s].close_logged, &expected, 1))
+		cw_log_event(&cw_drain_events[s]);
+}
+
+void cw_drain_flush_close_records(void)
+{
+	if (!cw_drain_slots || atomic_load(&cw_drain_async_pending) == 0 || cw_drain_lock() < 0)
+		return;
+	/* Under the lock: a finish() that lost the race for a record waits
+	 * here before it turns the event into its drain record. */
+	int hw = atomic_load(&cw_drain_hw);
+	for (int i = 0; i < hw; i++)
+		if (atomic_load(&cw_drain_slots[i].state) == CW_SLOT_ASYNC)
+			cw_drain_log_close(i);
+	cw_drain_unlock();
+}
+
 void cw_drain_finish(int s)
 {
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	int is_async = atomic_load(&sl->state) == CW_SLOT_ASYNC;
+	if (is_async)
+		cw_drain_log_close(s); /* the close record always comes first */
 	int locked = cw_drain_lock() == 0;
 	int fd = atomic_exchange(&sl->fd, -1);
 	if (fd >= 0) {
@@ -527,4 +551,5 @@ void cw_drain_at_exit(void)
 	struct timespec ms = {0, 1000000};
 	while (atomic_load(&cw_drain_async_pending) > 0 && cw_drain_now_ns() < deadline + EXIT_GRACE_NS)
 		nanosleep(&ms, NULL);
+	cw_drain_flush_close_records(); /* of drains the thread did not end in time */
 }

@@ -73,10 +73,16 @@ int cw_drain_wanted(const struct cw_event *ev);
  * removed from the program's epoll sets that we know of. */
 int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t);
 
-/* After the close record is written: start the drain (async: hand it to the
- * drain thread; sync: run it to the end now). Logs the call:"drain" record
- * when the drain ends. ev is copied. */
+/* Start the drain. Sync: the caller has written the close record, the drain
+ * runs to its end now. Async: hand it to the drain thread, which writes the
+ * close record (ev) after sending FIN, so that close() does not wait for the
+ * log. Either way the call:"drain" record follows when the drain ends. ev is
+ * copied. */
 void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev);
+
+/* Write the close records that the drain thread has not written yet: before
+ * exec and _exit (the thread dies with the process image), and at exit. */
+void cw_drain_flush_close_records(void);
 
 /* The program is about to dup2/dup3 onto fd: if it is one of ours, move it. */
 void cw_drain_relocate_if(int fd);

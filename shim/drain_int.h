@@ -31,6 +31,7 @@ struct cw_drain_slot {
 	atomic_int busy;      /* spin flag: the fd is being read */
 	atomic_int registered; /* in the drain thread's epoll set */
 	atomic_int started;   /* the drain thread has sent FIN and registered it */
+	atomic_int close_logged; /* the close record is written (or being written) */
 	int tcp, seqpacket;
 	int linger;           /* the program's SO_LINGER seconds, -1 off */
 	int result;           /* enum cw_drain_result once over, -1 before */
@@ -67,6 +68,11 @@ void cw_drain_spin_unlock(atomic_int *flag);
 
 /* The slot is over (result set): close our fd, write the record, free it. */
 void cw_drain_finish(int s);
+
+/* Write slot s's close record unless someone did (the drain thread after
+ * start, or a flush at exec/_exit/exit). cw_drain_events[s] is left as
+ * cw_drain_go copied it until then. */
+void cw_drain_log_close(int s);
 
 /* drain_loop.c */
 int64_t cw_drain_now_ns(void);

@@ -195,7 +195,9 @@ static void socket_going_away(int fd, uint8_t entry, int call, int may_drain)
 	/* Forget fd before the real close: another thread may get the number
 	 * back from socket() the moment it is closed. */
 	cw_fd_clear(fd);
-	cw_log_event(&ev);
+	/* An async drain's close record is written by the drain thread. */
+	if (ev.action != CW_ACTION_DRAINED || cw_cfg.drain_sync)
+		cw_log_event(&ev);
 	if (ev.action == CW_ACTION_WARNED)
 		cw_warn(&ev);
 	if (ev.action == CW_ACTION_DRAINED)
@@ -610,6 +612,29 @@ __attribute__((destructor)) static void closewatch_destructor(void)
 	SHIM_END();
 }
 
+/* _exit skips the destructor: only the close records of pending drains are
+ * written (the drains themselves end with the process). Not in a vfork
+ * child: the records are its parent's. */
+static void exit_now(void)
+{
+	if (ready() && (int)getpid() == atomic_load(&self_pid))
+		cw_drain_flush_close_records();
+}
+
+HOOK void _exit(int status)
+{
+	exit_now();
+	REAL(_exit)(status);
+	__builtin_unreachable();
+}
+
+HOOK void _Exit(int status)
+{
+	exit_now();
+	REAL(_Exit)(status);
+	__builtin_unreachable();
+}
+
 /* ---- children that exec without our fork(): posix_spawn, vfork ------------------------ */
 
 /* A spawned child inherits every socket not marked close-on-exec. */
@@ -646,8 +671,13 @@ HOOK int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actio
 static int exec_begin(void)
 {
 	int me = (int)getpid();
-	if (!ready() || me == atomic_load(&self_pid))
+	if (!ready())
 		return 0;
+	if (me == atomic_load(&self_pid)) {
+		/* Our drain thread ends with this image: its records now. */
+		cw_drain_flush_close_records();
+		return 0;
+	}
 	cw_fd_mark_all_sockets(CW_FD_FORKED);
 	cw_relatives_add(me);
 	return me;

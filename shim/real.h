@@ -41,7 +41,9 @@
 	X(execve, int, (const char *, char *const[], char *const[]))            \
 	X(execv, int, (const char *, char *const[]))                            \
 	X(execvp, int, (const char *, char *const[]))                           \
-	X(execvpe, int, (const char *, char *const[], char *const[]))
+	X(execvpe, int, (const char *, char *const[], char *const[]))         \
+	X(_exit, void, (int))                                                   \
+	X(_Exit, void, (int))
 
 struct cw_real_table {
 #define CW_REAL_FIELD(name, ret, args) ret(*name) args;

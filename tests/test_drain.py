@@ -557,6 +557,31 @@ def test_fork_storm_while_draining(ctx):
         c.close()
 
 
+def test_close_record_survives_exit_and_exec_right_after(ctx):
+    """An async drain's close record is written by the drain thread. A
+    program that closes and at once calls _exit, _Exit or exec (no exit
+    handlers) still leaves exactly one close record per drained close."""
+    n = 8
+    for how in ("_exit", "_Exit", "exec"):
+        log = ctx.path(f"log-{how}")
+        srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0, "--waitinq", 100,
+                    "--then", how, env=drain_env(log))
+        port = int(srv.expect("port "))
+        cs = []
+        for _ in range(n):
+            c = client(port)
+            c.sendall(b"x" * 100)
+            cs.append(c)
+        assert finish(srv) == 0
+        ports = sorted(c.getsockname()[1] for c in cs)
+        closes = [r for r in read_records(log) if r["call"] == "close" and r["proto"] == "tcp"
+                  and r["state"] != "LISTEN"]
+        assert sorted(int(r["peer"].rsplit(":", 1)[1]) for r in closes) == ports, (how, closes)
+        assert all(r["action"] == "drained" and r["verdict"] == "rst_unread" for r in closes), closes
+        for c in cs:
+            c.close()
+
+
 def test_exit_waits_for_pending_drains(ctx):
     """At exit, pending drains get a bounded wait (<= the idle timeout), and
     each is logged: delivered if the peer closes in time, else timeout."""

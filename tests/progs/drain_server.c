@@ -23,6 +23,8 @@
  *   --dup2-range LO HI  after the closes, dup2 /dev/null onto every fd LO..HI
  *                    (HI "max": RLIMIT_NOFILE - 1), then close them all; prints
  *                    "dup2 failures N" (daemons do this to sanitise their fds)
+ *   --then HOW       right after the closes: "_exit" (_exit(0)), "_Exit", or
+ *                    "exec" (exec /bin/true): no exit handlers, no destructors
  *   --wait           at the end, wait for a line on stdin before exiting
  * Prints, line by line: "port P" or "listening", "accepted fd F",
  * "closed fd F ns T rc R" (T: nanoseconds spent in close()), "children done",
@@ -53,6 +55,7 @@ static int conns = 1, batch, nonblock, want_wait, nfork, child_ms;
 static long to_read, to_write, waitinq = -1, sndbuf = -1, linger = -1;
 static int waitoutq0;
 static const char *dup2_lo, *dup2_hi;
+static const char *then;
 
 static void die(const char *what)
 {
@@ -279,6 +282,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--fork")) nfork = (int)num(v), i++;
 		else if (!strcmp(a, "--child-ms")) child_ms = (int)num(v), i++;
 		else if (!strcmp(a, "--wait")) want_wait = 1;
+		else if (!strcmp(a, "--then")) then = v, i++;
 		else if (!strcmp(a, "--dup2-range") && i + 2 < argc) dup2_lo = argv[i + 1], dup2_hi = argv[i + 2], i += 2;
 		else {
 			fprintf(stderr, "error args: unknown %s\n", a);
@@ -305,6 +309,16 @@ int main(int argc, char **argv)
 	}
 	if (l >= 0)
 		close(l);
+	if (then) {
+		fflush(stdout);
+		if (!strcmp(then, "_exit"))
+			_exit(0);
+		if (!strcmp(then, "_Exit"))
+			_Exit(0);
+		if (!strcmp(then, "exec"))
+			execl("/bin/true", "true", (char *)NULL);
+		die("--then");
+	}
 	if (dup2_lo)
 		dup2_range();
 	for (int i = 0; i < nfork; i++)
