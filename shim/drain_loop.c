@@ -146,8 +146,10 @@ static int64_t scan(int64_t now)
 		struct cw_drain_slot *sl = &cw_drain_slots[i];
 		if (atomic_load_explicit(&sl->state, memory_order_acquire) != CW_SLOT_ASYNC)
 			continue;
-		if (!atomic_load(&sl->started))
-			start(i, sl);
+		if (!atomic_load(&sl->started)) {
+			start(i, sl); /* FIN first, then the record */
+			cw_drain_log_close(i);
+		}
 		int polled = atomic_load(&sl->registered);
 		if (atomic_load(&sl->fd) < 0) { /* lost to a dup2 (drain.c) */
 			sl->result = CW_DRAIN_TIMEOUT;
@@ -177,6 +179,14 @@ void *cw_drain_thread(void *arg)
 	(void)arg;
 	atomic_store_explicit(&cw_drain_thread_up, 1, memory_order_release);
 	prctl(PR_SET_NAME, "closewatch-drn", 0, 0, 0);
+	/* SCHED_BATCH: a fair share of the CPU as before (same nice value), but
+	 * waking up never preempts the running thread (the scheduler leaves
+	 * that to the tick). Without it, the close() that hands a drain over
+	 * was often preempted by this thread on the same CPU, and the FIN's
+	 * loopback processing landed inside the program's close(). Failure
+	 * (a seccomp filter) only costs that. */
+	struct sched_param batch = {0};
+	sched_setscheduler(0, SCHED_BATCH, &batch);
 	struct epoll_event evs[EPOLL_BATCH];
 	int64_t next_scan = 0;
 	for (;;) {

@@ -457,7 +457,9 @@ def test_drain_max(ctx):
         c.sendall(b"x" * 100)
         cs.append(c)
     srv.expect("done", timeout=60)
-    recs = closes(read_records(log))
+    # The drain thread writes the close records of the drains it took over.
+    recs = wait_for(lambda: len(closes(read_records(log))) >= n and closes(read_records(log)),
+                    timeout=10, what=f"{n} close records")
     assert len(recs) == n
     assert sum(r["action"] == "drained" for r in recs) == cap_
     assert sum(r["action"] == "drain_skipped" for r in recs) == n - cap_
