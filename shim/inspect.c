@@ -202,6 +202,26 @@ static int tcp_quick_not_risky(int fd, struct closewatch_record *r, int parts, i
 	return 1;
 }
 
+/* struct tcp_info as the kernel has it (linux/tcp.h, append-only): glibc's
+ * stops at tcpi_total_retrans, and linux/tcp.h cannot be included beside
+ * netinet/tcp.h. Kernels before 4.6 return less: then notsent is unknown. */
+struct cw_tcp_info {
+	struct tcp_info base;
+	uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
+	uint32_t segs_out, segs_in;
+	uint32_t notsent_bytes; /* write_seq - snd_nxt: SIOCOUTQNSD */
+};
+
+/* Nothing sent and unacknowledged (tcpi_unacked is packets_out outside
+ * LISTEN, so snd_nxt == snd_una) and nothing unsent (write_seq == snd_nxt):
+ * the send queue, write_seq - snd_una (SIOCOUTQ), is empty. Saves two
+ * ioctls on the common close. */
+static int tcp_send_queue_empty(const struct cw_tcp_info *ti, socklen_t len)
+{
+	return len >= offsetof(struct cw_tcp_info, notsent_bytes) + sizeof ti->notsent_bytes &&
+	       ti->base.tcpi_state != TCP_LISTEN && ti->base.tcpi_unacked == 0 && ti->notsent_bytes == 0;
+}
+
 static int inspect_tcp(int fd, struct closewatch_record *r, int parts)
 {
 	int quick = 0, inq_known = 0;
@@ -211,13 +231,13 @@ static int inspect_tcp(int fd, struct closewatch_record *r, int parts)
 			return quick < 0 ? -1 : 0;
 		quick = 1; /* linger known (read, or off per the fd table); recvq too if inq_known */
 	}
-	struct tcp_info info;
+	struct cw_tcp_info info;
 	socklen_t len = sizeof info;
 	memset(&info, 0, sizeof info);
 	/* Also the confirmation that fd is still a TCP socket. */
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) < 0)
 		return -1;
-	const struct tcp_info *ti = &info;
+	const struct tcp_info *ti = &info.base;
 	r->proto = CLOSEWATCH_PROTO_TCP;
 	r->sotype = SOCK_STREAM;
 	r->state = ti->tcpi_state;
@@ -234,8 +254,12 @@ static int inspect_tcp(int fd, struct closewatch_record *r, int parts)
 		if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) == 0 && lg.l_onoff)
 			r->linger = lg.l_linger;
 	}
-	if ((parts & CW_INSPECT_QUEUES) && !r->listening)
-		tcp_queues(fd, r);
+	if ((parts & CW_INSPECT_QUEUES) && !r->listening) {
+		if (tcp_send_queue_empty(&info, len))
+			r->sendq = r->unsent = 0;
+		else
+			tcp_queues(fd, r);
+	}
 	return 0;
 }
 

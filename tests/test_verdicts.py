@@ -8,6 +8,7 @@ where exact, the namespace's counters (Tcp.OutRsts, TcpExt.TCPAbortOnClose/OnDat
 import os
 import re
 import socket
+import struct
 import time
 
 import cwtest
@@ -172,6 +173,36 @@ def test_fin_pending_v4(ctx):
 
 def test_fin_pending_v6(ctx):
     _fin_pending(ctx, H6)
+
+
+def _drop_everything(sock):
+    """A classic BPF socket filter that drops every packet sock receives: the
+    peer's data is never acknowledged (no netem needed)."""
+    import ctypes
+    insn = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET|BPF_K 0
+    prog = struct.pack("HxxxxxxQ", 1, ctypes.addressof(insn))
+    sock.setsockopt(socket.SOL_SOCKET, 26, prog)  # SO_ATTACH_FILTER (the kernel copies it)
+
+
+def test_fin_pending_sent_unacked_v4(ctx):
+    """Bytes sent but never acknowledged (the peer drops every packet), none
+    unsent: the send queue must come from the kernel (SIOCOUTQ), not be
+    taken as empty because tcp_info says nothing is unsent."""
+    p = start(ctx, "listen", H4, 0, "accept", "sleep", 200, "write", 1000, "sleep", 300, "queues", "close",
+              "say", "closed", "wait")
+    p.expect("fd")
+    port = int(p.expect("port"))
+    c = socket.create_connection((H4, port), timeout=10)
+    _drop_everything(c)
+    afd = int(p.expect("fd"))
+    q = dict(kv.split("=") for kv in p.expect("queues").split())
+    p.expect("closed")
+    tell(p)
+    assert finish(p) == 0, p.stderr
+    c.close()
+    assert int(q["outq"]) == 1000 and int(q["nsd"]) == 0, q
+    rec = one_record(read_records(p.log), call="close", fd=afd)
+    check_fields(rec, verdict="fin_pending", sendq=1000, unsent=0, recvq=0, lost=0)
 
 
 # ---------------------------------------------------------------- rst_unread
