@@ -300,7 +300,7 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 		atomic_store(&sl->busy, 0);
 		atomic_store(&sl->registered, 0);
 		atomic_store(&sl->started, 0);
-		atomic_store(&sl->close_logged, 0);
+		atomic_store(&sl->close_logged, CLOSE_RECORD_DUE);
 		sl->tcp = ev->rec.proto == CLOSEWATCH_PROTO_TCP;
 		sl->seqpacket = ev->rec.sotype == SOCK_SEQPACKET;
 		sl->linger = ev->rec.linger;
@@ -327,7 +327,7 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	memcpy(&cw_drain_events[s], ev, sizeof *ev);
 	if (cw_cfg.drain_sync) {
-		atomic_store(&sl->close_logged, 1); /* by close(), as usual */
+		atomic_store(&sl->close_logged, CLOSE_RECORD_WRITTEN); /* by close(), as usual */
 		cw_drain_run_sync(s);
 		return;
 	}
@@ -348,9 +348,21 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
  * sync mode) once sl->result is set. */
 void cw_drain_log_close(int s)
 {
-	int expected = 0;
-	if (atomic_compare_exchange_strong(&cw_drain_slots[s].close_logged, &expected, 1))
+	atomic_int *state = &cw_drain_slots[s].close_logged;
+	int expected = CLOSE_RECORD_DUE;
+	if (atomic_compare_exchange_strong(state, &expected, CLOSE_RECORD_WRITING)) {
 		cw_log_event(&cw_drain_events[s]);
+		atomic_store(state, CLOSE_RECORD_WRITTEN);
+	}
+}
+
+/* The process is about to end (_exit, exec): a record the drain thread is
+ * writing right now must be out first. Bounded, in case it never is. */
+static void wait_close_record_written(int s)
+{
+	struct timespec tick = {0, 50000};
+	for (int i = 0; i < 2000 && atomic_load(&cw_drain_slots[s].close_logged) != CLOSE_RECORD_WRITTEN; i++)
+		nanosleep(&tick, NULL);
 }
 
 void cw_drain_flush_close_records(void)
@@ -361,8 +373,10 @@ void cw_drain_flush_close_records(void)
 	 * here before it turns the event into its drain record. */
 	int hw = atomic_load(&cw_drain_hw);
 	for (int i = 0; i < hw; i++)
-		if (atomic_load(&cw_drain_slots[i].state) == CW_SLOT_ASYNC)
+		if (atomic_load(&cw_drain_slots[i].state) == CW_SLOT_ASYNC) {
 			cw_drain_log_close(i);
+			wait_close_record_written(i);
+		}
 	cw_drain_unlock();
 }
 

@@ -17,10 +17,10 @@
  *     init; past it, the close is not drained (action drain_skipped);
  *   - cw_drain_prepare() takes a close-on-exec duplicate at a high fd number
  *     (marked CW_FD_PRIVATE), so the program's close() releases its number at
- *     once; cw_drain_go() does shutdown(SHUT_WR) on it and hands it to one
- *     background thread (epoll + an eventfd, both private, created on the
- *     first drain), or, with CLOSEWATCH_DRAIN_SYNC=1, runs the same loop in
- *     close() itself;
+ *     once; cw_drain_go() hands it to one background thread (epoll + an
+ *     eventfd, both private, created on the first drain; SCHED_BATCH), which
+ *     does shutdown(SHUT_WR) and writes the close record, or, with
+ *     CLOSEWATCH_DRAIN_SYNC=1, runs the same loop in close() itself;
  *   - the loop reads and discards (recv MSG_DONTWAIT, MSG_TRUNC for TCP) until
  *     EOF (delivered), ECONNRESET (peer_reset), idle or total timeout
  *     (timeout), then closes the duplicate and logs one call:"drain" record;
@@ -37,8 +37,10 @@
  *     see events for a connection it closed. O_ASYNC/F_SETOWN signals go on
  *     during a drain, for the same reason (the socket is still open).
  *   - exec() cuts pending drains short (our duplicates are close-on-exec) and
- *     _exit() skips the wait: no call:"drain" record then. A sync drain still
- *     running in another thread when the process exits is not waited for.
+ *     _exit() skips the wait: no call:"drain" record then (the close records
+ *     not yet written by the thread are, cw_drain_flush_close_records). A
+ *     sync drain still running in another thread when the process exits is
+ *     not waited for.
  *   - the first asynchronous drain starts a thread that stays (blocked in
  *     epoll_wait): the process is multi-threaded from then on (e.g. a later
  *     unshare(CLONE_NEWUSER) fails). Starting it is the one allocation made

@@ -24,6 +24,7 @@
 #define CW_DRAIN_WAKE_TAG UINT32_MAX /* epoll data of the eventfd */
 
 enum { CW_SLOT_FREE, CW_SLOT_CLAIMED, CW_SLOT_ASYNC, CW_SLOT_SYNC };
+enum { CLOSE_RECORD_DUE, CLOSE_RECORD_WRITING, CLOSE_RECORD_WRITTEN };
 
 struct cw_drain_slot {
 	atomic_int state;     /* CW_SLOT_* */
@@ -31,7 +32,7 @@ struct cw_drain_slot {
 	atomic_int busy;      /* spin flag: the fd is being read */
 	atomic_int registered; /* in the drain thread's epoll set */
 	atomic_int started;   /* the drain thread has sent FIN and registered it */
-	atomic_int close_logged; /* the close record is written (or being written) */
+	atomic_int close_logged; /* CLOSE_RECORD_*: whose turn the close record is */
 	int tcp, seqpacket;
 	int linger;           /* the program's SO_LINGER seconds, -1 off */
 	int result;           /* enum cw_drain_result once over, -1 before */

@@ -684,3 +684,17 @@ def test_signal_handler_closes_all_logged(ctx):
     assert finish(p) == 0, p.stderr
     recs = read_records(p.log)
     assert len(recs) == n + k, f"{len(recs)} records for {n} + {k} socket closes: {n + k - len(recs)} missing"
+
+
+def test_exports_only_the_interposed_symbols(ctx):
+    """-fvisibility=hidden: the library exports the functions it interposes
+    (every one bound in shim/real.h, plus the execl* wrappers) and the public
+    API of include/closewatch.h, nothing else."""
+    src = open(os.path.join(cwtest.ROOT, "shim", "real.h")).read()
+    hooked = set(re.findall(r"^\s*X\((\w+),", src, re.M)) | {"execl", "execle", "execlp"}
+    api = set(re.findall(r"\b(closewatch_\w+)\(", open(os.path.join(cwtest.ROOT, "include",
+                                                                     "closewatch.h")).read()))
+    out = subprocess.run(["nm", "-D", "--defined-only", cwtest.LIB], capture_output=True, text=True,
+                         check=True).stdout
+    exported = {line.split()[-1] for line in out.splitlines() if line.split()[1] in "TWiV"}
+    assert exported == hooked | api, (sorted(exported - hooked - api), sorted((hooked | api) - exported))
