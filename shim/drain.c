@@ -147,7 +147,10 @@ static int engine_start_locked(void)
 		return 0;
 	int ep = hide(REAL(epoll_create1)(EPOLL_CLOEXEC));
 	int wake = hide(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-	struct epoll_event ev = {.events = EPOLLIN, .data.u32 = CW_DRAIN_WAKE_TAG};
+	/* Edge-triggered: every write is an event, and the counter is never
+	 * read (2^64 wake-ups away from full), so the thread takes no lock for
+	 * a wake-up that a dup2 onto the eventfd's number could race with. */
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u32 = CW_DRAIN_WAKE_TAG};
 	if (ep < 0 || wake < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev) < 0)
 		goto fail;
 	atomic_store(&cw_drain_ep, ep);

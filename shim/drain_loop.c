@@ -108,16 +108,6 @@ void cw_drain_wake_locked(void)
 	(void)!write(atomic_load(&cw_drain_wake), &one, sizeof one);
 }
 
-/* Under the lock: a dup2 may be moving the eventfd. */
-static void consume_wake(void)
-{
-	if (cw_drain_lock() < 0)
-		return;
-	uint64_t v;
-	(void)!read(atomic_load(&cw_drain_wake), &v, sizeof v);
-	cw_drain_unlock();
-}
-
 /* A drain handed over by close(): queued data and FIN go out, and the
  * socket joins our epoll set (if epoll refuses it, scan() reads it). */
 static void start(int s, struct cw_drain_slot *sl)
@@ -208,8 +198,7 @@ void *cw_drain_thread(void *arg)
 		}
 		for (int i = 0; i < n; i++) {
 			uint32_t s = evs[i].data.u32;
-			if (s == CW_DRAIN_WAKE_TAG) {
-				consume_wake();
+			if (s == CW_DRAIN_WAKE_TAG) { /* edge-triggered: nothing to read */
 				next_scan = 0;
 				continue;
 			}
