@@ -8,6 +8,7 @@
 #include "config.h"
 #include "drain.h"
 #include "fdtable.h"
+#include "ident.h"
 #include "inspect.h"
 #include "logwriter.h"
 #include "real.h"
@@ -64,6 +65,7 @@ static atomic_int self_pid;
 static void after_fork_child(void)
 {
 	atomic_store(&self_pid, (int)getpid());
+	cw_ident_after_fork_child();
 	cw_fd_mark_all_sockets(CW_FD_FORKED);
 	cw_relatives_reset_to_parent();
 	cw_log_after_fork_child();
@@ -136,10 +138,7 @@ static void fill_meta(struct cw_event *ev, int call, int how)
 	ev->drain_result = 0;
 	ev->discarded = ev->waited_ms = 0;
 	clock_gettime(CLOCK_REALTIME, &ev->ts);
-	ev->pid = getpid();
-	ev->tid = gettid();
-	memset(ev->comm, 0, sizeof ev->comm);
-	prctl(PR_GET_NAME, ev->comm, 0, 0, 0);
+	cw_ident_get(&ev->pid, &ev->tid, ev->comm);
 	if (cw_cfg.backtrace && !nested())
 		cw_backtrace(ev, cw_cfg.backtrace);
 }
@@ -768,6 +767,41 @@ HOOK int execle(const char *path, const char *arg, ...)
  * not close(); such calls still go through libc's syscall() and so through
  * here. Only the numbers we watch are routed to the hooks above; the rest goes
  * straight on, with the six arguments glibc's own syscall() always passes. */
+/* ---- thread names (ident.c caches comm) ----------------------------------------- */
+
+HOOK int prctl(int option, ...)
+{
+	va_list ap;
+	va_start(ap, option);
+	unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+	unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+	va_end(ap);
+	int rc = REAL(prctl)(option, a2, a3, a4, a5);
+	if (option == PR_SET_NAME && rc == 0)
+		cw_ident_names_changed();
+	return rc;
+}
+
+HOOK int pthread_setname_np(pthread_t thread, const char *name)
+{
+	int rc = REAL(pthread_setname_np)(thread, name);
+	if (rc == 0)
+		cw_ident_names_changed();
+	return rc;
+}
+
+/* A fork made with syscall(): the child (0) gets no pthread_atfork
+ * handlers, so it is told here. CLONE_VM children share our memory. */
+static long forked_raw(long rc, unsigned long flags)
+{
+	if (rc == 0 && !(flags & CLONE_VM) && ready()) {
+		int saved = errno;
+		after_fork_child();
+		errno = saved;
+	}
+	return rc;
+}
+
 HOOK long syscall(long nr, ...)
 {
 	va_list ap;
@@ -776,6 +810,22 @@ HOOK long syscall(long nr, ...)
 	long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
 	va_end(ap);
 	switch (nr) {
+	case SYS_fork:
+		return forked_raw(REAL(syscall)(nr), 0);
+	case SYS_clone:
+		return forked_raw(REAL(syscall)(nr, a0, a1, a2, a3, a4, a5), (unsigned long)a0);
+	case SYS_clone3: {
+		long rc = REAL(syscall)(nr, a0, a1, a2, a3, a4, a5);
+		/* In the child the kernel has read struct clone_args: flags
+		 * is its first field. */
+		return rc == 0 ? forked_raw(rc, *(const unsigned long *)a0) : rc;
+	}
+	case SYS_prctl: {
+		long rc = REAL(syscall)(nr, a0, a1, a2, a3, a4, a5);
+		if (a0 == PR_SET_NAME && rc == 0)
+			cw_ident_names_changed();
+		return rc;
+	}
 	case SYS_close:
 		return close((int)a0);
 	case SYS_shutdown:

@@ -6,6 +6,7 @@
 #ifndef CW_REAL_H
 #define CW_REAL_H
 
+#include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -43,7 +44,9 @@
 	X(execvp, int, (const char *, char *const[]))                           \
 	X(execvpe, int, (const char *, char *const[], char *const[]))         \
 	X(_exit, void, (int))                                                   \
-	X(_Exit, void, (int))
+	X(_Exit, void, (int))                                                   \
+	X(prctl, int, (int, ...))                                               \
+	X(pthread_setname_np, int, (pthread_t, const char *))
 
 struct cw_real_table {
 #define CW_REAL_FIELD(name, ret, args) ret(*name) args;

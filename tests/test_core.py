@@ -698,3 +698,28 @@ def test_exports_only_the_interposed_symbols(ctx):
                          check=True).stdout
     exported = {line.split()[-1] for line in out.splitlines() if line.split()[1] in "TWiV"}
     assert exported == hooked | api, (sorted(exported - hooked - api), sorted((hooked | api) - exported))
+
+
+def test_records_name_the_closing_process_and_thread(ctx):
+    """pid, tid and comm are cached per thread (ident.c): a rename by prctl,
+    pthread_setname_np or syscall(SYS_prctl) shows in the next record, and a
+    child forked by syscall(SYS_fork), which runs no atfork handler, logs its
+    own pid and tid."""
+    log = ctx.path("cw.log")
+    p = start(ctx, "socket", "tcp4", "close",
+              "rename", "prctl", "one", "socket", "tcp4", "close",
+              "rename", "pthread", "two", "socket", "tcp4", "close",
+              "rename", "syscall", "three", "socket", "tcp4", "close",
+              "socket", "tcp4", "rawfork-close", "close", log=log)
+    fds = [int(p.expect("fd")) for _ in range(4)]
+    fds.append(int(p.expect("fd")))
+    child, crc = (int(x) for x in p.expect("child").split())
+    assert finish(p) == 0, p.stderr
+    assert crc == 0
+    recs = [r for r in read_records(log) if r["call"] == "close"]
+    me = p.p.pid
+    got = [(r["pid"], r["tid"], r["comm"], r["fd"]) for r in recs]
+    assert got == [(me, me, "cwprog", fds[0]), (me, me, "one", fds[1]), (me, me, "two", fds[2]),
+                   (me, me, "three", fds[3]), (child, child, "three", fds[4]),
+                   (me, me, "three", fds[4])], got
+    assert recs[4]["verdict"] == "shared" and recs[5]["verdict"] == "no_conn", recs

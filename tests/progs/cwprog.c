@@ -56,6 +56,10 @@
  * Processes, threads, sync
  *   fork-hold MS    fork a child that keeps every fd and sleeps MS ms; prints "child PID".
  *   reap            wait for the child of fork-hold.
+ *   rename HOW NAME name this thread NAME; HOW prctl (PR_SET_NAME), pthread
+ *                   (pthread_setname_np), syscall (syscall(SYS_prctl, ...)), or
+ *                   proc (write /proc/self/task/TID/comm). Prints "renamed".
+ *   rawfork-close   like fork-close, with syscall(SYS_fork) (no atfork handlers run).
  *   fork-close      fork a child that closes cur and _exits; wait for it; prints
  *                   "child PID R" (R = the child's close() result).
  *   sigstorm N      SIGALRM every 100 us whose handler does socket()+close(), while the
@@ -89,7 +93,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -758,12 +764,33 @@ int main(int argc, char **argv)
 			}
 			child = p;
 			out("child %d", (int)p);
-		} else if (strcmp(a, "fork-close") == 0) {
+		} else if (strcmp(a, "rename") == 0) {
+			const char *how = argv[i + 1], *name = argv[i + 2];
+			int r = -1;
+			i += 2;
+			if (strcmp(how, "prctl") == 0) {
+				r = prctl(PR_SET_NAME, name, 0, 0, 0);
+			} else if (strcmp(how, "pthread") == 0) {
+				r = pthread_setname_np(pthread_self(), name);
+			} else if (strcmp(how, "syscall") == 0) {
+				r = (int)syscall(SYS_prctl, PR_SET_NAME, name, 0, 0, 0);
+			} else if (strcmp(how, "proc") == 0) {
+				char path[64];
+				snprintf(path, sizeof path, "/proc/self/task/%d/comm", (int)gettid());
+				int f = open(path, O_WRONLY);
+				r = f >= 0 && write(f, name, strlen(name)) == (ssize_t)strlen(name) ? 0 : -1;
+				if (f >= 0)
+					close(f);
+			}
+			if (r != 0)
+				die_errno("rename");
+			out("renamed");
+		} else if (strcmp(a, "fork-close") == 0 || strcmp(a, "rawfork-close") == 0) {
 			fflush(stdout);
 			int pfd[2];
 			if (pipe(pfd))
 				die_errno("pipe");
-			pid_t p = fork();
+			pid_t p = strcmp(a, "fork-close") == 0 ? fork() : (pid_t)syscall(SYS_fork);
 			if (p < 0)
 				die_errno("fork");
 			if (p == 0) {

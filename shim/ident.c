@@ -1,0 +1,60 @@
+/* Who closed. getpid(), gettid() and prctl(PR_GET_NAME) on every record were
+ * about 4 % of the cost of logging every close (bench/churn, EVENTS=all):
+ * the values only change at fork (pid, and the forking thread's tid) and
+ * when a thread is renamed, and the shim sees both (its fork handlers, and
+ * the prctl / pthread_setname_np / syscall hooks in hooks.c). What it cannot
+ * see (README, Limits): a write to /proc/self/task/TID/comm, a clone() that
+ * bypasses both fork() and syscall(), and a vfork() child that closes
+ * sockets itself (undefined behaviour in POSIX) keep the values cached. */
+#include "ident.h"
+#include "real.h"
+
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+static atomic_int known_pid;         /* 0: not read yet */
+static atomic_uint names_generation = 1;
+
+/* This thread's values: valid when tid != 0 and generation is current. */
+static __thread struct {
+	pid_t tid;
+	unsigned generation;
+	char comm[17];
+} me __attribute__((tls_model("initial-exec")));
+
+void cw_ident_get(pid_t *pid, pid_t *tid, char comm[17])
+{
+	int p = atomic_load_explicit(&known_pid, memory_order_relaxed);
+	if (!p) {
+		p = (int)getpid();
+		atomic_store_explicit(&known_pid, p, memory_order_relaxed);
+	}
+	unsigned gen = atomic_load_explicit(&names_generation, memory_order_acquire);
+	if (!me.tid || me.generation != gen) {
+		/* A signal handler that interrupts this refill finds tid 0 or the
+		 * old generation and does a whole refill of its own: both write
+		 * the same values. tid goes last, as the mark of a complete set. */
+		char name[17] = {0};
+		REAL(prctl)(PR_GET_NAME, (unsigned long)name, 0UL, 0UL, 0UL);
+		memcpy(me.comm, name, sizeof name);
+		me.generation = gen;
+		atomic_signal_fence(memory_order_seq_cst);
+		me.tid = gettid();
+	}
+	*pid = p;
+	*tid = me.tid;
+	memcpy(comm, me.comm, sizeof me.comm);
+}
+
+void cw_ident_after_fork_child(void)
+{
+	atomic_store(&known_pid, (int)getpid());
+	me.tid = 0;
+}
+
+void cw_ident_names_changed(void)
+{
+	atomic_fetch_add_explicit(&names_generation, 1, memory_order_release);
+}

@@ -1,0 +1,18 @@
+/* Who closed: the pid, tid and comm that every record carries. */
+#ifndef CW_IDENT_H
+#define CW_IDENT_H
+
+#include <sys/types.h>
+
+/* pid, tid and comm (NUL-terminated, 16 bytes at most) of the calling
+ * thread. Async-signal-safe; no syscall once the thread's values are known. */
+void cw_ident_get(pid_t *pid, pid_t *tid, char comm[17]);
+
+/* In a forked child: a new pid, and a new tid for the thread that forked. */
+void cw_ident_after_fork_child(void);
+
+/* A thread was renamed (PR_SET_NAME, pthread_setname_np): every thread
+ * reads its comm again. */
+void cw_ident_names_changed(void);
+
+#endif
