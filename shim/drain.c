@@ -44,9 +44,12 @@ static void fork_child(void);
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int thread_running;
-/* This thread holds `lock` (in_lock), or took it for a fork (fork_locked). */
+/* This thread holds `lock` (in_lock), or took it for a fork (fork_locked),
+ * or holds a slot's busy flag (busy_held). */
 static __thread int in_lock __attribute__((tls_model("initial-exec")));
 static __thread int fork_locked __attribute__((tls_model("initial-exec")));
+static __thread int busy_held __attribute__((tls_model("initial-exec")));
+static int fork_locked_slots; /* busy flags fork_prepare took: [0, this) */
 
 /* ---- policy ---------------------------------------------------------------- */
 
@@ -96,10 +99,12 @@ void cw_drain_spin_lock(atomic_int *flag)
 {
 	while (atomic_exchange_explicit(flag, 1, memory_order_acquire))
 		sched_yield();
+	busy_held++;
 }
 
 void cw_drain_spin_unlock(atomic_int *flag)
 {
+	busy_held--;
 	atomic_store_explicit(flag, 0, memory_order_release);
 }
 
@@ -356,15 +361,13 @@ void cw_drain_log_close(int s)
 	if (atomic_compare_exchange_strong(state, &expected, CLOSE_RECORD_WRITING)) {
 		cw_log_event(&cw_drain_events[s]);
 		atomic_store(state, CLOSE_RECORD_WRITTEN);
+		return;
 	}
-}
-
-/* The process is about to end (_exit, exec): a record the drain thread is
- * writing right now must be out first. Bounded, in case it never is. */
-static void wait_close_record_written(int s)
-{
+	/* Another thread writes it (the drain thread, or a flush at _exit or
+	 * exec): on return it is out, and the event free to change. Bounded,
+	 * in case that thread never finishes (a signal handler's _exit). */
 	struct timespec tick = {0, 50000};
-	for (int i = 0; i < 2000 && atomic_load(&cw_drain_slots[s].close_logged) != CLOSE_RECORD_WRITTEN; i++)
+	for (int i = 0; i < 2000 && atomic_load(state) != CLOSE_RECORD_WRITTEN; i++)
 		nanosleep(&tick, NULL);
 }
 
@@ -372,14 +375,11 @@ void cw_drain_flush_close_records(void)
 {
 	if (!cw_drain_slots || atomic_load(&cw_drain_async_pending) == 0 || cw_drain_lock() < 0)
 		return;
-	/* Under the lock: a finish() that lost the race for a record waits
-	 * here before it turns the event into its drain record. */
+	/* Under the lock, no slot is claimed anew while we look at it. */
 	int hw = atomic_load(&cw_drain_hw);
 	for (int i = 0; i < hw; i++)
-		if (atomic_load(&cw_drain_slots[i].state) == CW_SLOT_ASYNC) {
+		if (atomic_load(&cw_drain_slots[i].state) == CW_SLOT_ASYNC)
 			cw_drain_log_close(i);
-			wait_close_record_written(i);
-		}
 	cw_drain_unlock();
 }
 
@@ -389,8 +389,13 @@ void cw_drain_finish(int s)
 	int is_async = atomic_load(&sl->state) == CW_SLOT_ASYNC;
 	if (is_async)
 		cw_drain_log_close(s); /* the close record always comes first */
-	int locked = cw_drain_lock() == 0;
-	int fd = atomic_exchange(&sl->fd, -1);
+	/* Our fd goes under the slot's busy flag, not the engine lock: a
+	 * closing thread (cw_drain_prepare) must never wait for this thread.
+	 * A relocation (dup2 onto our number) and fork_prepare take busy too,
+	 * so neither sees the fd half closed. The number is forgotten only
+	 * after it is closed (fork_child closes what the slot still names). */
+	cw_drain_spin_lock(&sl->busy);
+	int fd = atomic_load(&sl->fd);
 	if (fd >= 0) {
 		/* Our close takes the socket out of our epoll set only if ours
 		 * is the last reference: the program's close() may not have run
@@ -407,9 +412,9 @@ void cw_drain_finish(int s)
 			setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
 		}
 		close_private(fd);
+		atomic_store(&sl->fd, -1);
 	}
-	if (locked)
-		cw_drain_unlock();
+	cw_drain_spin_unlock(&sl->busy);
 
 	struct cw_event *ev = &cw_drain_events[s];
 	int64_t waited = cw_drain_now_ns() - sl->start_ns;
@@ -486,6 +491,10 @@ static void relocate_slot_fd(int fd, int ep)
 		if (atomic_load(&sl->state) == CW_SLOT_FREE || atomic_load(&sl->fd) != fd)
 			continue;
 		cw_drain_spin_lock(&sl->busy);
+		if (atomic_load(&sl->fd) != fd) { /* closed by finish meanwhile */
+			cw_drain_spin_unlock(&sl->busy);
+			break;
+		}
 		int m = move_private(fd);
 		if (atomic_load(&sl->registered)) {
 			struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
@@ -505,17 +514,24 @@ static void relocate_slot_fd(int fd, int ep)
 
 /* ---- fork ------------------------------------------------------------------- */
 
+/* The engine lock and every slot's busy flag: the child sees no fd of ours
+ * half moved or half closed. */
 static void fork_prepare(void)
 {
-	if (in_lock)
+	if (in_lock || busy_held)
 		return; /* fork from a signal handler inside our section */
 	pthread_mutex_lock(&lock);
 	fork_locked = 1;
+	fork_locked_slots = atomic_load(&cw_drain_hw);
+	for (int i = 0; i < fork_locked_slots; i++)
+		cw_drain_spin_lock(&cw_drain_slots[i].busy);
 }
 
 static void fork_parent(void)
 {
 	if (fork_locked) {
+		for (int i = 0; i < fork_locked_slots; i++)
+			cw_drain_spin_unlock(&cw_drain_slots[i].busy);
 		fork_locked = 0;
 		pthread_mutex_unlock(&lock);
 	}
@@ -528,12 +544,13 @@ static void fork_child(void)
 	int hw = atomic_load(&cw_drain_hw);
 	for (int i = 0; i < hw; i++) {
 		struct cw_drain_slot *sl = &cw_drain_slots[i];
+		atomic_store(&sl->busy, 0); /* taken by fork_prepare */
 		if (atomic_load(&sl->state) == CW_SLOT_FREE)
 			continue;
 		close_private(atomic_exchange(&sl->fd, -1));
-		atomic_store(&sl->busy, 0);
 		atomic_store(&sl->state, CW_SLOT_FREE);
 	}
+	busy_held = 0;
 	atomic_store(&cw_drain_active, 0);
 	atomic_store(&cw_drain_async_pending, 0);
 	close_private(atomic_exchange(&cw_drain_ep, -1));

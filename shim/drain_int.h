@@ -6,12 +6,15 @@
  * closing thread, inside close()) → FREE after its record is written.
  *
  * Locks:
- *   cw_drain_lock (a mutex) guards the life of our fds: claiming a slot and
- *     duplicating, publishing, relocating (dup2 onto our number), closing;
- *     pthread_atfork takes it, so a child never sees half of one of these.
+ *   cw_drain_lock (a mutex) guards claiming a slot and duplicating,
+ *     publishing, relocating (dup2 onto our number), the engine's own fds,
+ *     and flushing close records. The drain thread never takes it in its
+ *     steady state, so a closing thread never waits for that thread.
  *     Never held across a wait.
  *   slot.busy (a spin flag) keeps a slot's fd stable while it is read,
- *     against a relocation. Order: cw_drain_lock, then busy. */
+ *     started or closed (finish), against a relocation.
+ *   pthread_atfork takes both (the lock, then every busy flag), so a child
+ *     never sees half of any of these. Order: cw_drain_lock, then busy. */
 #ifndef CW_DRAIN_INT_H
 #define CW_DRAIN_INT_H
 

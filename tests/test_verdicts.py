@@ -382,12 +382,16 @@ def test_rst_linger0_with_send_queue_v4(ctx):
 def _rst_backlog(ctx, host, nclients=3):
     with Capture(ctx, "tcp") as cap:
         before = kernel_counters()
-        p = start(ctx, "listen", host, 0, 8, "waitbacklog", nclients, "close-listener",
-                  "say", "closed", "wait")
+        # The listener waits for our word after the last connection is queued:
+        # closed sooner, its RST could beat connect() to the client's socket.
+        p = start(ctx, "listen", host, 0, 8, "waitbacklog", nclients, "say", "queued", "wait",
+                  "close-listener", "say", "closed", "wait")
         lfd = int(p.expect("fd"))
         port = int(p.expect("port"))
         clients = [cwtest.connect(host, port) for _ in range(nclients)]
         cports = {c.getsockname()[1] for c in clients}
+        p.expect("queued")
+        tell(p)
         p.expect("closed")
         got = [read_to_end(c) for c in clients]
         for c in clients:
@@ -739,11 +743,13 @@ def test_rst_backlog_listener_shutdown_rd_v4(ctx):
     nclients = 3
     with Capture(ctx, "tcp") as cap:
         before = kernel_counters()
-        p = start(ctx, "listen", H4, 0, 8, "waitbacklog", nclients, "shutdown", "rd",
-                  "say", "shut", "wait", "close-listener", "say", "closed", "wait")
+        p = start(ctx, "listen", H4, 0, 8, "waitbacklog", nclients, "say", "queued", "wait",
+                  "shutdown", "rd", "say", "shut", "wait", "close-listener", "say", "closed", "wait")
         lfd = int(p.expect("fd"))
         port = int(p.expect("port"))
         clients = [cwtest.connect(H4, port) for _ in range(nclients)]
+        p.expect("queued")  # as in _rst_backlog: no RST before connect() returned
+        tell(p)
         p.expect("shut")
         got = [read_to_end(c) for c in clients]
         for c in clients:
