@@ -1,9 +1,9 @@
 # Benchmarks (issue 8): every benchmark with and without the shim, alternating,
 # several rounds; a table on stdout and JSON in $(BENCH_OUT).
 #   make bench                      about two minutes
-#   make bench BENCH_ROUNDS=9 BENCH_ONLY=churn,nginx
+#   make bench BENCH_ROUNDS=5 BENCH_ONLY=churn,nginx
 #   make bench-smoke                each benchmark once, tiny (what make test runs)
-BENCH_ROUNDS ?= 5
+BENCH_ROUNDS ?= 9
 BENCH_ONLY   ?=
 BENCH_OUT    ?= $(BUILD)/bench-results.json
 BENCH_FLAGS  ?=
