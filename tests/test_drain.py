@@ -50,6 +50,16 @@ def client(port, rcvbuf=None, family=socket.AF_INET, addr=None):
     return s
 
 
+def clients_with_unread(port, n, nbytes=100):
+    """n clients, each having sent nbytes the server will not read."""
+    cs = []
+    for _ in range(n):
+        c = client(port)
+        c.sendall(b"x" * nbytes)
+        cs.append(c)
+    return cs
+
+
 def pump(s, upload, timeout=30):
     """Send `upload` bytes while reading whatever comes back, then
     shutdown(SHUT_WR), and read to the end. Returns a dict: sent, got, read
@@ -451,11 +461,7 @@ def test_drain_max(ctx):
     srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0, "--waitinq", 100, "--wait",
                 env=drain_env(log, max_=cap_, idle=60000))
     port = int(srv.expect("port "))
-    cs = []
-    for _ in range(n):
-        c = client(port)
-        c.sendall(b"x" * 100)
-        cs.append(c)
+    cs = clients_with_unread(port, n)
     srv.expect("done", timeout=60)
     # The drain thread writes the close records of the drains it took over.
     recs = wait_for(lambda: len(closes(read_records(log))) >= n and closes(read_records(log)),
@@ -491,11 +497,7 @@ def test_fork_while_drains_pending(ctx):
     srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0, "--waitinq", 100,
                 "--fork", 3, "--child-ms", 3000, "--wait", env=drain_env(log, idle=60000))
     port = int(srv.expect("port "))
-    cs = []
-    for _ in range(n):
-        c = client(port)
-        c.sendall(b"x" * 100)
-        cs.append(c)
+    cs = clients_with_unread(port, n)
     children = [srv.expect("child ").split() for _ in range(3)]
     pids = {int(w[0]) for w in children}
     assert all(w[1:] == ["sockets", "0"] for w in children), children
@@ -521,11 +523,7 @@ def test_fork_storm_while_draining(ctx):
     srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0, "--waitinq", 100,
                 "--fork", forks, "--wait", env=drain_env(log, idle=60000))
     port = int(srv.expect("port "))
-    cs = []
-    for _ in range(n):
-        c = client(port)
-        c.sendall(b"x" * 100)
-        cs.append(c)
+    cs = clients_with_unread(port, n)
     for _ in range(n):
         closed_line(srv)
     sent = [100] * n
@@ -569,17 +567,12 @@ def test_close_record_survives_exit_and_exec_right_after(ctx):
         srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0, "--waitinq", 100,
                     "--then", how, env=drain_env(log))
         port = int(srv.expect("port "))
-        cs = []
-        for _ in range(n):
-            c = client(port)
-            c.sendall(b"x" * 100)
-            cs.append(c)
+        cs = clients_with_unread(port, n)
         assert finish(srv) == 0
         ports = sorted(c.getsockname()[1] for c in cs)
-        closes = [r for r in read_records(log) if r["call"] == "close" and r["proto"] == "tcp"
-                  and r["state"] != "LISTEN"]
-        assert sorted(int(r["peer"].rsplit(":", 1)[1]) for r in closes) == ports, (how, closes)
-        assert all(r["action"] == "drained" and r["verdict"] == "rst_unread" for r in closes), closes
+        recs = closes(read_records(log))
+        assert sorted(int(r["peer"].rsplit(":", 1)[1]) for r in recs) == ports, (how, recs)
+        assert all(r["action"] == "drained" and r["verdict"] == "rst_unread" for r in recs), recs
         for c in cs:
             c.close()
 
@@ -623,11 +616,7 @@ def test_dup2_over_our_fds(ctx):
     srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0, "--waitinq", 100,
                 "--dup2-range", soft - 128, soft - 65, "--wait", env=drain_env(None, idle=60000))
     port = int(srv.expect("port "))
-    cs = []
-    for _ in range(n):
-        c = client(port)
-        c.sendall(b"x" * 100)
-        cs.append(c)
+    cs = clients_with_unread(port, n)
     assert srv.expect("dup2 failures ") == "0"
     for c in cs:
         res = pump(c, 5000)
