@@ -13,6 +13,7 @@ Usage: tests/run.py [-k SUBSTRING]... [-x] [--list]
 """
 import importlib.util
 import os
+import signal
 import sys
 import time
 import traceback
@@ -52,7 +53,17 @@ def discover(patterns):
     return [(n, f) for n, f, _ in tests]
 
 
+def default_signals():
+    """Started from a background job (`cmd &` in a script), we inherit SIGINT
+    and SIGQUIT ignored, and so would every program a test starts: tests that
+    stop a server or forward a signal would hang. A handler here becomes the
+    default disposition in the programs we exec."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def main():
+    default_signals()
     args = sys.argv[1:]
     patterns, stop_first, list_only = [], False, False
     while args:
