@@ -352,8 +352,6 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 	t->slot = -1;
 }
 
-/* Called by the slot's owner (the drain thread, or the closing thread in
- * sync mode) once sl->result is set. */
 void cw_drain_log_close(int s)
 {
 	atomic_int *state = &cw_drain_slots[s].close_logged;
@@ -383,6 +381,8 @@ void cw_drain_flush_close_records(void)
 	cw_drain_unlock();
 }
 
+/* Called by the slot's owner (the drain thread, or the closing thread in
+ * sync mode) once sl->result is set. */
 void cw_drain_finish(int s)
 {
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
