@@ -49,7 +49,17 @@ static atomic_int thread_running;
 static __thread int in_lock __attribute__((tls_model("initial-exec")));
 static __thread int fork_locked __attribute__((tls_model("initial-exec")));
 static __thread int busy_held __attribute__((tls_model("initial-exec")));
+static __thread int in_prepare __attribute__((tls_model("initial-exec")));
 static int fork_locked_slots; /* busy flags fork_prepare took: [0, this) */
+
+/* The closing threads' side takes no lock. Instead: `preparing` counts
+ * threads inside cw_drain_prepare (claiming a slot and duplicating), and
+ * `gate_shut` asks them to wait while a fork or a relocation (dup2 onto one
+ * of our numbers), both under the engine lock, needs no duplicate half made;
+ * `waking` counts writers of the eventfd, which a relocation of the eventfd
+ * waits out before closing the old number. Counters, not locks: closing
+ * threads never wait for each other. */
+static atomic_int preparing, gate_shut, waking;
 
 /* ---- policy ---------------------------------------------------------------- */
 
@@ -106,6 +116,29 @@ void cw_drain_spin_unlock(atomic_int *flag)
 {
 	busy_held--;
 	atomic_store_explicit(flag, 0, memory_order_release);
+}
+
+/* Under the engine lock: no cw_drain_prepare in flight from now on, until
+ * open_gate(). Bounded: a thread stopped inside prepare (a debugger) only
+ * costs time. */
+static void shut_gate(void)
+{
+	atomic_store(&gate_shut, 1);
+	for (int i = 0; i < 1000000 && atomic_load(&preparing); i++)
+		sched_yield();
+}
+
+static void open_gate(void)
+{
+	atomic_store(&gate_shut, 0);
+}
+
+void cw_drain_wake_up(void)
+{
+	atomic_fetch_add(&waking, 1);
+	uint64_t one = 1;
+	(void)!write(atomic_load(&cw_drain_wake), &one, sizeof one);
+	atomic_fetch_sub(&waking, 1);
 }
 
 /* ---- our fds ----------------------------------------------------------------- */
@@ -262,18 +295,30 @@ void cw_drain_init(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-/* Under the lock. */
 static int claim_slot(void)
 {
 	for (int i = 0; i < cw_drain_nslots; i++) {
 		int expected = CW_SLOT_FREE;
 		if (atomic_compare_exchange_strong(&cw_drain_slots[i].state, &expected, CW_SLOT_CLAIMED)) {
-			if (atomic_load(&cw_drain_hw) <= i)
-				atomic_store(&cw_drain_hw, i + 1);
+			int hw = atomic_load(&cw_drain_hw);
+			while (hw <= i && !atomic_compare_exchange_weak(&cw_drain_hw, &hw, i + 1))
+				;
 			return i;
 		}
 	}
 	return -1;
+}
+
+/* The first drain starts the engine (epoll, eventfd, thread). */
+static int engine_ready(void)
+{
+	if (cw_cfg.drain_sync || atomic_load(&thread_running))
+		return 1;
+	if (cw_drain_lock() < 0)
+		return 0;
+	int ok = engine_start_locked() == 0;
+	cw_drain_unlock();
+	return ok;
 }
 
 static void release_slot(int s)
@@ -291,32 +336,42 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 		atomic_fetch_sub(&cw_drain_active, 1);
 		return CW_ACTION_DRAIN_SKIPPED;
 	}
-	if (cw_drain_lock() < 0) {
+	/* A signal handler that interrupted a fork or a relocation on this
+	 * thread would wait for itself at the gate. */
+	if (in_lock || fork_locked || in_prepare || !engine_ready()) {
 		atomic_fetch_sub(&cw_drain_active, 1);
 		return CW_ACTION_DRAIN_SKIPPED;
 	}
-	int s = -1, d = -1;
-	if (cw_cfg.drain_sync || engine_start_locked() == 0)
-		s = claim_slot();
+	in_prepare = 1;
+	for (;;) {
+		atomic_fetch_add(&preparing, 1);
+		if (!atomic_load(&gate_shut))
+			break;
+		atomic_fetch_sub(&preparing, 1);
+		while (atomic_load(&gate_shut))
+			sched_yield();
+	}
+	int s = claim_slot(), d = -1;
 	if (s >= 0 && (d = cw_fd_dup_private(fd)) < 0) {
 		atomic_store(&cw_drain_slots[s].state, CW_SLOT_FREE);
 		s = -1;
 	}
 	if (s >= 0) {
 		struct cw_drain_slot *sl = &cw_drain_slots[s];
-		atomic_store(&sl->fd, d);
-		atomic_store(&sl->busy, 0);
 		atomic_store(&sl->registered, 0);
 		atomic_store(&sl->started, 0);
-		atomic_store(&sl->close_logged, CLOSE_RECORD_DUE);
+		/* Nothing to write until cw_drain_go has copied the event. */
+		atomic_store(&sl->close_logged, CLOSE_RECORD_WRITTEN);
 		sl->tcp = ev->rec.proto == CLOSEWATCH_PROTO_TCP;
 		sl->seqpacket = ev->rec.sotype == SOCK_SEQPACKET;
 		sl->linger = ev->rec.linger;
 		sl->result = -1;
 		sl->start_ns = sl->last_ns = cw_drain_now_ns();
 		sl->discarded = 0;
+		atomic_store(&sl->fd, d);
 	}
-	cw_drain_unlock();
+	atomic_fetch_sub(&preparing, 1);
+	in_prepare = 0;
 	if (s < 0) {
 		atomic_fetch_sub(&cw_drain_active, 1);
 		return CW_ACTION_DRAIN_SKIPPED;
@@ -334,21 +389,16 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 		return;
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	memcpy(&cw_drain_events[s], ev, sizeof *ev);
-	if (cw_cfg.drain_sync) {
-		atomic_store(&sl->close_logged, CLOSE_RECORD_WRITTEN); /* by close(), as usual */
+	if (cw_cfg.drain_sync) { /* close() wrote the close record, as usual */
 		cw_drain_run_sync(s);
 		return;
 	}
-	/* close() only hands over: the drain thread sends FIN and registers
-	 * the socket (drain_loop.c, start), so that close() stays short.
-	 * Cannot fail here: prepare left the lock, and a signal handler that
-	 * re-entered prepare while we held it was refused a slot. */
-	int locked = cw_drain_lock() == 0;
+	atomic_store(&sl->close_logged, CLOSE_RECORD_DUE); /* after the copy */
+	/* close() only hands over, without a lock: the drain thread sends FIN,
+	 * registers the socket and writes the close record (drain_loop.c). */
 	atomic_fetch_add(&cw_drain_async_pending, 1);
 	atomic_store_explicit(&sl->state, CW_SLOT_ASYNC, memory_order_release);
-	cw_drain_wake_locked();
-	if (locked)
-		cw_drain_unlock();
+	cw_drain_wake_up();
 	t->slot = -1;
 }
 
@@ -373,7 +423,8 @@ void cw_drain_flush_close_records(void)
 {
 	if (!cw_drain_slots || atomic_load(&cw_drain_async_pending) == 0 || cw_drain_lock() < 0)
 		return;
-	/* Under the lock, no slot is claimed anew while we look at it. */
+	/* A record is DUE only once cw_drain_go has copied its event, and
+	 * finish() waits while we write one: each is written whole, once. */
 	int hw = atomic_load(&cw_drain_hw);
 	for (int i = 0; i < hw; i++)
 		if (atomic_load(&cw_drain_slots[i].state) == CW_SLOT_ASYNC)
@@ -448,13 +499,17 @@ static void relocate_slot_fd(int fd, int ep);
 
 void cw_drain_relocate_if(int fd)
 {
-	if (!cw_drain_slots || fd < 0 || cw_drain_lock() < 0)
+	if (!cw_drain_slots || fd < 0 || in_prepare || cw_drain_lock() < 0)
 		return;
+	shut_gate(); /* no duplicate half made while we look */
 	int ep = atomic_load(&cw_drain_ep), wake = atomic_load(&cw_drain_wake);
-	if (fd == wake) { /* only used under the lock */
+	if (fd == wake) {
 		int m = move_private(fd);
 		if (m >= 0) {
 			atomic_store(&cw_drain_wake, m);
+			/* A writer that loaded the old number is counted. */
+			for (int i = 0; i < 1000000 && atomic_load(&waking); i++)
+				sched_yield();
 			close_private(fd);
 		}
 	} else if (fd == ep) {
@@ -467,6 +522,7 @@ void cw_drain_relocate_if(int fd)
 	} else {
 		relocate_slot_fd(fd, ep);
 	}
+	open_gate();
 	cw_drain_unlock();
 }
 
@@ -477,7 +533,7 @@ static void wait_thread_left_epoll(void)
 	unsigned epoch = atomic_load(&cw_drain_wait_epoch);
 	if (!atomic_load(&cw_drain_in_wait))
 		return;
-	cw_drain_wake_locked();
+	cw_drain_wake_up();
 	struct timespec tick = {0, 100000};
 	for (int i = 0; i < 10000 && atomic_load(&cw_drain_wait_epoch) == epoch; i++)
 		nanosleep(&tick, NULL);
@@ -507,7 +563,7 @@ static void relocate_slot_fd(int fd, int ep)
 		close_private(fd);
 		cw_drain_spin_unlock(&sl->busy);
 		if (m < 0 && atomic_load(&sl->state) == CW_SLOT_ASYNC)
-			cw_drain_wake_locked();
+			cw_drain_wake_up();
 		break;
 	}
 }
@@ -518,10 +574,11 @@ static void relocate_slot_fd(int fd, int ep)
  * half moved or half closed. */
 static void fork_prepare(void)
 {
-	if (in_lock || busy_held)
+	if (in_lock || busy_held || in_prepare)
 		return; /* fork from a signal handler inside our section */
 	pthread_mutex_lock(&lock);
 	fork_locked = 1;
+	shut_gate(); /* no duplicate half made: the child would keep it */
 	fork_locked_slots = atomic_load(&cw_drain_hw);
 	for (int i = 0; i < fork_locked_slots; i++)
 		cw_drain_spin_lock(&cw_drain_slots[i].busy);
@@ -532,6 +589,7 @@ static void fork_parent(void)
 	if (fork_locked) {
 		for (int i = 0; i < fork_locked_slots; i++)
 			cw_drain_spin_unlock(&cw_drain_slots[i].busy);
+		open_gate();
 		fork_locked = 0;
 		pthread_mutex_unlock(&lock);
 	}
@@ -551,6 +609,10 @@ static void fork_child(void)
 		atomic_store(&sl->state, CW_SLOT_FREE);
 	}
 	busy_held = 0;
+	in_prepare = 0;
+	atomic_store(&preparing, 0);
+	atomic_store(&waking, 0);
+	open_gate();
 	atomic_store(&cw_drain_active, 0);
 	atomic_store(&cw_drain_async_pending, 0);
 	close_private(atomic_exchange(&cw_drain_ep, -1));
@@ -579,7 +641,7 @@ void cw_drain_at_exit(void)
 	int64_t deadline = cw_drain_now_ns() + cw_cfg.drain_idle_ms * 1000000LL;
 	atomic_store(&cw_drain_exit_deadline, deadline);
 	if (cw_drain_lock() == 0) {
-		cw_drain_wake_locked();
+		cw_drain_wake_up();
 		cw_drain_unlock();
 	}
 	struct timespec ms = {0, 1000000};

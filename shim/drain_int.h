@@ -6,11 +6,14 @@
  * closing thread, inside close()) → FREE after its record is written.
  *
  * Locks:
- *   cw_drain_lock (a mutex) guards claiming a slot and duplicating,
- *     publishing, relocating (dup2 onto our number), the engine's own fds,
- *     and flushing close records. The drain thread never takes it in its
- *     steady state, so a closing thread never waits for that thread.
- *     Never held across a wait.
+ *   A closing thread takes none (drain.c: the `preparing` / `gate_shut`
+ *     counters let a fork or a relocation wait until no duplicate is half
+ *     made, and `waking` lets a relocation of the eventfd wait out its
+ *     writers).
+ *   cw_drain_lock (a mutex) guards starting the engine, relocating (dup2
+ *     onto our number), fork, and flushing close records: rare events. The
+ *     drain thread never takes it in its steady state. Never held across a
+ *     wait.
  *   slot.busy (a spin flag) keeps a slot's fd stable while it is read,
  *     started or closed (finish), against a relocation.
  *   pthread_atfork takes both (the lock, then every busy flag), so a child
@@ -82,8 +85,8 @@ void cw_drain_log_close(int s);
 int64_t cw_drain_now_ns(void);
 /* The thread body (started by drain.c under the lock, signals blocked). */
 void *cw_drain_thread(void *arg);
-/* Wake the drain thread (a new drain, or exit). Under the lock. */
-void cw_drain_wake_locked(void);
+/* Wake the drain thread (a new drain, or exit). Any thread, no lock. */
+void cw_drain_wake_up(void);
 /* Run slot s to its end in the calling thread (CLOSEWATCH_DRAIN_SYNC=1). */
 void cw_drain_run_sync(int s);
 

@@ -102,12 +102,6 @@ static int read_some(struct cw_drain_slot *sl, char *buf, size_t cap)
 
 static char thread_buf[THREAD_CHUNK]; /* the drain thread's only: contents never used */
 
-void cw_drain_wake_locked(void)
-{
-	uint64_t one = 1;
-	(void)!write(atomic_load(&cw_drain_wake), &one, sizeof one);
-}
-
 /* A drain handed over by close(): queued data and FIN go out, and the
  * socket joins our epoll set (if epoll refuses it, scan() reads it). */
 static void start(int s, struct cw_drain_slot *sl)
