@@ -43,6 +43,20 @@ def no_flag(pkts, flag, sport, dport=None):
     assert n == 0, f"expected no {flag} from port {sport}, saw {n}: {cwtest.flags_of(pkts, sport, dport)}"
 
 
+def queue_dropped(got, pkts, sport, dport, wrote, rec):
+    """A close that reset the connection with `wrote` bytes written: the peer saw a reset
+    (one RST, no FIN from sport), fewer bytes went on the wire than were written, and the
+    record's send queue accounts for what never left."""
+    n, how = got
+    assert how == "reset", got
+    assert count_flag(pkts, "R", sport=sport, dport=dport) == 1
+    no_flag(pkts, "F", sport)
+    sent = cwtest.bytes_sent(pkts, sport, dport)
+    assert n <= sent < wrote, f"peer read {n}, {sent} sent of {wrote}: the queue was dropped"
+    assert 0 < rec["unsent"] <= rec["sendq"] <= wrote, rec
+    assert sent <= wrote - rec["unsent"], f"{sent} bytes on the wire but record said {rec['unsent']} of {wrote} unsent"
+
+
 # ---------------------------------------------------------------- clean
 
 def _clean(ctx, host):
@@ -290,18 +304,10 @@ def test_rst_unread_with_send_queue_v4(ctx):
         got = read_to_end(c)
         tell(p)
         assert finish(p) == 0, p.stderr
-    n, how = got
-    assert how == "reset", got
-    pkts = cap.packets()
-    assert count_flag(pkts, "R", sport=port, dport=cport) == 1
-    no_flag(pkts, "F", port)
-    sent = cwtest.bytes_sent(pkts, port, cport)
-    assert n <= sent < wrote, f"peer read {n}, {sent} sent of {wrote}: the queue was dropped"
     rec = one_record(read_records(p.log), call="close", fd=afd)
     check_fields(rec, verdict="rst_unread", recvq=100, state="ESTABLISHED")
-    assert 0 < rec["unsent"] <= rec["sendq"] <= wrote, rec
     assert rec["lost"] == 100 + rec["sendq"], rec
-    assert sent <= wrote - rec["unsent"], f"{sent} bytes on the wire but record said {rec['unsent']} of {wrote} unsent"
+    queue_dropped(got, cap.packets(), port, cport, wrote, rec)
 
 
 # ---------------------------------------------------------------- rst_linger0
@@ -363,18 +369,10 @@ def test_rst_linger0_with_send_queue_v4(ctx):
         got = read_to_end(c)
         tell(p)
         assert finish(p) == 0, p.stderr
-    n, how = got
-    assert how == "reset", got
-    pkts = cap.packets()
-    assert count_flag(pkts, "R", sport=lport, dport=port) == 1
-    no_flag(pkts, "F", lport)
-    sent = cwtest.bytes_sent(pkts, lport, port)
-    assert n <= sent < wrote, f"peer read {n}, {sent} sent of {wrote}: the queue was dropped"
     rec = one_record(read_records(p.log), call="close", fd=fd)
     check_fields(rec, verdict="rst_linger0", linger=0, recvq=0)
-    assert 0 < rec["unsent"] <= rec["sendq"] <= wrote, rec
     assert rec["lost"] == rec["sendq"], rec
-    assert sent <= wrote - rec["unsent"], f"{sent} bytes on the wire but record said {rec['unsent']} of {wrote} unsent"
+    queue_dropped(got, cap.packets(), lport, port, wrote, rec)
 
 
 # ---------------------------------------------------------------- rst_backlog
