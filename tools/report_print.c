@@ -129,6 +129,20 @@ void cw_report_print_text(FILE *f, const struct cw_report *r, const struct cw_lo
 	cw_table_print(&t, f, 0);
 }
 
+/* ,"verdicts":{"rst_unread":N,...} with the verdicts that occurred */
+static void json_verdict_counts(FILE *f, const struct cw_item *it)
+{
+	fputs(",\"verdicts\":{", f);
+	int first = 1;
+	for (int k = 0; k <= CW_NVERDICT; k++)
+		if (it->vc[k]) {
+			fprintf(f, "%s\"%s\":%lu", first ? "" : ",", k < CW_NVERDICT ? cw_verdicts[k] : "other",
+				it->vc[k]);
+			first = 0;
+		}
+	fputc('}', f);
+}
+
 static void json_items(FILE *f, const char *name, struct cw_item **v, int top, int with_verdicts)
 {
 	fprintf(f, ",\"%s\":[", name);
@@ -137,17 +151,8 @@ static void json_items(FILE *f, const char *name, struct cw_item **v, int top, i
 		cw_json_str(f, v[i]->key);
 		fprintf(f, ",\"count\":%lu,\"risky\":%lu,\"lost\":%" PRIu64, v[i]->count, v[i]->risky,
 			v[i]->lost);
-		if (with_verdicts) {
-			fputs(",\"verdicts\":{", f);
-			int first = 1;
-			for (int k = 0; k <= CW_NVERDICT; k++)
-				if (v[i]->vc[k]) {
-					fprintf(f, "%s\"%s\":%lu", first ? "" : ",",
-						k < CW_NVERDICT ? cw_verdicts[k] : "other", v[i]->vc[k]);
-					first = 0;
-				}
-			fputc('}', f);
-		}
+		if (with_verdicts)
+			json_verdict_counts(f, v[i]);
 		fputc('}', f);
 	}
 	fputc(']', f);
@@ -216,16 +221,10 @@ void cw_report_print_json(FILE *f, const struct cw_report *r, const struct cw_lo
 	for (size_t i = 0; v[i] && (int)i < top; i++) {
 		fprintf(f, "%s{\"bt\":", i ? "," : "");
 		json_bt(f, v[i]->key);
-		fprintf(f, ",\"count\":%lu,\"risky\":%lu,\"lost\":%" PRIu64 ",\"verdicts\":{",
-			v[i]->count, v[i]->risky, v[i]->lost);
-		int first = 1;
-		for (int k = 0; k <= CW_NVERDICT; k++)
-			if (v[i]->vc[k]) {
-				fprintf(f, "%s\"%s\":%lu", first ? "" : ",",
-					k < CW_NVERDICT ? cw_verdicts[k] : "other", v[i]->vc[k]);
-				first = 0;
-			}
-		fputs("}}", f);
+		fprintf(f, ",\"count\":%lu,\"risky\":%lu,\"lost\":%" PRIu64, v[i]->count, v[i]->risky,
+			v[i]->lost);
+		json_verdict_counts(f, v[i]);
+		fputc('}', f);
 	}
 	free(v);
 	fputs("]}\n", f);
