@@ -60,18 +60,29 @@ static void describe(FILE *f, const struct cw_close *c, const struct cw_wire_res
 	fputc('\n', f);
 }
 
+/* Wrong predictions, late RSTs, closes the capture did not see. */
+struct totals {
+	unsigned long wrong, late, nocap;
+};
+
+static struct totals totals_of(const struct cw_wire_result *res, size_t n)
+{
+	struct totals t = {0, 0, 0};
+	for (size_t i = 0; i < n; i++) {
+		t.wrong += !res[i].match;
+		t.late += (unsigned long)res[i].late_rst;
+		t.nocap += res[i].observed == CW_OBS_NOT_CAPTURED;
+	}
+	return t;
+}
+
 static void print_json(const struct cw_close *cl, const struct cw_wire_result *res, size_t n,
 		       unsigned long skipped, unsigned long malformed)
 {
-	unsigned long wrong = 0, late = 0, nocap = 0;
-	for (size_t i = 0; i < n; i++) {
-		wrong += !res[i].match;
-		late += (unsigned long)res[i].late_rst;
-		nocap += res[i].observed == CW_OBS_NOT_CAPTURED;
-	}
+	struct totals tot = totals_of(res, n);
 	printf("{\"checked\":%zu,\"matched\":%zu,\"mismatches\":%lu,\"late_rst\":%lu,"
 	       "\"not_captured\":%lu,\"skipped\":%lu,\"malformed\":%lu,\"closes\":[",
-	       n, n - wrong, wrong, late, nocap, skipped, malformed);
+	       n, n - tot.wrong, tot.wrong, tot.late, tot.nocap, skipped, malformed);
 	for (size_t i = 0; i < n; i++) {
 		const struct cw_rec *rec = cl[i].rec;
 		printf("%s{\"ts\":", i ? "," : "");
@@ -127,16 +138,11 @@ static void print_text(const struct cw_close *cl, const struct cw_wire_result *r
 			cnt[j][CW_OBS_COUNT] += (unsigned long)res[i].late_rst;
 		}
 	}
-	unsigned long wrong = 0, late = 0, nocap = 0;
-	for (size_t i = 0; i < n; i++) {
-		wrong += !res[i].match;
-		late += (unsigned long)res[i].late_rst;
-		nocap += res[i].observed == CW_OBS_NOT_CAPTURED;
-	}
+	struct totals tot = totals_of(res, n);
 	printf("%zu TCP close%s checked: %zu as predicted, %lu wrong, %lu late RST%s, %lu not in the "
 	       "capture; %lu skipped (shared, not TCP, unknown verdict); %lu malformed log line%s\n\n",
-	       n, n == 1 ? "" : "s", n - wrong, wrong, late, late == 1 ? "" : "s", nocap, skipped,
-	       malformed, malformed == 1 ? "" : "s");
+	       n, n == 1 ? "" : "s", n - tot.wrong, tot.wrong, tot.late, tot.late == 1 ? "" : "s",
+	       tot.nocap, skipped, malformed, malformed == 1 ? "" : "s");
 	struct cw_table t;
 	cw_table_init(&t, "llrrrrrr", "predicted", "expects", "FIN", "RST", "RST*", "none",
 		      "not captured", "late RST");
@@ -151,13 +157,13 @@ static void print_text(const struct cw_close *cl, const struct cw_wire_result *r
 	printf("(observed: first FIN or RST sent by the closing side after the close; RST* = RSTs, "
 	       "but not one per queued connection; late RST = RST after the FIN: the peer kept "
 	       "sending)\n");
-	if (wrong) {
+	if (tot.wrong) {
 		printf("\nmismatches:\n");
 		for (size_t i = 0; i < n; i++)
 			if (!res[i].match)
 				describe(stdout, &cl[i], &res[i]);
 	}
-	if (late) {
+	if (tot.late) {
 		printf("\nlate RSTs (peer data arrived after the close):\n");
 		for (size_t i = 0; i < n; i++)
 			if (res[i].late_rst)
