@@ -335,8 +335,7 @@ class Demo:
         if wire:
             print(f"\nOn the wire: the server sent {num(wire['server_payload'])} of "
                   f"{num(r['answer_bytes'])} answer bytes, then {self.finrst(wire)}.")
-        print(bold(f"\n=> {r['verdict_text']}"))
-        return r
+        return self.conclude(r, [])
 
     # -------------------------------------------------------------- (b)
 
@@ -403,12 +402,7 @@ class Demo:
                 problems.append("wire did not confirm the RST of the server's close")
         else:
             step("closewatch wire: skipped (no packet capture without root)")
-        if problems:
-            r["ok"] = False
-            r["problems"] += problems
-            r["verdict_text"] = "NOT as described: " + "; ".join(r["problems"])
-        print(bold(f"\n=> {r['verdict_text']}"))
-        return r
+        return self.conclude(r, problems)
 
     # -------------------------------------------------------------- (c)
 
@@ -442,6 +436,11 @@ class Demo:
             print(f"\nOn the wire: the server sent {num(wire['server_payload'])} of "
                   f"{num(r['answer_bytes'])} answer bytes, then {self.finrst(wire)}; the client "
                   f"sent {wire['client_fin']} FIN, {wire['client_rst']} RST.")
+        return self.conclude(r, problems)
+
+    @staticmethod
+    def conclude(r, problems):
+        """The act's verdict with what the CLI steps found added, printed."""
         if problems:
             r["ok"] = False
             r["problems"] += problems
