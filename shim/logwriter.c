@@ -165,7 +165,7 @@ static size_t syslog_prefix(char *buf, size_t cap, const struct cw_event *ev, in
 	n = cw_put(buf, cap, n, ">");
 	n = put_tag(buf, cap, n, ev && ev->comm[0] ? ev->comm : "closewatch");
 	n = cw_put(buf, cap, n, "[");
-	n = cw_put_uint(buf, cap, n, (unsigned long)getpid());
+	n = cw_put_uint(buf, cap, n, (unsigned long)(ev ? ev->pid : getpid()));
 	return cw_put(buf, cap, n, "]: ");
 }
 
