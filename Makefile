@@ -32,8 +32,9 @@ SHIM_OBJ  := $(SHIM_SRC:%.c=$(BUILD)/%.o)
 TOOL_MAINS := tools/closewatch.c tools/cw-pcap.c
 TOOL_LIB_SRC := $(filter-out $(TOOL_MAINS),$(wildcard tools/*.c))
 TOOL_LIB_OBJ := $(TOOL_LIB_SRC:%.c=$(BUILD)/%.o)
-# Pure shim units the CLI shares (names of verdicts and states, record parsing helpers).
-SHIM_SHARED_OBJ := $(BUILD)/shim/verdict.o
+# Pure shim units the CLI shares (names of verdicts and states, record parsing helpers;
+# the table of CLOSEWATCH_* settings, so that `run` checks values as the library does).
+SHIM_SHARED_OBJ := $(BUILD)/shim/verdict.o $(BUILD)/shim/config.o
 PROG_SRC  := $(wildcard tests/progs/*.c)
 PROG_BIN  := $(PROG_SRC:tests/progs/%.c=$(BUILD)/tests/%)
 DEMO_SRC  := $(wildcard demo/*.c)
@@ -58,6 +59,9 @@ $(LIB): $(SHIM_OBJ)
 $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/closewatch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(PCAP_CFLAGS) -c $< -o $@
+
+# run.c checks its options against the settings table.
+$(BUILD)/tools/run.o: shim/config.h
 
 # The installed CLI also looks for the library where `make install` puts it.
 $(BUILD)/tools/preload.o: CFLAGS_ALL += -DCW_LIBDIR='"$(LIBDIR)"'

@@ -1,5 +1,6 @@
 /* `closewatch run [options] -- CMD ARGS…`: run a program under the shim,
  * optionally capturing its packets, then summarise what it closed. */
+#include "../shim/config.h"
 #include "capture.h"
 #include "cmds.h"
 #include "preload.h"
@@ -54,7 +55,7 @@ static void usage(FILE *f)
 	      "                  that is summarised and then removed.\n"
 	      "  --json          CLOSEWATCH_FORMAT=json\n"
 	      "  --events E      CLOSEWATCH_EVENTS (all, risky; 'all' by default with --pcap)\n"
-	      "  --backtrace N   CLOSEWATCH_BACKTRACE: frames per record, 0 = off\n"
+	      "  --backtrace N   CLOSEWATCH_BACKTRACE: frames per record, 0 to 16, 0 = off\n"
 	      "  --pcap FILE     capture TCP packets with libpcap into FILE (pcap format) from\n"
 	      "                  before CMD starts until shortly after it ends (needs root or\n"
 	      "                  CAP_NET_RAW); check it with 'closewatch wire LOG FILE'\n"
@@ -79,6 +80,21 @@ static int opt_value(int argc, char **argv, int *i, const char *name, const char
 	if (*i + 1 >= argc)
 		return -1;
 	*out = argv[++*i];
+	return 1;
+}
+
+/* An option that sets a CLOSEWATCH_* variable takes exactly the values the
+ * library accepts (shim/config.c's table): anything else, empty included, is
+ * a usage error here rather than a warning and a default in every process. */
+static int bad_setting(const char *opt, const char *value, int id)
+{
+	const struct cw_setting *s = &cw_settings[id];
+	if (!value || cw_setting_check(s, value, NULL) > 0)
+		return 0;
+	char expect[80], msg[256];
+	snprintf(msg, sizeof(msg), "%s '%.100s' is not valid (%s)", opt, value,
+		 cw_setting_expect(s, expect, sizeof(expect)));
+	cw_usage_error("run", msg);
 	return 1;
 }
 
@@ -124,16 +140,16 @@ static int parse(int argc, char **argv, struct run_opts *o)
 				found = 1;
 			}
 		}
-		if (!found)
-			return -cw_usage_error("run", "unknown option");
+		if (!found) {
+			char msg[160];
+			snprintf(msg, sizeof(msg), "unknown option '%.100s'", a);
+			return -cw_usage_error("run", msg);
+		}
 	}
-	if (o->mode && strcmp(o->mode, "observe") && strcmp(o->mode, "warn") && strcmp(o->mode, "drain"))
-		return -cw_usage_error("run", "--mode must be observe, warn or drain");
-	if (o->events && strcmp(o->events, "all") && strcmp(o->events, "risky"))
-		return -cw_usage_error("run", "--events must be all or risky");
-	unsigned long bt;
-	if (o->backtrace && cw_parse_uint(o->backtrace, 256, &bt) != 0)
-		return -cw_usage_error("run", "--backtrace needs a number of frames (0-256)");
+	if (bad_setting("--mode", o->mode, CW_SET_MODE) ||
+	    bad_setting("--events", o->events, CW_SET_EVENTS) ||
+	    bad_setting("--backtrace", o->backtrace, CW_SET_BACKTRACE))
+		return -2;
 	if (o->iface && !o->pcap)
 		return -cw_usage_error("run", "--iface only makes sense with --pcap");
 	if ((o->log && !*o->log) || (o->pcap && !*o->pcap) || (o->iface && !*o->iface))
@@ -152,6 +168,33 @@ static int set_env(const char *name, const char *value)
 	return 0;
 }
 
+static const char *env_lookup(const char *name, void *arg)
+{
+	(void)arg;
+	return getenv(name);
+}
+
+static void warn_line(const char *line, size_t len, void *arg)
+{
+	(void)arg;
+	fwrite(line, 1, len, stderr);
+}
+
+/* The CLOSEWATCH_* variables CMD inherits from our environment: a bad one is
+ * reported here, once, in the library's own words (the same parser), and left
+ * out of CMD's environment, which means the same (bad = default). Otherwise
+ * every process of the run (each program a script starts) would print the
+ * same warning again. Empty ones (= unset) go too. */
+static void check_inherited(void)
+{
+	struct cw_config c;
+	cw_config_parse(&c, env_lookup, NULL, warn_line, NULL);
+	for (int i = 0; i < CW_NSETTINGS; i++)
+		if (getenv(cw_settings[i].name) &&
+		    cw_setting_check(&cw_settings[i], getenv(cw_settings[i].name), NULL) <= 0)
+			unsetenv(cw_settings[i].name);
+}
+
 static int setup_env(const struct run_opts *o, const char *lib)
 {
 	char *preload = cw_preload_compose(lib, getenv("LD_PRELOAD"));
@@ -163,10 +206,11 @@ static int setup_env(const struct run_opts *o, const char *lib)
 		rc |= set_env("CLOSEWATCH_FORMAT", "json");
 	if (o->events)
 		rc |= set_env("CLOSEWATCH_EVENTS", o->events);
-	else if (o->pcap && !getenv("CLOSEWATCH_EVENTS"))
-		rc |= set_env("CLOSEWATCH_EVENTS", "all");
 	if (o->backtrace)
 		rc |= set_env("CLOSEWATCH_BACKTRACE", o->backtrace);
+	check_inherited(); /* after the options: they replace what they set */
+	if (!o->events && o->pcap && !getenv("CLOSEWATCH_EVENTS"))
+		rc |= set_env("CLOSEWATCH_EVENTS", "all");
 	return rc;
 }
 
