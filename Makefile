@@ -15,6 +15,8 @@ BINDIR     ?= $(PREFIX)/bin
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 PYTHON     ?= python3
+# The one version string: `closewatch --version` and closewatch.pc.
+VERSION    ?= 0.1.0
 
 UNWIND_CFLAGS := $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null)
 UNWIND_LIBS   := $(shell $(PKG_CONFIG) --libs libunwind 2>/dev/null || echo -lunwind)
@@ -53,12 +55,19 @@ $(BUILD)/shim/%.o: shim/%.c shim/*.h include/closewatch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fvisibility=hidden $(UNWIND_CFLAGS) -c $< -o $@
 
+# SONAME libclosewatch.so, the installed file's own name: a program linked with
+# -lclosewatch (for closewatch_inspect) records that name, and ldconfig at
+# install has no other link to make. Unversioned on purpose: the interface is
+# the interposed libc calls plus a small C API, shipped together with the CLI.
 $(LIB): $(SHIM_OBJ)
-	$(CC) -shared $(LDFLAGS_ALL) -Wl,-z,defs -Wl,-z,now -o $@ $^ $(UNWIND_LIBS) -ldl -lpthread
+	$(CC) -shared $(LDFLAGS_ALL) -Wl,-soname,libclosewatch.so -Wl,-z,defs -Wl,-z,now -o $@ $^ \
+	  $(UNWIND_LIBS) -ldl -lpthread
 
 $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/closewatch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(PCAP_CFLAGS) -c $< -o $@
+
+$(BUILD)/tools/closewatch.o: CFLAGS_ALL += -DCW_VERSION='"$(VERSION)"'
 
 # run.c checks its options against the settings table.
 $(BUILD)/tools/run.o: shim/config.h

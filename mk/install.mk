@@ -9,7 +9,6 @@
 # LIBDIR must stay $(PREFIX)/lib (more exactly: $(BINDIR)/../lib) for the installed
 # `closewatch run` to find the library; install warns otherwise.
 
-VERSION      ?= 0.1.0
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 INSTALL      ?= install
 

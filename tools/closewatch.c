@@ -1,20 +1,27 @@
 /* closewatch — command-line companion of libclosewatch.so.
  *   closewatch run [options] -- CMD ARGS…   run a program under the shim
- *   closewatch report [--json] LOG…         totals over logs
- *   closewatch wire LOG PCAP                predictions versus the packets */
+ *   closewatch report [--json] [--top N] LOG…         totals over logs
+ *   closewatch wire [--json] [--skew MS] LOG… PCAP     predictions versus the packets
+ *   closewatch --version */
 #include "cmds.h"
 #include "util.h"
 
 #include <stdio.h>
 #include <string.h>
 
+/* From the Makefile's VERSION (also written into closewatch.pc). */
+#ifndef CW_VERSION
+#error "CW_VERSION must be defined (the Makefile passes -DCW_VERSION)"
+#endif
+
 static void usage(FILE *f)
 {
 	fputs("usage: closewatch run [--mode M] [--log PATH] [--json] [--events all|risky]\n"
 	      "                      [--backtrace N] [--pcap FILE] [--iface IF] -- CMD ARGS...\n"
-	      "       closewatch report [--json] LOG...\n"
-	      "       closewatch wire [--json] LOG... PCAP\n"
+	      "       closewatch report [--json] [--top N] LOG...\n"
+	      "       closewatch wire [--json] [--skew MS] LOG... PCAP\n"
 	      "       closewatch COMMAND --help\n"
+	      "       closewatch --version\n"
 	      "See what close() does to a socket: run a program with libclosewatch.so preloaded,\n"
 	      "review its logs, and check the predicted FIN/RST against a packet capture.\n"
 	      "See closewatch(1).\n", f);
@@ -28,6 +35,10 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
 		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "--version")) {
+		puts("closewatch " CW_VERSION);
 		return 0;
 	}
 	if (!strcmp(cmd, "run"))

@@ -9,5 +9,7 @@ int cw_cmd_wire(int argc, char **argv);
 
 /* One line "closewatch CMD: MSG (try 'closewatch CMD --help')" on stderr; returns 2. */
 int cw_usage_error(const char *cmd, const char *msg);
+/* The same for an unknown option, naming it: "unknown option '--bogus'". */
+int cw_unknown_option(const char *cmd, const char *opt);
 
 #endif

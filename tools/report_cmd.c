@@ -40,7 +40,7 @@ int cw_cmd_report(int argc, char **argv)
 				return cw_usage_error("report", "--top needs a number");
 			i++;
 		} else {
-			return cw_usage_error("report", "unknown option");
+			return cw_unknown_option("report", argv[i]);
 		}
 	}
 	if (i >= argc)

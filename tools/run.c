@@ -140,11 +140,8 @@ static int parse(int argc, char **argv, struct run_opts *o)
 				found = 1;
 			}
 		}
-		if (!found) {
-			char msg[160];
-			snprintf(msg, sizeof(msg), "unknown option '%.100s'", a);
-			return -cw_usage_error("run", msg);
-		}
+		if (!found)
+			return -cw_unknown_option("run", a);
 	}
 	if (bad_setting("--mode", o->mode, CW_SET_MODE) ||
 	    bad_setting("--events", o->events, CW_SET_EVENTS) ||

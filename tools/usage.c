@@ -11,3 +11,10 @@ int cw_usage_error(const char *cmd, const char *msg)
 		fprintf(stderr, "closewatch: %s (try 'closewatch --help')\n", msg);
 	return 2;
 }
+
+int cw_unknown_option(const char *cmd, const char *opt)
+{
+	char msg[160];
+	snprintf(msg, sizeof(msg), "unknown option '%.100s'", opt);
+	return cw_usage_error(cmd, msg);
+}

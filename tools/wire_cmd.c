@@ -213,7 +213,7 @@ int cw_cmd_wire(int argc, char **argv)
 			skew = (double)ms / 1000.0;
 			i++;
 		} else {
-			return cw_usage_error("wire", "unknown option");
+			return cw_unknown_option("wire", argv[i]);
 		}
 	}
 	if (argc - i < 2)
