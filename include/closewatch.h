@@ -12,7 +12,8 @@
 extern "C" {
 #endif
 
-/* What the kernel will do when this socket is closed now (see CONTRACT). */
+/* What the kernel will do when this socket is closed now (the verdict table of
+ * the README and libclosewatch(7)). */
 enum closewatch_verdict {
 	CLOSEWATCH_CLEAN = 0,     /* nothing unread, nothing queued: FIN */
 	CLOSEWATCH_FIN_PENDING,   /* nothing unread, send queue not empty: data, then FIN */

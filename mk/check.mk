@@ -7,7 +7,7 @@
 #   make fuzz-replay   every seed corpus through its harness, built with $(CC) (no libFuzzer)
 #
 # `make test` replays the corpora too (tests/test_fuzz_replay.py): the replay
-# binaries are part of `all`. A sanitizer report anywhere in a check run fails
+# binaries are part of `test-build`. A sanitizer report anywhere in a check run fails
 # it: every report is also written under $(BUILD)/san/, and any report there
 # after the run is printed and makes the target fail (a report in a process
 # whose exit status no test looks at still counts).
@@ -82,11 +82,11 @@ check:
 	$(MAKE) --no-print-directory check-tsan || rc=1; exit $$rc
 
 check-asan:
-	$(MAKE) BUILD=$(ASAN_BUILD) SAN="$(ASAN_FLAGS)" OPT="$(CHECK_OPT)" all
+	$(MAKE) BUILD=$(ASAN_BUILD) SAN="$(ASAN_FLAGS)" OPT="$(CHECK_OPT)" test-build
 	$(call check_run,$(ASAN_BUILD),$(check_asan_env),check-asan)
 
 check-tsan:
-	$(MAKE) BUILD=$(TSAN_BUILD) SAN="$(TSAN_FLAGS)" OPT="$(CHECK_OPT)" all
+	$(MAKE) BUILD=$(TSAN_BUILD) SAN="$(TSAN_FLAGS)" OPT="$(CHECK_OPT)" test-build
 	$(call check_run,$(TSAN_BUILD),$(check_tsan_env),check-tsan)
 
 # ---- fuzzing -------------------------------------------------------------------
@@ -103,7 +103,7 @@ FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -g -D_GNU_SOURCE -Iinclude -Ishim -Itool
 # Replay binaries: the harness with fuzz/replay_main.c instead of libFuzzer,
 # built like everything else in $(BUILD) (with $(SAN) under make check).
 FUZZ_REPLAY := $(FUZZ_NAMES:%=$(BUILD)/fuzz/%-replay)
-all: $(FUZZ_REPLAY)
+test-build: $(FUZZ_REPLAY)
 
 # One rule pair per harness (no .SECONDEXPANSION: it would leak into later fragments).
 FUZZ_DEPS := fuzz/fuzz.h $(wildcard shim/*.h tools/*.h) include/closewatch.h

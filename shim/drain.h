@@ -5,7 +5,10 @@
  *
  * What is drained (cw_drain_wanted):
  *   TCP   rst_unread, fin_pending, and clean while ESTABLISHED (the peer may
- *         still send: data arriving after close() is answered with RST).
+ *         still send: data arriving after close() is answered with RST);
+ *         also no_conn in FIN_WAIT1/FIN_WAIT2: the program shut its write
+ *         side itself (node: shutdown, then close) and the peer may still
+ *         send, with the same late RST.
  *   unix  rst_unread only: what we sent stays readable after close() and
  *         there is no late reset, so only our unread bytes (which turn the
  *         peer's EOF into ECONNRESET) are worth a drain.
@@ -47,9 +50,6 @@
  *     in a close() path.
  *   - a program that dup2()s over every fd number up to RLIMIT_NOFILE leaves
  *     our duplicate no room: that drain ends at once, as a timeout.
- *   - a socket the program shut down for writing itself (FIN_WAIT*) with
- *     nothing unread has verdict no_conn and is not drained, although the
- *     peer may still send (CONTRACT lists only the verdicts above).
  *   - SO_LINGER {1,N>0} with unread data is drained; the drain thread turns
  *     lingering off before its own close so as not to block, the queue still
  *     drains as an orphan. */

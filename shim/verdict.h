@@ -1,6 +1,6 @@
 /* Predicting the kernel's fate of a socket from numbers (pure). The rules
- * follow __tcp_close() and inet_shutdown() in the kernel; KERNEL-NOTES.md and
- * tests/test_verdicts.py check them on the wire. */
+ * follow __tcp_close() and inet_shutdown() in the kernel (README, "Records",
+ * lists them); tests/test_verdicts.py checks each one on the wire. */
 #ifndef CW_VERDICT_H
 #define CW_VERDICT_H
 

@@ -377,7 +377,7 @@ def tcp_listener(host, backlog=16):
 
 
 def addr_str(host, port):
-    """The contract's address form: ip:port or [ip6]:port."""
+    """The README's address form: ip:port or [ip6]:port."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -1,6 +1,6 @@
 """Fuzz corpora replayed (issue 9): every input in fuzz/corpus/NAME/ goes once through the
 harness fuzz/fuzz_NAME.c, built without libFuzzer (fuzz/replay_main.c) into
-$(BUILD)/fuzz/NAME-replay by `make all` (with the sanitizers under make check). A crash
+$(BUILD)/fuzz/NAME-replay by `make test-build` (with the sanitizers under make check). A crash
 input the fuzzer found stays in the corpus once fixed, as a regression test.
 
 `make fuzz` (clang, libFuzzer) is what grows the corpora; this only replays them."""
@@ -16,7 +16,7 @@ CORPUS = os.path.join(cwtest.ROOT, "fuzz", "corpus")
 def replay(name):
     exe = os.path.join(cwtest.BUILD, "fuzz", f"{name}-replay")
     corpus = os.path.join(CORPUS, name)
-    assert os.path.exists(exe), f"{exe} not built (make all builds it)"
+    assert os.path.exists(exe), f"{exe} not built (make test-build builds it)"
     files = [f for f in os.listdir(corpus) if not f.startswith(".")]
     assert files, f"empty corpus {corpus}"
     r = subprocess.run([exe, corpus], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -468,7 +468,7 @@ def test_shared_v6(ctx):
 
 
 def test_shared_forked_child_v4(ctx):
-    """Best effort in the contract: a live forked child still holds the socket."""
+    """Best effort (README, Limits): a live forked child still holds the socket."""
     srv, port = cwtest.tcp_listener(H4)
     with Capture(ctx, "tcp") as cap:
         p = start(ctx, "connect", H4, port, "fork-hold", 1500, "close", "say", "closed",

@@ -10,10 +10,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* The verdict names of the contract, in report order. */
+/* The verdict names (README, "Records"), in report order. */
 extern const char *const cw_verdicts[];
 #define CW_NVERDICT 8
-/* Drain results of the contract, in report order. */
+/* Drain results (README, "Records"), in report order. */
 extern const char *const cw_drain_results[];
 #define CW_NRESULT 3
 
