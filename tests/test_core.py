@@ -298,6 +298,81 @@ def test_bad_values_one_warning_each(ctx):
     assert read_records(p.log) == [], "events fell back to risky: a no_conn close is not logged"
 
 
+# One rule for every numeric variable (shim/config.c's table): a bad value means the default,
+# with exactly one warning naming the variable and the value used; an empty value is unset.
+NUMERIC = (  # variable, default, a value out of its range
+    ("CLOSEWATCH_BACKTRACE", "0", "17"),
+    ("CLOSEWATCH_DRAIN_TIMEOUT_MS", "30000", "0"),
+    ("CLOSEWATCH_DRAIN_IDLE_MS", "5000", "86400001"),
+    ("CLOSEWATCH_DRAIN_MAX", "1024", "65537"),
+    ("CLOSEWATCH_DRAIN_SYNC", "0", "2"),
+)
+
+
+def bad_forms(out_of_range):
+    return {"negative": "-5", "junk": "abc", "empty": "", "over-long": "9" * 30,
+            "out of range": out_of_range}
+
+
+def drained_close(ctx, name, extra):
+    """One close with 100 unread bytes in (async) drain mode, JSON events=all: the client must
+    get EOF (drained, not reset), the drain must be delivered (the client closes at once, well
+    inside the default idle and total times), and the record carries no backtrace (default 0).
+    Returns the stderr lines."""
+    p = start(ctx, "listen", H4, 0, "accept", "waitinq", 100, "close", "say", "done",
+              log=ctx.path(f"{name}.log"), mode="drain", extra=extra)
+    p.expect("fd")
+    port = int(p.expect("port"))
+    c = cwtest.connect(H4, port)
+    c.sendall(b"r" * 100)
+    p.expect("fd")
+    p.expect("done")
+    outcome = read_to_end(c)[1]
+    c.close()
+    assert finish(p) == 0, p.stderr
+    recs = read_records(p.log)
+    closes = [r for r in recs if r["call"] == "close"]
+    drains = [r for r in recs if r["call"] == "drain"]
+    assert outcome == "eof", f"{name}: the client got {outcome}: {closes}"
+    assert len(closes) == 1 and closes[0]["action"] == "drained", f"{name}: {closes}"
+    assert "bt" not in closes[0], f"{name}: backtrace recorded: {closes[0]}"
+    assert len(drains) == 1 and drains[0]["result"] == "delivered", f"{name}: {drains}"
+    return [l for l in p.stderr.splitlines() if l.strip()]
+
+
+def test_bad_numbers_mean_the_default_with_one_warning(ctx):
+    for var, default, out_of_range in NUMERIC:
+        for form, value in bad_forms(out_of_range).items():
+            name = f"{var}-{form}".replace(" ", "_")
+            lines = drained_close(ctx, name, {var: value})
+            if form == "empty":
+                assert lines == [], f"{var}='' is unset, not a bad value: {lines}"
+                continue
+            assert len(lines) == 1, f"{var}={value!r} ({form}): {lines}"
+            assert lines[0].startswith(f"closewatch: {var}={value} "), (form, lines[0])
+            assert lines[0].endswith(f"; using {default}"), (form, lines[0])
+
+
+def test_bad_backtrace_in_warn_mode_means_8(ctx):
+    """The default of CLOSEWATCH_BACKTRACE depends on the mode: warn mode's is 8."""
+    p = start(ctx, "socket", "tcp4", "close", "say", "done", mode="warn", backtrace="99")
+    p.expect("done")
+    assert finish(p) == 0
+    lines = [l for l in p.stderr.splitlines() if "CLOSEWATCH_" in l]
+    assert len(lines) == 1 and lines[0].endswith("CLOSEWATCH_BACKTRACE=99 is not valid "
+                                                 "(an integer from 0 to 16); using 8"), lines
+    recs = read_records(p.log)
+    assert len(recs) == 1 and len(recs[0].get("bt", [])) >= 1, recs
+
+
+def test_empty_choice_values_are_unset(ctx):
+    p = start(ctx, "socket", "tcp4", "close", "say", "done", mode="", fmt="", events="")
+    p.expect("done")
+    assert finish(p) == 0
+    assert p.stderr.strip() == "", p.stderr
+    assert read_records(p.log) == [], "events unset means risky: a no_conn close is not logged"
+
+
 def test_log_to_stderr_by_default(ctx):
     p = cwprog(ctx, "socket", "tcp4", "close", "say", "done",
                env=cwtest.shim_env(log=None, fmt="json", events="all"))
@@ -684,6 +759,13 @@ def test_signal_handler_closes_all_logged(ctx):
     assert finish(p) == 0, p.stderr
     recs = read_records(p.log)
     assert len(recs) == n + k, f"{len(recs)} records for {n} + {k} socket closes: {n + k - len(recs)} missing"
+
+
+def test_library_has_soname(ctx):
+    """A program linked with -lclosewatch records this name; ldconfig keys on it."""
+    out = subprocess.run(["readelf", "-d", cwtest.LIB], capture_output=True, text=True,
+                         check=True).stdout
+    assert re.search(r"\(SONAME\)\s+Library soname: \[libclosewatch\.so\]", out), out
 
 
 def test_exports_only_the_interposed_symbols(ctx):
