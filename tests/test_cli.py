@@ -187,6 +187,9 @@ def test_usage_and_help(ctx):
     for cmd in ([], ["run"], ["report"], ["wire"]):
         r = cli(*cmd, "--help", check=0)
         assert "usage: closewatch" in r.stdout, r.stdout
+    top = cli("--help", check=0).stdout
+    for shown in ("report [--json] [--top N]", "wire [--json] [--skew MS]", "--version"):
+        assert shown in top, (shown, top)
     bad = [
         [], ["frobnicate"], ["run"], ["run", "--mode", "loud", "--", "true"],
         ["run", "--events", "some", "--", "true"], ["run", "--backtrace", "x", "--", "true"],
@@ -205,6 +208,102 @@ def test_usage_and_help(ctx):
     assert "missing.pcap" in r.stderr, r.stderr
     r = cli("wire", ctx.path("missing.log"), ctx.path("missing.pcap"), check=2)
     assert "missing.log" in r.stderr, r.stderr
+
+
+def test_unknown_option_is_named(ctx):
+    for cmd in (["run", "--bogus", "--", "true"], ["report", "--bogus", "x"],
+                ["wire", "--bogus", "a", "b"]):
+        r = cli(*cmd, check=2)
+        assert r.stderr.startswith(f"closewatch {cmd[0]}: unknown option '--bogus'"), r.stderr
+
+
+def test_version(ctx):
+    """One version string: the Makefile's VERSION, also written into closewatch.pc."""
+    mk = open(os.path.join(cwtest.ROOT, "Makefile")).read()
+    version = re.search(r"^VERSION\s*\?=\s*(\S+)", mk, re.M).group(1)
+    r = cli("--version", check=0)
+    assert r.stdout == f"closewatch {version}\n" and r.stderr == "", (r.stdout, r.stderr)
+
+
+def test_run_option_values_as_the_library_takes_them(ctx):
+    """--backtrace, --mode, --events take exactly what the variable accepts (the library's
+    table): anything else is exit 2 naming the option, never a value the library would
+    then replace (--backtrace 99 was accepted, and the library used 16)."""
+    for opt, value in (("--backtrace", "99"), ("--backtrace", "17"), ("--backtrace", "-1"),
+                       ("--backtrace", ""), ("--backtrace", "9" * 30), ("--mode", ""),
+                       ("--mode", "Warn"), ("--events", "")):
+        r = cli("run", opt, value, "--", "true", check=2)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"closewatch run: {opt} '{value}'"), \
+            (opt, value, r.stderr)
+    env, _ = child_env("--backtrace", "16", "--mode", "warn")
+    assert env["CLOSEWATCH_BACKTRACE"] == "16" and env["CLOSEWATCH_MODE"] == "warn"
+
+
+def test_run_warns_once_for_a_bad_inherited_variable(ctx):
+    """A bad CLOSEWATCH_* variable in run's environment: one warning for the whole run, not
+    one per process (the program here starts three more, each loading the library)."""
+    script = "/bin/true & /bin/true & /bin/true & wait"
+    for var, value, used in (("CLOSEWATCH_DRAIN_MAX", "-1", "1024"),
+                             ("CLOSEWATCH_MODE", "loud", "observe")):
+        r = cli("run", "--", "sh", "-c", script, env=base_env(**{var: value}), check=0)
+        lines = [l for l in r.stderr.splitlines() if var in l]
+        assert lines == [f"closewatch: {var}={value} is not valid "
+                         f"({'an integer from 1 to 65536' if var.endswith('MAX') else 'observe|warn|drain'})"
+                         f"; using {used}"], r.stderr
+        env, _ = child_env(env=base_env(**{var: value}))
+        assert var not in env, "the bad value is left out: CMD gets the default"
+    # A good inherited value is passed on as it is.
+    env, r = child_env(env=base_env(CLOSEWATCH_DRAIN_MAX="7"))
+    assert env["CLOSEWATCH_DRAIN_MAX"] == "7" and "CLOSEWATCH_DRAIN_MAX" not in r.stderr
+
+
+def numeric_ranges():
+    """{variable: (lo, hi)} as the library states them in its warnings."""
+    out = {}
+    for var in ("CLOSEWATCH_BACKTRACE", "CLOSEWATCH_DRAIN_TIMEOUT_MS",
+                "CLOSEWATCH_DRAIN_IDLE_MS", "CLOSEWATCH_DRAIN_MAX"):
+        r = subprocess.run(["true"], env=cwtest.shim_env(extra={var: "x"}),
+                           stderr=subprocess.PIPE, text=True, check=True)
+        m = re.search(var + r"=x is not valid \(an integer from (\d+) to (\d+)\)", r.stderr)
+        assert m, r.stderr
+        out[var] = (m.group(1), m.group(2))
+    return out
+
+
+def test_ranges_agree_in_help_man_and_readme(ctx):
+    ranges = numeric_ranges()
+    read = lambda *p: open(os.path.join(cwtest.ROOT, *p)).read()
+    readme, man1, man7 = read("README.md"), read("tools", "closewatch.1"), read("man", "libclosewatch.7")
+    for var, (lo, hi) in ranges.items():
+        said = f"{lo} to {hi}"
+        row = [l for l in readme.splitlines() if l.startswith(f"| `{var}`")]
+        assert len(row) == 1 and said in row[0], (var, said, row)
+        for name, page in (("closewatch.1", man1), ("libclosewatch.7", man7)):
+            m = re.search(r"^\.BR? " + var + r"\n(.*?)\n\.(TP|SH)", page, re.M | re.S)
+            assert m and said in m.group(1), (name, var, said, m and m.group(1))
+    lo, hi = ranges["CLOSEWATCH_BACKTRACE"]
+    run_help = cli("run", "--help", check=0).stdout
+    assert re.search(rf"--backtrace N .*\b{lo} to {hi}\b", run_help), run_help
+    assert re.search(rf"^\.BI \\-\\-backtrace.*\n.*\n.*\b{lo} to {hi}\b", man1, re.M), \
+        "closewatch.1: --backtrace"
+
+
+def test_make_builds_library_and_cli_and_test_build_is_quiet(ctx):
+    """`make` (all) builds the library, the CLI and cw-pcap, nothing else (README); the suite's
+    programs come from `make test-build`, which prints nothing once all is built (no stray
+    "Nothing to be done" line in `make test`)."""
+    fresh = ctx.path("fresh-build")
+    r = subprocess.run(["make", "-n", "--no-print-directory", "-C", cwtest.ROOT, f"BUILD={fresh}",
+                        "all"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    outputs = set(re.findall(r" -o (\S+)", r.stdout))
+    built = {os.path.relpath(o, fresh) for o in outputs if not o.endswith(".o")}
+    assert built == {"libclosewatch.so", "closewatch", "cw-pcap"}, sorted(built)
+    make = ["make", "--no-print-directory", "-C", cwtest.ROOT, f"BUILD={cwtest.BUILD}", "test-build"]
+    subprocess.run(make, capture_output=True, text=True, timeout=600, check=True)
+    r = subprocess.run(make, capture_output=True, text=True, timeout=600, check=True)
+    assert r.stdout == "" and r.stderr == "", (r.stdout, r.stderr)
 
 
 # ---------------------------------------------------------------- scenarios
