@@ -5,7 +5,9 @@
  * name wins, as in an environment; chunks without '=' or with an unknown name
  * are ignored. Checks: every field ends up in its documented range, a file
  * path is kept verbatim, and each warning is one short, printable line that
- * names a variable that was set, at most one per variable. */
+ * names a variable that was set, at most one per variable. One rule for every
+ * numeric variable: an empty value is unset (no warning); a warning means the
+ * default; no warning means the number given (nothing clamped). */
 #include "fuzz.h"
 #include "config.h"
 
@@ -23,6 +25,26 @@ struct env {
 	unsigned warnings[NNAMES];
 	unsigned nwarn;
 };
+
+/* A numeric variable: the value given (digits, leading zeros aside), or its
+ * default with one warning, or its default silently when empty/unset. */
+static void check_number(const struct env *e, int i, long got, long def)
+{
+	const char *v = e->val[i];
+	if (!v || !*v) {
+		FUZZ_CHECK(!e->warnings[i] && got == def);
+		return;
+	}
+	if (e->warnings[i]) {
+		FUZZ_CHECK(got == def);
+		return;
+	}
+	while (*v == '0' && v[1])
+		v++;
+	char text[24];
+	int n = snprintf(text, sizeof text, "%ld", got);
+	FUZZ_CHECK(n > 0 && !strcmp(text, v));
+}
 
 static int name_index(const char *full)
 {
@@ -103,7 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(c.backtrace >= 0 && c.backtrace <= CW_BT_LIMIT);
 	FUZZ_CHECK(c.drain_timeout_ms >= 1 && c.drain_timeout_ms <= 86400000L);
 	FUZZ_CHECK(c.drain_idle_ms >= 1 && c.drain_idle_ms <= 86400000L);
-	FUZZ_CHECK(c.drain_max >= 0 && c.drain_max <= 65536);
+	FUZZ_CHECK(c.drain_max >= 1 && c.drain_max <= 65536);
 	FUZZ_CHECK(memchr(c.log_path, 0, sizeof c.log_path) != NULL);
 	if (c.log_kind == CW_LOG_FILE) {
 		FUZZ_CHECK(e.val[1] && !strcmp(c.log_path, e.val[1]));
@@ -129,6 +151,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < 3; i++)
 		if (e.val[0] && !strcmp(e.val[0], valid_mode[i]))
 			FUZZ_CHECK(!e.warnings[0] && c.mode == i);
+	check_number(&e, 4, c.backtrace, c.mode == CW_MODE_WARN ? 8 : 0);
+	check_number(&e, 5, c.drain_timeout_ms, 30000);
+	check_number(&e, 6, c.drain_idle_ms, 5000);
+	check_number(&e, 7, c.drain_sync, 0);
+	check_number(&e, 8, c.drain_max, 1024);
 	FUZZ_CHECK(e.nwarn <= NNAMES);
 	free(buf);
 	return 0;
