@@ -73,7 +73,9 @@ $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/closewatch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(PCAP_CFLAGS) -c $< -o $@
 
+# closewatch --version; rebuilt when the Makefile (VERSION) changes.
 $(BUILD)/tools/closewatch.o: CFLAGS_ALL += -DCW_VERSION='"$(VERSION)"'
+$(BUILD)/tools/closewatch.o: Makefile
 
 # run.c checks its options against the settings table.
 $(BUILD)/tools/run.o: shim/config.h

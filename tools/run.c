@@ -143,7 +143,7 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		if (!found)
 			return -cw_unknown_option("run", a);
 	}
-	if (bad_setting("--mode", o->mode, CW_SET_MODE) ||
+	if (bad_setting("--mode", o->mode, CW_SET_MODE) || bad_setting("--log", o->log, CW_SET_LOG) ||
 	    bad_setting("--events", o->events, CW_SET_EVENTS) ||
 	    bad_setting("--backtrace", o->backtrace, CW_SET_BACKTRACE))
 		return -2;
