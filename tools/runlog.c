@@ -84,7 +84,11 @@ static int absolute(const char *spec, char *out, size_t cap)
 static int check_writable(const char *path)
 {
 	if (!strstr(path, "%p")) {
-		int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+		/* O_NONBLOCK: a FIFO must not block us here; one without a reader yet is fine. */
+		int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+			      0600);
+		if (fd < 0 && errno == ENXIO)
+			return 0;
 		if (fd < 0) {
 			cw_err("cannot write the log %s: %s", path, strerror(errno));
 			return -1;
