@@ -298,7 +298,7 @@ def test_report_counts_corrupted_lines_and_totals_the_rest(ctx):
     want = verdict_counts(recs)
     for v, n in want.items():
         assert got["verdicts"][v]["count"] == n, (v, got["verdicts"][v], n)
-    assert got["closes"] == sum(want.values())
+    assert got["closes"] + got["shutdowns"] == sum(want.values())
     assert got["lost"] == sum(r["lost"] for r in recs), got
     for v in got["verdicts"]:
         assert got["verdicts"][v]["lost"] == sum(r["lost"] for r in recs if r["verdict"] == v)
@@ -310,7 +310,7 @@ def test_report_counts_corrupted_lines_and_totals_the_rest(ctx):
     unread = [x for x in recs if x["verdict"] == "rst_unread"][0]
     assert re.search(rf"^rst_unread\s+1\s+{unread['unsent']}\s+{unread['sendq'] - unread['unsent']}"
                      r"\s+100\s+risky$", r.stdout, re.M), r.stdout
-    assert re.search(rf"^total\s+{got['closes']}\s+{got['never_sent']}\s+{got['in_flight']}"
+    assert re.search(rf"^total\s+{got['closes'] + got['shutdowns']}\s+{got['never_sent']}\s+{got['in_flight']}"
                      rf"\s+{got['not_read']}$", r.stdout, re.M), r.stdout
 
 

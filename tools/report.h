@@ -52,7 +52,7 @@ struct cw_report {
 	struct cw_strmap pids;
 	/* closes: every record but drains and shutdowns (close, close_range, exit, …) */
 	unsigned long closes, shutdowns, risky, drain_records, no_bt;
-	unsigned long unix_risky; /* risky AF_UNIX closes not drained: no byte split */
+	unsigned long unix_risky; /* risky AF_UNIX closes, not drained, with a send queue (memory, not bytes) */
 	uint64_t lost;  /* sum of `lost` (an upper bound) of risky closes that were not drained */
 	struct cw_split split; /* the same closes, split as peers see it */
 	uint64_t saved; /* what drained closes would have lost */
