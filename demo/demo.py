@@ -367,6 +367,13 @@ class Demo:
                       f"{num(answered)} answered - {num(rec['unsent'])} unsent"
                       + (": the record's numbers are exact." if exact else
                          f" (differs by {num(answered - rec['unsent'] - wire['server_payload'])})."))
+            if r.get("lost") is not None:
+                # What the client missed is the part never sent; what was in flight arrived.
+                flight = rec["sendq"] - rec["unsent"]
+                print(f"    The client lost {num(r['lost'])} answer bytes" +
+                      (f": exactly the {num(rec['unsent'])} never sent; the {num(flight)} in "
+                       f"flight at the reset reached it." if r["lost"] == rec["unsent"] else
+                       f"; the record says {num(rec['unsent'])} were never sent."))
             bt = rec.get("bt") or []
             top = next((f for f in bt if "/demo/server" in f), None)
             if top:

@@ -22,6 +22,12 @@ static atomic_int reopen_pending; /* the log fd was given up: reopen by path */
  * failed and the warning said "using stderr"), or nowhere (-1: a reopen
  * failed; never spill a file's records into the program's stderr). */
 static atomic_int fallback = CW_LOG_STDERR;
+/* A %p path names one file per process: it is opened by the process's first
+ * record, so that processes that log nothing (a shell, a wrapper that execs)
+ * leave no empty file behind. 1 while not yet opened. */
+static atomic_int open_at_first_record;
+
+#define LOG_FILE_FLAGS (O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
 
 static void warn_stderr(const char *a, const char *b, const char *c)
 {
@@ -74,7 +80,7 @@ static void open_target(int quiet)
 	if (kind == CW_LOG_FILE) {
 		char path[CW_PATH_MAX + 32];
 		expand_path(path, sizeof path);
-		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+		fd = open(path, LOG_FILE_FLAGS, 0600);
 		if (fd < 0) {
 			if (!quiet)
 				warn_stderr("cannot open log file ", path, ": using stderr");
@@ -95,9 +101,43 @@ static void open_target(int quiet)
 	atomic_store(&log_fd, fd);
 }
 
+static int per_process_file(void)
+{
+	return cw_cfg.log_kind == CW_LOG_FILE && strstr(cw_cfg.log_path, "%p") && !getauxval(AT_SECURE);
+}
+
 void cw_log_open(void)
 {
+	if (per_process_file()) {
+		atomic_store(&open_at_first_record, 1);
+		return;
+	}
 	open_target(0);
+}
+
+/* The first record of a process with a %p file. Threads that race here each
+ * open the file; the first to install its fd wins, the others close theirs:
+ * nobody waits (a signal handler may log in the middle of an open), and no
+ * record spills into stderr meanwhile. */
+static int open_now(void)
+{
+	char path[CW_PATH_MAX + 32];
+	expand_path(path, sizeof path);
+	int fd = open(path, LOG_FILE_FLAGS, 0600);
+	if (fd < 0) {
+		if (atomic_exchange(&open_at_first_record, 0))
+			warn_stderr("cannot open log file ", path, ": using stderr");
+		return atomic_load(&log_fd);
+	}
+	fd = cw_fd_hide(fd);
+	int expected = -1;
+	if (!atomic_compare_exchange_strong(&log_fd, &expected, fd)) {
+		cw_fd_clear(fd);
+		REAL(close)(fd);
+		return expected;
+	}
+	atomic_store(&open_at_first_record, 0);
+	return fd;
 }
 
 void cw_log_after_fork_child(void)
@@ -109,7 +149,7 @@ void cw_log_after_fork_child(void)
 		cw_fd_clear(old);
 		REAL(close)(old);
 	}
-	open_target(0);
+	cw_log_open();
 }
 
 void cw_log_relocate_if(int fd)
@@ -137,6 +177,8 @@ void cw_log_relocate_if(int fd)
  * warning, if any, was given at start-up). */
 static int current_fd(void)
 {
+	if (atomic_load(&open_at_first_record) && atomic_load(&log_fd) < 0)
+		return open_now();
 	int expected = 1;
 	if (atomic_load(&reopen_pending) &&
 	    atomic_compare_exchange_strong(&reopen_pending, &expected, 0))

@@ -126,7 +126,8 @@ def test_run_summary_counts_this_run_only(ctx):
         r = cli("run", "--json", "--events", "all", "--log", log, "--",
                 *cwprog_argv("socket", "tcp4", "close", "socket", "tcp6", "close"), check=0)
         assert "2 socket closes logged by 1 process: no_conn 2" in r.stderr, r.stderr
-        assert "bytes lost (upper bound): 0" in r.stderr, r.stderr
+        assert "0 risky closes: answer bytes never sent 0, in flight at the reset 0" in r.stderr, \
+            r.stderr
         assert "drains: 0" in r.stderr, r.stderr
     assert len(read_records(log)) == 4
 
@@ -396,7 +397,7 @@ def test_report_counts_corrupted_lines_and_totals_the_rest(ctx):
     want = verdict_counts(recs)
     for v, n in want.items():
         assert got["verdicts"][v]["count"] == n, (v, got["verdicts"][v], n)
-    assert got["closes"] == sum(want.values())
+    assert got["closes"] + got["shutdowns"] == sum(want.values())
     assert got["lost"] == sum(r["lost"] for r in recs), got
     for v in got["verdicts"]:
         assert got["verdicts"][v]["lost"] == sum(r["lost"] for r in recs if r["verdict"] == v)
@@ -405,8 +406,11 @@ def test_report_counts_corrupted_lines_and_totals_the_rest(ctx):
     # the text form says the same
     r = cli("report", corrupt, check=0)
     assert re.search(r"malformed lines: 3\b", r.stdout), r.stdout
-    assert re.search(r"^rst_unread\s+1\s+100\s+risky$", r.stdout, re.M), r.stdout
-    assert re.search(rf"^total\s+{got['closes']}\s+{got['lost']}$", r.stdout, re.M), r.stdout
+    unread = [x for x in recs if x["verdict"] == "rst_unread"][0]
+    assert re.search(rf"^rst_unread\s+1\s+{unread['unsent']}\s+{unread['sendq'] - unread['unsent']}"
+                     r"\s+100\s+risky$", r.stdout, re.M), r.stdout
+    assert re.search(rf"^total\s+{got['closes'] + got['shutdowns']}\s+{got['never_sent']}\s+{got['in_flight']}"
+                     rf"\s+{got['not_read']}$", r.stdout, re.M), r.stdout
 
 
 def test_report_reads_text_logs_like_json(ctx):
@@ -452,7 +456,10 @@ def test_report_merges_logs_of_four_processes(ctx):
     for v, n in verdict_counts(allrecs).items():
         assert got["verdicts"][v]["count"] == n
     # the run summary agrees with the report
-    assert f"bytes lost (upper bound): {got['lost']} in 4 risky closes" in r.stderr, r.stderr
+    assert (f"4 risky closes: answer bytes never sent {got['never_sent']}, in flight at the reset "
+            f"{got['in_flight']} (they reach the peer unless dropped), request bytes not read "
+            f"{got['not_read']}") in r.stderr, r.stderr
+    assert got["not_read"] == 10 + 20 + 30 + 40, got
 
 
 def test_report_groups_call_sites_and_peers(ctx):
@@ -463,7 +470,7 @@ def test_report_groups_call_sites_and_peers(ctx):
     got = report_json(log)
     sites = got["call_sites"]
     assert sites and all(s["bt"] for s in sites), sites
-    assert sum(s["count"] for s in sites) + got["no_backtrace"] == got["closes"]
+    assert sum(s["count"] for s in sites) + got["no_backtrace"] == got["closes"] + got["shutdowns"]
     assert sites[0]["risky"] == max(s["risky"] for s in sites)
     peers = {p["key"]: p for p in got["peers"]}
     assert "127.0.0.1" in peers and "::1" in peers, peers

@@ -1,52 +1,112 @@
-/* Reading closewatch log files line by line into records. */
+/* Reading closewatch log files line by line into records, in bounded memory.
+ *
+ * A record is at most CW_REC_LINE_MAX bytes (the shim's limit) and may sit
+ * behind a syslog prefix; lines are read with read(2) into a fixed buffer and
+ * a line longer than CW_LOG_LINE_MAX is consumed up to its newline without
+ * being kept, and counted as malformed. So a log that is one endless line
+ * (a device, a corrupted file) costs the same memory as a good one. */
 #include "logread.h"
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#define READ_CHUNK 65536
+
+struct line_state {
+	const char *path;
+	unsigned long lineno;
+	struct cw_rec *r;
+	cw_rec_fn fn;
+	void *arg;
+	struct cw_logstats *st;
+};
+
+static void bad_line(struct line_state *ls)
+{
+	struct cw_logstats *st = ls->st;
+	if (!st->malformed)
+		snprintf(st->first_bad, sizeof(st->first_bad), "%.500s:%lu", ls->path, ls->lineno);
+	st->malformed++;
+}
+
+/* One complete line (without its newline); too_long: it was not kept. */
+static void one_line(struct line_state *ls, const char *line, size_t len, int too_long)
+{
+	ls->lineno++;
+	if (too_long) {
+		ls->st->lines++;
+		bad_line(ls);
+		return;
+	}
+	int rc = cw_log_parse_line(line, len, ls->r);
+	if (rc == CW_LINE_BLANK)
+		return;
+	ls->st->lines++;
+	if (rc == CW_LINE_RECORD) {
+		ls->st->records++;
+		ls->fn(ls->r, ls->arg);
+	} else {
+		bad_line(ls);
+	}
+}
 
 int cw_log_read_file(const char *path, off_t start, cw_rec_fn fn, void *arg, struct cw_logstats *st)
 {
-	FILE *f = fopen(path, "r");
-	if (!f)
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return -1;
-	if (start > 0 && fseeko(f, start, SEEK_SET) != 0) {
+	if (start > 0 && lseek(fd, start, SEEK_SET) < 0) {
 		int e = errno;
-		fclose(f);
+		close(fd);
 		errno = e;
 		return -1;
 	}
-	struct cw_rec *r = cw_xmalloc(sizeof(*r));
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t n;
-	unsigned long lineno = 0;
+	struct line_state ls = {path, 0, cw_xmalloc(sizeof(struct cw_rec)), fn, arg, st};
+	char *buf = cw_xmalloc(READ_CHUNK);
+	char *line = cw_xmalloc(CW_LOG_LINE_MAX);
+	size_t len = 0;   /* bytes of the current line kept in `line` */
+	int too_long = 0; /* the current line passed CW_LOG_LINE_MAX: skipping to its newline */
+	int err = 0;
 	st->files++;
-	errno = 0;
-	while ((n = getline(&line, &cap, f)) >= 0) {
-		lineno++;
-		size_t len = (size_t)n;
-		if (len && line[len - 1] == '\n')
-			len--;
-		int rc = cw_log_parse_line(line, len, r);
-		if (rc == CW_LINE_BLANK)
+	for (;;) {
+		ssize_t n = read(fd, buf, READ_CHUNK);
+		if (n < 0 && errno == EINTR)
 			continue;
-		st->lines++;
-		if (rc == CW_LINE_RECORD) {
-			st->records++;
-			fn(r, arg);
-		} else {
-			if (!st->malformed)
-				snprintf(st->first_bad, sizeof(st->first_bad), "%.500s:%lu", path, lineno);
-			st->malformed++;
+		if (n < 0) {
+			err = errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		const char *p = buf, *end = buf + n;
+		while (p < end) {
+			const char *nl = memchr(p, '\n', (size_t)(end - p));
+			size_t take = (size_t)((nl ? nl : end) - p);
+			if (!too_long && take > CW_LOG_LINE_MAX - len)
+				too_long = 1;
+			if (!too_long) {
+				memcpy(line + len, p, take);
+				len += take;
+			}
+			if (!nl)
+				break;
+			one_line(&ls, line, len, too_long);
+			len = 0;
+			too_long = 0;
+			p = nl + 1;
 		}
 	}
-	int err = ferror(f) ? (errno ? errno : EIO) : 0;
+	if (!err && (len || too_long))
+		one_line(&ls, line, len, too_long); /* a last line without newline */
 	free(line);
-	free(r);
-	fclose(f);
+	free(buf);
+	free(ls.r);
+	close(fd);
 	if (err) {
 		errno = err;
 		return -1;

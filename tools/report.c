@@ -67,10 +67,31 @@ static void peer_host(const char *peer, char *out, size_t cap)
 	out[n] = 0;
 }
 
-static void count(struct cw_item *it, uint64_t lost, int risky, int vi)
+static void split_add(struct cw_split *to, const struct cw_split *s)
+{
+	to->never_sent = cw_sat_add(to->never_sent, s->never_sent);
+	to->in_flight = cw_sat_add(to->in_flight, s->in_flight);
+	to->not_read = cw_sat_add(to->not_read, s->not_read);
+}
+
+/* The split of one close (zero unless it reset the connection and was not drained). */
+static void split_of(const struct cw_rec *rec, int drained, struct cw_split *s)
+{
+	memset(s, 0, sizeof(*s));
+	if (drained || (strcmp(rec->verdict, "rst_unread") && strcmp(rec->verdict, "rst_linger0")))
+		return;
+	s->not_read = rec->recvq;
+	if (strcmp(rec->proto, "tcp"))
+		return; /* unix: sendq is memory, not bytes; nothing is "in flight" */
+	s->never_sent = rec->unsent < rec->sendq ? rec->unsent : rec->sendq;
+	s->in_flight = rec->sendq - s->never_sent;
+}
+
+static void count(struct cw_item *it, uint64_t lost, const struct cw_split *s, int risky, int vi)
 {
 	it->count++;
-	it->lost += lost;
+	it->lost = cw_sat_add(it->lost, lost);
+	split_add(&it->split, s);
 	if (risky)
 		it->risky++;
 	it->vc[vi]++;
@@ -94,8 +115,8 @@ void cw_report_add(struct cw_report *r, const struct cw_rec *rec)
 		struct cw_item *it = group_item(&r->drains, rec->result);
 		r->drain_records++;
 		it->count++;
-		it->discarded += rec->discarded;
-		it->waited_ms += rec->waited_ms;
+		it->discarded = cw_sat_add(it->discarded, rec->discarded);
+		it->waited_ms = cw_sat_add(it->waited_ms, rec->waited_ms);
 		if (rec->waited_ms > it->waited_max)
 			it->waited_max = rec->waited_ms;
 		return;
@@ -104,20 +125,29 @@ void cw_report_add(struct cw_report *r, const struct cw_rec *rec)
 	int vi = verdict_index(rec->verdict);
 	/* A drained close's `lost` is what the kernel would have thrown away:
 	 * the drain saved it, so it counts as saved, not lost. */
-	uint64_t lost = strcmp(rec->action, "drained") ? rec->lost : 0;
-	r->closes++;
-	r->lost += lost;
-	r->saved += rec->lost - lost;
+	int drained = !strcmp(rec->action, "drained");
+	uint64_t lost = drained ? 0 : rec->lost;
+	struct cw_split s;
+	split_of(rec, drained, &s);
+	if (!strcmp(rec->call, "shutdown"))
+		r->shutdowns++;
+	else
+		r->closes++;
+	r->lost = cw_sat_add(r->lost, lost);
+	r->saved = cw_sat_add(r->saved, rec->lost - lost);
+	split_add(&r->split, &s);
 	if (risky)
 		r->risky++;
-	count(group_item(&r->verdicts, rec->verdict), lost, risky, vi);
-	count(group_item(&r->actions, rec->action), lost, risky, vi);
-	count(group_item(&r->calls, rec->call), lost, risky, vi);
+	if (risky && !drained && !strcmp(rec->proto, "unix") && rec->sendq)
+		r->unix_risky++;
+	count(group_item(&r->verdicts, rec->verdict), lost, &s, risky, vi);
+	count(group_item(&r->actions, rec->action), lost, &s, risky, vi);
+	count(group_item(&r->calls, rec->call), lost, &s, risky, vi);
 	char host[CW_REC_ADDR];
 	peer_host(rec->peer, host, sizeof(host));
-	count(group_item(&r->peers, host), lost, risky, vi);
+	count(group_item(&r->peers, host), lost, &s, risky, vi);
 	if (rec->nbt)
-		count(group_item(&r->sites, rec->bt), lost, risky, vi);
+		count(group_item(&r->sites, rec->bt), lost, &s, risky, vi);
 	else
 		r->no_bt++;
 }

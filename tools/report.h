@@ -17,10 +17,27 @@ extern const char *const cw_verdicts[];
 extern const char *const cw_drain_results[];
 #define CW_NRESULT 3
 
+/* Byte totals saturate at UINT64_MAX instead of wrapping (a log may say anything). */
+static inline uint64_t cw_sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* What a risky close that was not drained threw away, split the way peers see
+ * it (TCP rst_unread and rst_linger0): answer bytes never sent (unsent: exact,
+ * the peer never gets them), bytes in flight at the reset (sendq - unsent:
+ * already sent, they reach the peer unless dropped on the way) and request
+ * bytes never read (recvq). For AF_UNIX the send queue is memory charged to
+ * the socket, not bytes: only its recvq counts (in not_read). */
+struct cw_split {
+	uint64_t never_sent, in_flight, not_read;
+};
+
 struct cw_item {
 	char *key;
 	unsigned long count, risky;
 	uint64_t lost, discarded, waited_ms, waited_max;
+	struct cw_split split;
 	unsigned long vc[CW_NVERDICT + 1];   /* per verdict; last: other */
 };
 
@@ -33,8 +50,11 @@ struct cw_group {
 struct cw_report {
 	struct cw_group verdicts, actions, calls, sites, peers, drains;
 	struct cw_strmap pids;
-	unsigned long closes, risky, drain_records, no_bt;
-	uint64_t lost;  /* thrown away by risky closes that were not drained */
+	/* closes: every record but drains and shutdowns (close, close_range, exit, …) */
+	unsigned long closes, shutdowns, risky, drain_records, no_bt;
+	unsigned long unix_risky; /* risky AF_UNIX closes, not drained, with a send queue (memory, not bytes) */
+	uint64_t lost;  /* sum of `lost` (an upper bound) of risky closes that were not drained */
+	struct cw_split split; /* the same closes, split as peers see it */
 	uint64_t saved; /* what drained closes would have lost */
 	double first_t, last_t;
 	char first_ts[48], last_ts[48];

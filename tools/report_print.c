@@ -46,9 +46,10 @@ static void site_label(const char *bt, char *out, size_t cap)
 
 static void header(FILE *f, const struct cw_report *r, const struct cw_logstats *st)
 {
-	fprintf(f, "%lu record%s (%lu closes, %lu drain records) from %zu process%s in %lu file%s",
-		st->records, st->records == 1 ? "" : "s", r->closes, r->drain_records, r->pids.n,
-		r->pids.n == 1 ? "" : "es", st->files, st->files == 1 ? "" : "s");
+	fprintf(f, "%lu record%s (%lu close%s, %lu shutdown%s, %lu drain records) from %zu process%s"
+		" in %lu file%s", st->records, st->records == 1 ? "" : "s", r->closes,
+		r->closes == 1 ? "" : "s", r->shutdowns, r->shutdowns == 1 ? "" : "s", r->drain_records, r->pids.n, r->pids.n == 1 ? "" : "es", st->files,
+		st->files == 1 ? "" : "s");
 	fprintf(f, "; malformed lines: %lu", st->malformed);
 	if (st->malformed)
 		fprintf(f, " (first at %s)", st->first_bad);
@@ -57,51 +58,74 @@ static void header(FILE *f, const struct cw_report *r, const struct cw_logstats 
 		fprintf(f, "from %s to %s\n", r->first_ts, r->last_ts);
 }
 
+/* What the risky closes threw away, split as the peers see it. */
+static void loss_lines(FILE *f, const struct cw_report *r)
+{
+	fprintf(f, "risky closes: %lu; what those not drained threw away:\n", r->risky);
+	fprintf(f, "  answer bytes never sent: %" PRIu64 " (exact: the peer never gets them)\n",
+		r->split.never_sent);
+	fprintf(f, "  bytes in flight at the reset: %" PRIu64
+		" (already sent: they reach the peer unless dropped)\n", r->split.in_flight);
+	fprintf(f, "  request bytes not read: %" PRIu64 " (what the program chose not to read)\n",
+		r->split.not_read);
+	if (r->unix_risky)
+		fprintf(f, "  (%lu unix socket close%s: a unix send queue is memory charged, not bytes;"
+			" not counted above)\n", r->unix_risky, r->unix_risky == 1 ? "" : "s");
+	fprintf(f, "  sum of the records' lost (upper bound): %" PRIu64, r->lost);
+	if (r->saved)
+		fprintf(f, "; saved by drains: %" PRIu64, r->saved);
+	fputc('\n', f);
+}
+
 void cw_report_print_text(FILE *f, const struct cw_report *r, const struct cw_logstats *st, int top)
 {
 	char a[32], b[32], c[32], d[32];
 	char mix[256], label[1024];
+	char e[32];
 	header(f, r, st);
-	fprintf(f, "bytes lost (upper bound): %" PRIu64 " in %lu risky close%s", r->lost,
-		r->risky, r->risky == 1 ? "" : "s");
-	if (r->saved)
-		fprintf(f, "; saved by drains: %" PRIu64, r->saved);
-	fputs("\n\n", f);
+	loss_lines(f, r);
+	fputc('\n', f);
 
+	/* "closes" in the tables: records of closes and shutdowns alike. */
 	struct cw_table t;
-	cw_table_init(&t, "lrrr", "verdict", "closes", "bytes lost", "");
+	cw_table_init(&t, "lrrrrr", "verdict", "closes", "never sent", "in flight", "not read", "");
 	for (size_t i = 0; i < r->verdicts.n; i++) {
 		const struct cw_item *it = &r->verdicts.items[i];
-		cw_table_row(&t, it->key, NUM(a, it->count), NUM(b, it->lost),
+		cw_table_row(&t, it->key, NUM(a, it->count), NUM(b, it->split.never_sent),
+			     NUM(c, it->split.in_flight), NUM(d, it->split.not_read),
 			     cw_verdict_risky(it->key) ? "risky" : "");
 	}
-	cw_table_row(&t, "total", NUM(a, r->closes), NUM(b, r->lost), "");
+	cw_table_row(&t, "total", NUM(a, r->closes + r->shutdowns), NUM(b, r->split.never_sent),
+		     NUM(c, r->split.in_flight), NUM(d, r->split.not_read), "");
 	cw_table_print(&t, f, 0);
 
 	struct cw_item **v = cw_group_sorted(&r->calls);
 	fputc('\n', f);
-	cw_table_init(&t, "lrrr", "call", "closes", "risky", "bytes lost");
+	cw_table_init(&t, "lrrrr", "call", "closes", "risky", "never sent", "not read");
 	for (size_t i = 0; v[i]; i++)
-		cw_table_row(&t, v[i]->key, NUM(a, v[i]->count), NUM(b, v[i]->risky), NUM(c, v[i]->lost));
+		cw_table_row(&t, v[i]->key, NUM(a, v[i]->count), NUM(b, v[i]->risky),
+			     NUM(c, v[i]->split.never_sent), NUM(e, v[i]->split.not_read));
 	free(v);
 	cw_table_print(&t, f, 0);
 
 	v = cw_group_sorted(&r->actions);
 	fputc('\n', f);
-	cw_table_init(&t, "lrr", "action", "closes", "bytes lost");
+	cw_table_init(&t, "lrrr", "action", "closes", "never sent", "not read");
 	for (size_t i = 0; v[i]; i++)
-		cw_table_row(&t, v[i]->key, NUM(a, v[i]->count), NUM(b, v[i]->lost));
+		cw_table_row(&t, v[i]->key, NUM(a, v[i]->count), NUM(b, v[i]->split.never_sent),
+			     NUM(c, v[i]->split.not_read));
 	free(v);
 	cw_table_print(&t, f, 0);
 
 	fprintf(f, "\ntop call sites (by risky closes; %lu close%s without backtrace)\n", r->no_bt,
 		r->no_bt == 1 ? "" : "s");
 	v = cw_group_sorted(&r->sites);
-	cw_table_init(&t, "rrrll", "closes", "risky", "bytes lost", "verdicts", "site");
+	cw_table_init(&t, "rrrll", "closes", "risky", "never sent", "verdicts", "site");
 	for (size_t i = 0; v[i] && (int)i < top; i++) {
 		verdict_mix(v[i], mix, sizeof(mix));
 		site_label(v[i]->key, label, sizeof(label));
-		cw_table_row(&t, NUM(a, v[i]->count), NUM(b, v[i]->risky), NUM(c, v[i]->lost), mix, label);
+		cw_table_row(&t, NUM(a, v[i]->count), NUM(b, v[i]->risky), NUM(c, v[i]->split.never_sent),
+			     mix, label);
 	}
 	free(v);
 	int none = t.nrows == 1;
@@ -111,10 +135,11 @@ void cw_report_print_text(FILE *f, const struct cw_report *r, const struct cw_lo
 
 	fprintf(f, "\ntop peers\n");
 	v = cw_group_sorted(&r->peers);
-	cw_table_init(&t, "rrrll", "closes", "risky", "bytes lost", "verdicts", "peer");
+	cw_table_init(&t, "rrrll", "closes", "risky", "never sent", "verdicts", "peer");
 	for (size_t i = 0; v[i] && (int)i < top; i++) {
 		verdict_mix(v[i], mix, sizeof(mix));
-		cw_table_row(&t, NUM(a, v[i]->count), NUM(b, v[i]->risky), NUM(c, v[i]->lost), mix, v[i]->key);
+		cw_table_row(&t, NUM(a, v[i]->count), NUM(b, v[i]->risky), NUM(c, v[i]->split.never_sent),
+			     mix, v[i]->key);
 	}
 	free(v);
 	cw_table_print(&t, f, 2);
@@ -143,6 +168,13 @@ static void json_verdict_counts(FILE *f, const struct cw_item *it)
 	fputc('}', f);
 }
 
+/* ,"never_sent":N,"in_flight":N,"not_read":N */
+static void json_split(FILE *f, const struct cw_split *s)
+{
+	fprintf(f, ",\"never_sent\":%" PRIu64 ",\"in_flight\":%" PRIu64 ",\"not_read\":%" PRIu64,
+		s->never_sent, s->in_flight, s->not_read);
+}
+
 static void json_items(FILE *f, const char *name, struct cw_item **v, int top, int with_verdicts)
 {
 	fprintf(f, ",\"%s\":[", name);
@@ -151,6 +183,7 @@ static void json_items(FILE *f, const char *name, struct cw_item **v, int top, i
 		cw_json_str(f, v[i]->key);
 		fprintf(f, ",\"count\":%lu,\"risky\":%lu,\"lost\":%" PRIu64, v[i]->count, v[i]->risky,
 			v[i]->lost);
+		json_split(f, &v[i]->split);
 		if (with_verdicts)
 			json_verdict_counts(f, v[i]);
 		fputc('}', f);
@@ -186,9 +219,11 @@ void cw_report_print_json(FILE *f, const struct cw_report *r, const struct cw_lo
 		cw_json_str(f, st->first_bad);
 	else
 		fputs("null", f);
-	fprintf(f, ",\"closes\":%lu,\"drain_records\":%lu,\"processes\":%zu,\"risky\":%lu,"
-		"\"lost\":%" PRIu64 ",\"saved\":%" PRIu64 ",\"first_ts\":", r->closes, r->drain_records,
-		r->pids.n, r->risky, r->lost, r->saved);
+	fprintf(f, ",\"closes\":%lu,\"shutdowns\":%lu,\"drain_records\":%lu,\"processes\":%zu,"
+		"\"risky\":%lu,\"lost\":%" PRIu64 ",\"saved\":%" PRIu64, r->closes, r->shutdowns,
+		r->drain_records, r->pids.n, r->risky, r->lost, r->saved);
+	json_split(f, &r->split);
+	fprintf(f, ",\"unix_risky\":%lu,\"first_ts\":", r->unix_risky);
 	if (r->first_ts[0]) {
 		cw_json_str(f, r->first_ts);
 		fputs(",\"last_ts\":", f);
@@ -201,7 +236,9 @@ void cw_report_print_json(FILE *f, const struct cw_report *r, const struct cw_lo
 		const struct cw_item *it = &r->verdicts.items[i];
 		fprintf(f, "%s", i ? "," : "");
 		cw_json_str(f, it->key);
-		fprintf(f, ":{\"count\":%lu,\"lost\":%" PRIu64 "}", it->count, it->lost);
+		fprintf(f, ":{\"count\":%lu,\"lost\":%" PRIu64, it->count, it->lost);
+		json_split(f, &it->split);
+		fputc('}', f);
 	}
 	fputs("},\"drains\":{", f);
 	for (size_t i = 0; i < r->drains.n; i++) {
@@ -223,6 +260,7 @@ void cw_report_print_json(FILE *f, const struct cw_report *r, const struct cw_lo
 		json_bt(f, v[i]->key);
 		fprintf(f, ",\"count\":%lu,\"risky\":%lu,\"lost\":%" PRIu64, v[i]->count, v[i]->risky,
 			v[i]->lost);
+		json_split(f, &v[i]->split);
 		json_verdict_counts(f, v[i]);
 		fputc('}', f);
 	}
@@ -232,8 +270,10 @@ void cw_report_print_json(FILE *f, const struct cw_report *r, const struct cw_lo
 
 void cw_report_print_summary(FILE *f, const struct cw_report *r, const struct cw_logstats *st)
 {
-	fprintf(f, "closewatch: %lu socket close%s logged by %zu process%s", r->closes,
-		r->closes == 1 ? "" : "s", r->pids.n, r->pids.n == 1 ? "" : "es");
+	fprintf(f, "closewatch: %lu socket close%s", r->closes, r->closes == 1 ? "" : "s");
+	if (r->shutdowns)
+		fprintf(f, " and %lu shutdown%s", r->shutdowns, r->shutdowns == 1 ? "" : "s");
+	fprintf(f, " logged by %zu process%s", r->pids.n, r->pids.n == 1 ? "" : "es");
 	int first = 1;
 	for (size_t i = 0; i < r->verdicts.n; i++) {
 		const struct cw_item *it = &r->verdicts.items[i];
@@ -243,11 +283,16 @@ void cw_report_print_summary(FILE *f, const struct cw_report *r, const struct cw
 		first = 0;
 	}
 	fputc('\n', f);
-	fprintf(f, "closewatch: bytes lost (upper bound): %" PRIu64 " in %lu risky close%s", r->lost,
-		r->risky, r->risky == 1 ? "" : "s");
+	fprintf(f, "closewatch: %lu risky close%s: answer bytes never sent %" PRIu64
+		", in flight at the reset %" PRIu64 " (they reach the peer unless dropped)"
+		", request bytes not read %" PRIu64, r->risky, r->risky == 1 ? "" : "s",
+		r->split.never_sent, r->split.in_flight, r->split.not_read);
 	if (r->saved)
 		fprintf(f, "; saved by drains: %" PRIu64, r->saved);
 	fputc('\n', f);
+	if (r->unix_risky)
+		fprintf(f, "closewatch: (%lu unix socket close%s: a unix send queue is memory charged,"
+			" not bytes; not counted above)\n", r->unix_risky, r->unix_risky == 1 ? "" : "s");
 	fprintf(f, "closewatch: drains: %lu", r->drain_records);
 	for (size_t i = 0; i < r->drains.n; i++)
 		fprintf(f, "%s%s %lu", i ? ", " : " (", r->drains.items[i].key, r->drains.items[i].count);

@@ -5,6 +5,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,52 @@ static off_t size_of(const char *path)
 	return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
+/* A relative path made absolute: the program (or a child of it) may change
+ * directory before it logs, and the summary must find the records. */
+static int absolute(const char *spec, char *out, size_t cap)
+{
+	if (spec[0] == '/')
+		return snprintf(out, cap, "%s", spec) < (int)cap ? 0 : -1;
+	char cwd[4096];
+	if (!getcwd(cwd, sizeof(cwd)))
+		return -1;
+	return snprintf(out, cap, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "", spec) < (int)cap ? 0 : -1;
+}
+
+/* Refuse up front a log the shim could not open (it would fall back to the
+ * program's stderr, and the summary would show nothing): a file is opened the
+ * way the shim opens it; for a %p pattern, its directory must be writable. */
+static int check_writable(const char *path)
+{
+	if (!strstr(path, "%p")) {
+		/* O_NONBLOCK: a FIFO must not block us here; one without a reader yet is fine. */
+		int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+			      0600);
+		if (fd < 0 && errno == ENXIO)
+			return 0;
+		if (fd < 0) {
+			cw_err("cannot write the log %s: %s", path, strerror(errno));
+			return -1;
+		}
+		close(fd);
+		return 0;
+	}
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", path);
+	*strrchr(dir, '/') = 0; /* path is absolute */
+	if (strstr(dir, "%p"))
+		return 0; /* one directory per process: nothing to check before they exist */
+	struct stat st;
+	int e = stat(dir[0] ? dir : "/", &st) != 0 ? errno : !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
+	if (!e && access(dir[0] ? dir : "/", W_OK | X_OK) != 0)
+		e = errno;
+	if (e) {
+		cw_err("cannot write the log %s: %s: %s", path, dir[0] ? dir : "/", strerror(e));
+		return -1;
+	}
+	return 0;
+}
+
 int cw_runlog_begin(struct cw_runlog *l, const char *spec)
 {
 	memset(l, 0, sizeof(*l));
@@ -85,13 +132,17 @@ int cw_runlog_begin(struct cw_runlog *l, const char *spec)
 		add_path(l, l->spec, 0);
 		return 0;
 	}
-	if (strlen(spec) >= sizeof(l->spec)) {
-		cw_err("log path too long");
+	if (!strcmp(spec, "stderr") || !strcmp(spec, "syslog")) {
+		strcpy(l->spec, spec);
+		return 0;
+	}
+	if (absolute(spec, l->spec, sizeof(l->spec)) != 0) {
+		cw_err("log path %s: too long, or the current directory is unknown", spec);
 		return -1;
 	}
-	strcpy(l->spec, spec);
-	if (!strcmp(spec, "stderr") || !strcmp(spec, "syslog"))
-		return 0;
+	if (check_writable(l->spec) != 0)
+		return -1;
+	spec = l->spec;
 	l->readable = 1;
 	if (strstr(spec, "%p")) {
 		glob_t gl;
@@ -117,15 +168,19 @@ static off_t start_of(const struct cw_runlog *l, const char *path)
 static void read_one(const struct cw_runlog *l, const char *path, struct cw_report *r,
 		     struct cw_logstats *st)
 {
-	if (access(path, F_OK) != 0)
+	struct stat sb;
+	if (stat(path, &sb) != 0)
 		return; /* nothing was logged */
+	if (!S_ISREG(sb.st_mode))
+		return; /* a device or a pipe: reading it could take forever or steal records */
 	if (cw_log_read_file(path, start_of(l, path), cw_report_add_cb, r, st) != 0)
 		cw_err("cannot read log %s: %s", path, strerror(errno));
 }
 
 void cw_runlog_summarize(struct cw_runlog *l, FILE *f)
 {
-	if (!l->readable) {
+	struct stat sb;
+	if (!l->readable || (!strstr(l->spec, "%p") && stat(l->spec, &sb) == 0 && !S_ISREG(sb.st_mode))) {
 		fprintf(f, "closewatch: records went to %s; no summary (use --log FILE for one)\n",
 			l->spec);
 		return;
