@@ -8,7 +8,6 @@ that could not be written give one warning line on stderr (naming the target and
 and are counted in `closewatch run`'s summary.
 
 Every run is bounded by a timeout: a hang fails the test instead of stalling the suite."""
-import errno
 import fcntl
 import json
 import os
