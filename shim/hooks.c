@@ -13,6 +13,7 @@
 #include "logwriter.h"
 #include "real.h"
 #include "record.h"
+#include "runstatus.h"
 #include "verdict.h"
 #include "warn.h"
 
@@ -53,7 +54,7 @@ static const char *env_lookup(const char *name, void *arg)
 static void warn_stderr(const char *line, size_t len, void *arg)
 {
 	(void)arg;
-	(void)!write(2, line, len);
+	cw_log_stderr(line, len);
 }
 
 /* The process the shim's memory belongs to: a child that shares it (vfork,
@@ -77,6 +78,7 @@ static void init_body(void)
 	cw_real_bind();
 	cw_config_parse(&cw_cfg, env_lookup, NULL, warn_stderr, NULL);
 	cw_backtrace_init();
+	cw_runstatus_init(env_lookup("CLOSEWATCH_RUN_STATUS", NULL));
 	cw_log_open();
 	cw_fd_scan_inherited();
 	/* Inherited sockets may still be held by the parent (inetd, systemd,
@@ -608,6 +610,7 @@ __attribute__((destructor)) static void closewatch_destructor(void)
 			socket_going_away(fd, e, CW_CALL_EXIT, 0);
 	}
 	cw_drain_at_exit();
+	cw_log_report_lost();
 	SHIM_END();
 }
 
@@ -616,8 +619,10 @@ __attribute__((destructor)) static void closewatch_destructor(void)
  * child: the records are its parent's. */
 static void exit_now(void)
 {
-	if (ready() && (int)getpid() == atomic_load(&self_pid))
+	if (ready() && (int)getpid() == atomic_load(&self_pid)) {
 		cw_drain_flush_close_records();
+		cw_log_report_lost();
+	}
 }
 
 HOOK void _exit(int status)
@@ -675,6 +680,7 @@ static int exec_begin(void)
 	if (me == atomic_load(&self_pid)) {
 		/* Our drain thread ends with this image: its records now. */
 		cw_drain_flush_close_records();
+		cw_log_report_lost();
 		return 0;
 	}
 	cw_fd_mark_all_sockets(CW_FD_FORKED);

@@ -5,6 +5,7 @@
 #include "cmds.h"
 #include "preload.h"
 #include "runlog.h"
+#include "runstatus.h"
 #include "util.h"
 
 #include <errno.h>
@@ -317,6 +318,8 @@ int cw_cmd_run(int argc, char **argv)
 			return RUN_FAIL;
 		}
 	}
+	struct cw_runstatus rstat; /* what the watched processes tell us (records lost...) */
+	cw_runstatus_begin(&rstat);
 	int status = spawn(argv + ci, &old_mask);
 	int rc;
 	if (status < 0)
@@ -338,8 +341,11 @@ int cw_cmd_run(int argc, char **argv)
 			fprintf(stderr, " (%lu dropped by the kernel: the capture is incomplete)", dropped);
 		fputc('\n', stderr);
 	}
-	if (status >= 0)
+	if (status >= 0) {
 		cw_runlog_summarize(&log, stderr);
+		cw_runstatus_summarize(&rstat, stderr);
+	}
+	cw_runstatus_end(&rstat);
 	cw_runlog_end(&log);
 	return rc;
 }
