@@ -357,7 +357,11 @@ void cw_wire_match(const struct cw_close *closes, size_t nc, const struct cw_pkt
 			continue;
 		}
 		if (r->observed == CW_OBS_NONE && !r->late_rst) {
+			/* "Nothing" is shown only by a capture that ran past the close
+			 * and did not lose frames to the snap length. */
 			r->reason = (uint8_t)ended_before(cap, c->t);
+			if (r->reason == CW_CHECKED && cap->snapcut)
+				r->reason = CW_NC_TRUNCATED;
 			if (r->reason != CW_CHECKED) {
 				r->observed = CW_OBS_NOT_CHECKED;
 				r->match = 0;
