@@ -192,19 +192,21 @@ def test_wire_python_http_server(ctx):
         assert "Serving HTTP on" in line, line
         port = int(line.split(" port ")[1].split()[0])
         body = b"u" * 60000
-        for _ in range(3):
+
+        def closed():
+            return sum(1 for r in cwtest.read_records(log) if r["call"] == "close")
+        for i in range(3):
             s = cwtest.connect("127.0.0.1", port)
             try:
                 s.sendall(b"POST /x HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
                 end = cwtest.read_to_end(s)[1]
             except ConnectionResetError:
                 end = "reset"
-            s.close()
             assert end in ("eof", "reset"), end
-        # the handler threads close after answering: wait for their records
-        cwtest.wait_for(lambda: sum(1 for r in cwtest.read_records(log)
-                                    if r["call"] == "close") >= 3, timeout=10,
-                        what="3 close records")
+            # Keep our side open until the server has closed: our FIN first would
+            # end its connection (TIME_WAIT) before its close() and race the verdict.
+            cwtest.wait_for(lambda: closed() >= i + 1, timeout=10, what="the server's close")
+            s.close()
     finally:
         srv.send_signal(signal.SIGINT)
         srv.communicate(timeout=30)
