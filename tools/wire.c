@@ -39,7 +39,7 @@ static const char *const close_calls[] = {"close", "dup2", "dup3", "fclose", "cl
  * SHUT_RDWR) came before the close, logged or not. Its FIN may leave
  * microseconds before the close and is not the close's outcome. */
 static const char *const shut_states[] = {"FIN_WAIT1", "FIN_WAIT2", "CLOSING", "LAST_ACK",
-					  "TIME_WAIT", NULL};
+					  NULL};
 
 static int in_list(const char *const *list, const char *s)
 {
