@@ -107,6 +107,11 @@ def test_wire_empty_capture_checks_nothing(ctx):
     assert "nothing could be checked" in w.stderr, w.stderr
     w = cli("wire", log, empty, check=3)
     assert "nothing could be checked" in w.stdout and " 0 as predicted" in w.stdout, w.stdout
+    # a capture of other connections, made later: nothing to check either
+    _, later, _ = run_scenario(ctx, answer_shutdown_close_unread(1, 5245), "later")
+    got, w = wire_json(log, later, check=3)
+    assert got["checked"] == 0 and got["capture"]["tcp_packets"] > 0, got
+    assert got["not_checked_by_reason"]["capture_started_after"] > 0, got
 
 
 def _frames(path):

@@ -266,8 +266,11 @@ static void match_listener(const struct cw_pkt *pkts, size_t np, const struct cw
 	int any = cw_ip_is_any(&c->lip);
 	const struct cw_pkt **seen = cw_xcalloc(np + 1, sizeof(*seen));
 	size_t ns = 0;
+	int seen_port = 0; /* any packet to or from the listening address */
 	for (size_t i = 0; i < np; i++) {
 		const struct cw_pkt *p = &pkts[i];
+		if (p->dport == c->lport && (any || !memcmp(p->dst.a, c->lip.a, 16)))
+			seen_port = 1;
 		if (!(p->flags & CW_TCP_RST) || p->ts < t0 || p->ts > t1 || p->sport != c->lport)
 			continue;
 		if (!any && memcmp(p->src.a, c->lip.a, 16))
@@ -285,6 +288,11 @@ static void match_listener(const struct cw_pkt *pkts, size_t np, const struct cw
 			r->t_obs = p->ts;
 	}
 	free(seen);
+	if (!seen_port) { /* no connection to it in the capture: "no RST" would prove nothing */
+		r->observed = CW_OBS_NOT_CHECKED;
+		r->reason = CW_NC_NOT_IN_CAPTURE;
+		return;
+	}
 	r->rsts = (unsigned)ns;
 	uint64_t want = c->expect == CW_EXPECT_RSTS ? c->backlog : 0;
 	if (ns == 0)
