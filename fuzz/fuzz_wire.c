@@ -9,7 +9,8 @@
  * the link types `wire` supports; any other value is passed as the DLT itself.
  * Checks: frames parse into sane packets whose addresses survive
  * cw_ip_str/cw_ip_parse; log endpoints survive the same round trip; every
- * match result is consistent with what was expected and observed. */
+ * match result is consistent with what was expected and observed, and a close
+ * the capture cannot show is never counted as checked. */
 #include "fuzz.h"
 #include "logparse.h"
 #include "pkt.h"
@@ -81,7 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(rc == 0 || rc == 1);
 		if (!rc)
 			continue;
-		FUZZ_CHECK(closes[nc].expect != CW_EXPECT_SKIP); /* 1: a close to check */
+		FUZZ_CHECK(closes[nc].expect != CW_EXPECT_SKIP); /* 1: a close */
+		FUZZ_CHECK(closes[nc].reason < CW_NC_COUNT);
 		FUZZ_CHECK(cw_expect_name(closes[nc].expect) != NULL);
 		nc++;
 	}
@@ -134,26 +136,49 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		np++;
 	}
 
+	/* What the "file" covers: the frames parsed (truncated: the last selector byte odd). */
+	struct cw_capinfo ci = {.frames = np, .truncated = size && (data[size - 1] & 1)};
+	for (size_t i = 0; i < np; i++) {
+		if (!i || pkts[i].ts < ci.first)
+			ci.first = pkts[i].ts;
+		if (!i || pkts[i].ts > ci.last)
+			ci.last = pkts[i].ts;
+	}
 	struct cw_wire_result *res = calloc(nc + 1, sizeof *res);
 	if (!res)
 		abort();
-	cw_wire_match(closes, nc, pkts, np, skew, res);
+	cw_wire_match(closes, nc, pkts, np, &ci, skew, res);
 	for (size_t i = 0; i < nc; i++) {
 		const struct cw_wire_result *r = &res[i];
-		FUZZ_CHECK(r->observed >= 0 && r->observed < CW_OBS_COUNT);
+		const struct cw_close *c = &closes[i];
+		FUZZ_CHECK(r->observed < CW_OBS_COUNT);
 		FUZZ_CHECK(cw_observed_names[r->observed] != NULL);
+		FUZZ_CHECK(r->reason < CW_NC_COUNT);
 		FUZZ_CHECK(r->match == 0 || r->match == 1);
 		FUZZ_CHECK(r->rsts <= np);
+		/* Not checked: never "as predicted", never observed. */
+		if (r->reason != CW_CHECKED)
+			FUZZ_CHECK(!r->match && r->observed == CW_OBS_NOT_CHECKED);
+		else
+			FUZZ_CHECK(r->observed != CW_OBS_NOT_CHECKED);
+		if (!c->have_tuple)
+			FUZZ_CHECK(r->reason != CW_CHECKED);
+		if (!np)
+			FUZZ_CHECK(r->reason != CW_CHECKED);
+		/* A late RST follows our FIN: the close's, or a shutdown's before it. */
 		if (r->late_rst)
-			FUZZ_CHECK(r->observed == CW_OBS_FIN);
-		if (closes[i].listener)
+			FUZZ_CHECK(r->observed == CW_OBS_FIN ||
+				   (c->shut_before && r->observed == CW_OBS_NONE));
+		if (c->shut_before && !c->listener)
+			FUZZ_CHECK(r->observed != CW_OBS_FIN); /* that FIN was the shutdown's */
+		if (c->listener || r->reason != CW_CHECKED)
 			continue;
-		if (r->observed == CW_OBS_NOT_CAPTURED)
-			FUZZ_CHECK(r->match || closes[i].expect == CW_EXPECT_RSTS);
-		if (closes[i].expect == CW_EXPECT_FIN && r->observed == CW_OBS_RST)
+		if (c->expect == CW_EXPECT_FIN && r->observed == CW_OBS_RST)
 			FUZZ_CHECK(!r->match);
-		if (closes[i].expect == CW_EXPECT_RST && r->observed == CW_OBS_FIN)
+		if (c->expect == CW_EXPECT_RST && r->observed == CW_OBS_FIN)
 			FUZZ_CHECK(!r->match);
+		if (c->expect == CW_EXPECT_RST && r->observed == CW_OBS_RST)
+			FUZZ_CHECK(r->match);
 	}
 	free(res);
 	free(pkts);

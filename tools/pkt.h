@@ -58,4 +58,18 @@ int cw_ip_is_any(const struct cw_ip *ip);
  * *pkts (count in *n), or -1 with a message in err. */
 int cw_pcap_load(const char *path, struct cw_pkt **pkts, size_t *n, char *err, size_t errlen);
 
+/* What the capture file covers. */
+struct cw_capinfo {
+	size_t frames;            /* frames read (any protocol) */
+	double first, last;       /* timestamps of the first and last frame (frames > 0) */
+	int truncated;            /* the file ends in the middle of a frame */
+	unsigned long snapcut;    /* frames cut by the snap length before their TCP header */
+};
+
+/* The same, without the warning, and with what the file covers in *info.
+ * A file cut mid-frame is not an error: what was read is returned,
+ * info->truncated is set and err holds libpcap's message. */
+int cw_pcap_read(const char *path, struct cw_pkt **pkts, size_t *n, struct cw_capinfo *info,
+		 char *err, size_t errlen);
+
 #endif

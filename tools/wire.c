@@ -5,7 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const cw_observed_names[CW_OBS_COUNT] = {"FIN", "RST", "RST*", "none", "not_captured"};
+const char *const cw_observed_names[CW_OBS_COUNT] = {"FIN", "RST", "RST*", "none", "not_checked"};
+
+const char *const cw_unchecked_names[CW_NC_COUNT] = {
+	"checked", "not in the capture", "unnamed peer", "unix socket",
+	"capture started after", "capture ended before", "capture truncated",
+};
+const char *const cw_unchecked_keys[CW_NC_COUNT] = {
+	"checked", "not_in_capture", "unnamed_peer", "unix_socket",
+	"capture_started_after", "capture_ended_before", "capture_truncated",
+};
+
+const char *const cw_wire_verdicts[] = {"clean", "fin_pending", "rst_unread", "rst_linger0",
+					"rst_backlog", "linger_wait", "shared", "no_conn", NULL};
 
 const char *cw_expect_name(int expect)
 {
@@ -15,6 +27,7 @@ const char *cw_expect_name(int expect)
 	case CW_EXPECT_NONE_OR_FIN: return "nothing or FIN";
 	case CW_EXPECT_RSTS: return "one RST per queued connection";
 	case CW_EXPECT_NONE: return "nothing";
+	case CW_EXPECT_NO_RST: return "no RST (FIN sent before)";
 	}
 	return "-";
 }
@@ -22,40 +35,67 @@ const char *cw_expect_name(int expect)
 static const char *const close_calls[] = {"close", "dup2", "dup3", "fclose", "close_range",
 					  "closefrom", "exit", NULL};
 
+/* States in which our FIN is already queued or sent: a shutdown(SHUT_WR) (or
+ * SHUT_RDWR) came before the close, logged or not. Its FIN may leave
+ * microseconds before the close and is not the close's outcome. */
+static const char *const shut_states[] = {"FIN_WAIT1", "FIN_WAIT2", "CLOSING", "LAST_ACK",
+					  NULL};
+
+static int in_list(const char *const *list, const char *s)
+{
+	for (int i = 0; list[i]; i++)
+		if (!strcmp(s, list[i]))
+			return i;
+	return -1;
+}
+
 int cw_wire_close_from_rec(const struct cw_rec *rec, struct cw_close *c)
 {
 	memset(c, 0, sizeof(*c));
-	c->rec = rec;
-	if (strcmp(rec->proto, "tcp"))
+	c->t = rec->t;
+	c->pid = rec->pid;
+	c->fd = rec->fd;
+	c->recvq = rec->recvq;
+	c->sendq = rec->sendq;
+	c->backlog = rec->backlog;
+	int tcp = !strcmp(rec->proto, "tcp");
+	if (!tcp && strcmp(rec->proto, "unix"))
 		return 0;
-	int is_close = 0;
-	for (int i = 0; close_calls[i]; i++)
-		if (!strcmp(rec->call, close_calls[i]))
-			is_close = 1;
-	if (!is_close)
+	if (in_list(close_calls, rec->call) < 0)
 		return 0;
 	const char *v = rec->verdict;
-	c->listener = !strcmp(rec->state, "LISTEN") || !strcmp(v, "rst_backlog");
-	if (!strcmp(v, "shared"))
+	int vi = in_list(cw_wire_verdicts, v);
+	if (vi < 0 || !strcmp(v, "shared"))
 		return 0;
+	c->verdict = (uint8_t)vi;
+	c->listener = !strcmp(rec->state, "LISTEN") || !strcmp(v, "rst_backlog");
+	c->drained = !strcmp(rec->action, "drained");
+	c->shut_before = !c->listener && in_list(shut_states, rec->state) >= 0;
 	if (c->listener)
 		c->expect = !strcmp(v, "rst_backlog") ? CW_EXPECT_RSTS : CW_EXPECT_NONE;
-	else if (!strcmp(rec->action, "drained"))
-		c->expect = CW_EXPECT_FIN; /* the drain shuts down the write side: FIN */
-	else if (!strcmp(v, "clean") || !strcmp(v, "fin_pending") || !strcmp(v, "linger_wait"))
-		c->expect = CW_EXPECT_FIN;
+	else if (c->drained) /* the drain reads what is unread, shuts down the write side
+			      * (FIN, unless an earlier shutdown sent it) and waits for EOF */
+		c->expect = c->shut_before ? CW_EXPECT_NO_RST : CW_EXPECT_FIN;
 	else if (!strcmp(v, "rst_unread") || !strcmp(v, "rst_linger0"))
 		c->expect = CW_EXPECT_RST;
+	else if (c->shut_before)
+		c->expect = CW_EXPECT_NO_RST;
 	else if (!strcmp(v, "no_conn"))
 		c->expect = CW_EXPECT_NONE_OR_FIN;
 	else
-		return 0;
+		c->expect = CW_EXPECT_FIN; /* clean, fin_pending, linger_wait */
+	if (!tcp) {
+		c->reason = CW_NC_UNIX;
+		return 1;
+	}
 	if (cw_endpoint_parse(rec->local, &c->lip, &c->lport) == 0) {
 		if (c->listener)
 			c->have_tuple = 1;
 		else if (cw_endpoint_parse(rec->peer, &c->pip, &c->pport) == 0 && c->pport != 0)
 			c->have_tuple = 1;
 	}
+	if (!c->have_tuple)
+		c->reason = CW_NC_UNNAMED;
 	return 1;
 }
 
@@ -135,47 +175,73 @@ static void index_range(const struct index *x, const struct cw_ip *src, uint16_t
 
 /* ---------------------------------------------------------- one close */
 
+/* Payload from the peer in [from, to] (incoming packets ix[ilo..ihi)). */
+static int peer_data(const struct index *x, size_t ilo, size_t ihi, double from, double to)
+{
+	for (size_t k = ilo; k < ihi; k++) {
+		const struct cw_pkt *p = &x->pkts[x->ix[k]];
+		if (p->len > 0 && p->ts >= from && p->ts <= to)
+			return 1;
+	}
+	return 0;
+}
+
 static void match_conn(const struct index *x, const struct cw_close *c, double skew,
 		       struct cw_wire_result *r)
 {
-	double t0 = c->rec->t - skew, tend = 1e300;
+	double t0 = c->t - skew, tend = 1e300;
 	size_t olo, ohi, ilo, ihi;
 	index_range(x, &c->lip, c->lport, &c->pip, c->pport, &olo, &ohi);
 	index_range(x, &c->pip, c->pport, &c->lip, c->lport, &ilo, &ihi);
 	if (olo == ohi && ilo == ihi) {
-		r->observed = CW_OBS_NOT_CAPTURED;
+		r->observed = CW_OBS_NOT_CHECKED;
+		r->reason = CW_NC_NOT_IN_CAPTURE;
 		return;
 	}
 	/* A new connection on the same 4-tuple (a SYN after the close) ends the window. */
 	for (size_t k = olo; k < ohi; k++) {
 		const struct cw_pkt *p = &x->pkts[x->ix[k]];
-		if (p->ts > c->rec->t && (p->flags & CW_TCP_SYN) && p->ts < tend)
+		if (p->ts > c->t && (p->flags & CW_TCP_SYN) && p->ts < tend)
 			tend = p->ts;
 	}
 	for (size_t k = ilo; k < ihi; k++) {
 		const struct cw_pkt *p = &x->pkts[x->ix[k]];
-		if (p->ts > c->rec->t && (p->flags & CW_TCP_SYN) && !(p->flags & CW_TCP_ACK) &&
+		if (p->ts > c->t && (p->flags & CW_TCP_SYN) && !(p->flags & CW_TCP_ACK) &&
 		    p->ts < tend)
 			tend = p->ts;
 	}
 	r->observed = CW_OBS_NONE;
+	double t_fin = 0, t_rst = 0;
 	for (size_t k = olo; k < ohi; k++) {
 		const struct cw_pkt *p = &x->pkts[x->ix[k]];
 		if (p->ts < t0 || p->ts >= tend)
 			continue;
-		if (r->observed == CW_OBS_NONE) {
-			if (p->flags & CW_TCP_RST) {
-				r->observed = CW_OBS_RST;
-				r->t_obs = p->ts;
-			} else if (p->flags & CW_TCP_FIN) {
-				r->observed = CW_OBS_FIN;
-				r->t_obs = p->ts;
-			}
-		} else if (r->observed == CW_OBS_FIN && (p->flags & CW_TCP_RST)) {
-			r->late_rst = 1;
-			r->t_late = p->ts;
+		if (p->flags & CW_TCP_RST) {
+			t_rst = p->ts;
 			break;
 		}
+		/* After a shutdown, FINs (the shutdown's, retransmitted) are not the close's. */
+		if ((p->flags & CW_TCP_FIN) && !c->shut_before && !t_fin)
+			t_fin = p->ts;
+	}
+	if (t_fin) {
+		r->observed = CW_OBS_FIN;
+		r->t_obs = t_fin;
+	} else if (t_rst) {
+		r->observed = CW_OBS_RST;
+		r->t_obs = t_rst;
+	}
+	if (t_fin && t_rst) { /* RST after the close's FIN: the peer kept sending */
+		r->late_rst = 1;
+		r->t_late = t_rst;
+	} else if (t_rst && c->shut_before && c->expect != CW_EXPECT_RST &&
+		   peer_data(x, ilo, ihi, c->t, t_rst)) {
+		/* The shutdown's FIN went out before; the close sent nothing; the
+		 * peer's data after it drew the RST from the orphaned socket. */
+		r->observed = CW_OBS_NONE;
+		r->t_obs = 0;
+		r->late_rst = 1;
+		r->t_late = t_rst;
 	}
 }
 
@@ -196,12 +262,15 @@ static int owned_by_other(const struct cw_close *closes, size_t nc, const struct
 static void match_listener(const struct cw_pkt *pkts, size_t np, const struct cw_close *closes,
 			   size_t nc, const struct cw_close *c, double skew, struct cw_wire_result *r)
 {
-	double t0 = c->rec->t - skew, t1 = c->rec->t + skew + 0.05;
+	double t0 = c->t - skew, t1 = c->t + skew + 0.05;
 	int any = cw_ip_is_any(&c->lip);
 	const struct cw_pkt **seen = cw_xcalloc(np + 1, sizeof(*seen));
 	size_t ns = 0;
+	int seen_port = 0; /* any packet to or from the listening address */
 	for (size_t i = 0; i < np; i++) {
 		const struct cw_pkt *p = &pkts[i];
+		if (p->dport == c->lport && (any || !memcmp(p->dst.a, c->lip.a, 16)))
+			seen_port = 1;
 		if (!(p->flags & CW_TCP_RST) || p->ts < t0 || p->ts > t1 || p->sport != c->lport)
 			continue;
 		if (!any && memcmp(p->src.a, c->lip.a, 16))
@@ -219,8 +288,13 @@ static void match_listener(const struct cw_pkt *pkts, size_t np, const struct cw
 			r->t_obs = p->ts;
 	}
 	free(seen);
+	if (!seen_port) { /* no connection to it in the capture: "no RST" would prove nothing */
+		r->observed = CW_OBS_NOT_CHECKED;
+		r->reason = CW_NC_NOT_IN_CAPTURE;
+		return;
+	}
 	r->rsts = (unsigned)ns;
-	uint64_t want = c->expect == CW_EXPECT_RSTS ? c->rec->backlog : 0;
+	uint64_t want = c->expect == CW_EXPECT_RSTS ? c->backlog : 0;
 	if (ns == 0)
 		r->observed = CW_OBS_NONE;
 	else
@@ -228,8 +302,42 @@ static void match_listener(const struct cw_pkt *pkts, size_t np, const struct cw
 	r->match = ns == want;
 }
 
+/* What the capture's extent says about a close, before looking at its packets. */
+static int coverage(const struct cw_capinfo *cap, double t, double skew)
+{
+	if (!cap->frames)
+		return cap->truncated ? CW_NC_TRUNCATED : CW_NC_NOT_IN_CAPTURE;
+	if (t + skew < cap->first)
+		return CW_NC_BEFORE;
+	return CW_CHECKED;
+}
+
+/* The capture ended before the close (no frame after its time): what it did
+ * not show cannot count as "nothing". */
+static int ended_before(const struct cw_capinfo *cap, double t)
+{
+	if (cap->frames && cap->last >= t)
+		return CW_CHECKED;
+	return cap->truncated ? CW_NC_TRUNCATED : CW_NC_ENDED;
+}
+
+static int judge(int expect, const struct cw_wire_result *r)
+{
+	switch (expect) {
+	case CW_EXPECT_FIN:
+		return r->observed == CW_OBS_FIN;
+	case CW_EXPECT_RST:
+		return r->observed == CW_OBS_RST;
+	case CW_EXPECT_NONE_OR_FIN:
+		return r->observed == CW_OBS_FIN || r->observed == CW_OBS_NONE;
+	case CW_EXPECT_NO_RST:
+		return r->observed == CW_OBS_NONE;
+	}
+	return 0;
+}
+
 void cw_wire_match(const struct cw_close *closes, size_t nc, const struct cw_pkt *pkts, size_t np,
-		   double skew, struct cw_wire_result *out)
+		   const struct cw_capinfo *cap, double skew, struct cw_wire_result *out)
 {
 	struct index x;
 	index_build(&x, pkts, np);
@@ -237,30 +345,39 @@ void cw_wire_match(const struct cw_close *closes, size_t nc, const struct cw_pkt
 		const struct cw_close *c = &closes[i];
 		struct cw_wire_result *r = &out[i];
 		memset(r, 0, sizeof(*r));
-		if (c->listener) {
-			if (c->have_tuple)
-				match_listener(pkts, np, closes, nc, c, skew, r);
-			else
-				r->observed = CW_OBS_NOT_CAPTURED, r->match = 1;
+		r->observed = CW_OBS_NOT_CHECKED;
+		r->reason = c->reason;
+		if (r->reason == CW_CHECKED && !c->have_tuple)
+			r->reason = CW_NC_UNNAMED;
+		if (r->reason == CW_CHECKED)
+			r->reason = (uint8_t)coverage(cap, c->t, skew);
+		if (r->reason != CW_CHECKED)
 			continue;
-		}
-		if (!c->have_tuple)
-			r->observed = CW_OBS_NOT_CAPTURED;
+		if (c->listener)
+			match_listener(pkts, np, closes, nc, c, skew, r);
 		else
 			match_conn(&x, c, skew, r);
-		switch (c->expect) {
-		case CW_EXPECT_FIN:
-			r->match = r->observed == CW_OBS_FIN || r->observed == CW_OBS_NOT_CAPTURED;
-			break;
-		case CW_EXPECT_RST:
-			r->match = r->observed == CW_OBS_RST || r->observed == CW_OBS_NOT_CAPTURED;
-			break;
-		case CW_EXPECT_NONE_OR_FIN:
-			r->match = r->observed != CW_OBS_RST;
-			break;
-		default:
-			r->match = 1;
+		if (r->reason == CW_NC_NOT_IN_CAPTURE) {
+			/* Its packets may be among those the snap length or the cut hid. */
+			int lost = ended_before(cap, c->t);
+			if (lost != CW_CHECKED || cap->snapcut)
+				r->reason = cap->snapcut ? CW_NC_TRUNCATED : (uint8_t)lost;
+			continue;
 		}
+		if (r->observed == CW_OBS_NONE && !r->late_rst) {
+			/* "Nothing" is shown only by a capture that ran past the close
+			 * and did not lose frames to the snap length. */
+			r->reason = (uint8_t)ended_before(cap, c->t);
+			if (r->reason == CW_CHECKED && cap->snapcut)
+				r->reason = CW_NC_TRUNCATED;
+			if (r->reason != CW_CHECKED) {
+				r->observed = CW_OBS_NOT_CHECKED;
+				r->match = 0;
+				continue;
+			}
+		}
+		if (!c->listener)
+			r->match = (uint8_t)judge(c->expect, r);
 	}
 	free(x.ix);
 }
