@@ -211,7 +211,8 @@ def test_failing_calls_are_not_closes(ctx):
     gone, and the syscall() forms, all aimed at a loopback TCP socket and a unix socket that
     hold unread bytes: every call returns what it returns without the shim (value and
     errno), none is logged, none drains (the sockets keep their unread bytes, stay writable,
-    no SIGPIPE), and each socket's real close afterwards is logged once, as rst_unread."""
+    no SIGPIPE), and each socket's real close afterwards is logged once, as rst_unread. The
+    program sees no fd it did not open (warn mode's backtraces: libunwind's own pipe)."""
     argv = [prog("hostile_badcalls")]
     rc0, plain, err0 = run(argv, plain_env())
     assert rc0 == 0, f"status {rc0} without the shim: {plain} {err0}"
