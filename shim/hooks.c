@@ -273,13 +273,14 @@ HOOK int shutdown(int fd, int how)
 	 * or reset) gets ENOTCONN, and a call that fails shuts nothing. */
 	int rc = REAL(shutdown)(fd, how);
 	if (rc == 0 && due) {
-		SHIM_BEGIN();
+		depth++;
 		if (cw_cfg.mode == CW_MODE_WARN && closewatch_verdict_is_risky(ev.rec.verdict))
 			ev.action = CW_ACTION_WARNED;
 		cw_log_event(&ev);
 		if (ev.action == CW_ACTION_WARNED)
 			cw_warn(&ev);
-		SHIM_END();
+		depth--;
+		errno = saved_errno_; /* a call that succeeded left errno alone */
 	}
 	return rc;
 }
