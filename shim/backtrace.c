@@ -19,7 +19,18 @@ void cw_backtrace_init(void)
 	exe_path[n > 0 ? n : 0] = 0;
 }
 
+__thread int cw_in_unwind __attribute__((tls_model("initial-exec")));
+
+static void walk(struct cw_event *ev, int max);
+
 void cw_backtrace(struct cw_event *ev, int max)
+{
+	cw_in_unwind++;
+	walk(ev, max);
+	cw_in_unwind--;
+}
+
+static void walk(struct cw_event *ev, int max)
 {
 	ev->nframes = 0;
 	if (max > CW_BT_LIMIT)

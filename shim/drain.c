@@ -460,7 +460,7 @@ void cw_drain_finish(int s)
 		 * (the queue still drains after close, as an orphan). */
 		if (is_async && sl->linger > 0) {
 			struct linger off = {0, 0};
-			setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
+			REAL(setsockopt)(fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
 		}
 		close_private(fd);
 		atomic_store(&sl->fd, -1);

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -229,9 +230,11 @@ HOOK int close(int fd)
 	if (likely(!entry && ready() && cw_fd_in_table(fd)) || fd < 0)
 		return REAL(close)(fd);
 	if (entry & CW_FD_PRIVATE) {
-		/* Ours (log, drain): to the program this number is not open. */
-		errno = EBADF;
-		return -1;
+		if (cw_in_unwind) { /* libunwind reopens its pipe (see pipe2) */
+			cw_fd_clear(fd);
+			return REAL(close)(fd);
+		}
+		return REAL(close)(-1); /* ours (log, drain): to the program, not open */
 	}
 	if (depth && !ready()) {
 		/* Our own initialisation: nothing can be logged yet. */
@@ -252,25 +255,36 @@ HOOK int shutdown(int fd, int how)
 	uint8_t entry = cw_fd_get(fd);
 	if (!needs_look(fd, entry) || (depth && !ready()) || fd < 0)
 		return REAL(shutdown)(fd, how);
-	if (entry & CW_FD_PRIVATE) {
-		errno = EBADF;
-		return -1;
-	}
+	if (entry & CW_FD_PRIVATE)
+		return REAL(shutdown)(-1, how); /* the kernel's answer for a closed fd */
+	/* how outside SHUT_RD..SHUT_RDWR: the kernel's EINVAL, nothing is shut. */
+	if (how < SHUT_RD || how > SHUT_RDWR)
+		return REAL(shutdown)(fd, how);
 	SHIM_BEGIN();
 	struct cw_event ev;
+	int due = 0;
 	if (inspect_confirmed(fd, entry, &ev.rec, CW_INSPECT_ALL)) {
 		cw_verdict_shutdown(&ev.rec, how);
-		if (cw_cfg.events_all || closewatch_verdict_is_risky(ev.rec.verdict)) {
+		due = cw_cfg.events_all || closewatch_verdict_is_risky(ev.rec.verdict);
+		if (due)
 			fill_meta(&ev, CW_CALL_SHUTDOWN, how);
-			if (cw_cfg.mode == CW_MODE_WARN && closewatch_verdict_is_risky(ev.rec.verdict))
-				ev.action = CW_ACTION_WARNED;
-			cw_log_event(&ev);
-			if (ev.action == CW_ACTION_WARNED)
-				cw_warn(&ev);
-		}
 	}
 	SHIM_END();
-	return REAL(shutdown)(fd, how);
+	/* The record (read before, the state the call acts on) is written only
+	 * once the call has succeeded: a TCP socket in CLOSE (never connected,
+	 * or reset) gets ENOTCONN, and a call that fails shuts nothing. */
+	int rc = REAL(shutdown)(fd, how);
+	if (rc == 0 && due) {
+		depth++;
+		if (cw_cfg.mode == CW_MODE_WARN && closewatch_verdict_is_risky(ev.rec.verdict))
+			ev.action = CW_ACTION_WARNED;
+		cw_log_event(&ev);
+		if (ev.action == CW_ACTION_WARNED)
+			cw_warn(&ev);
+		depth--;
+		errno = saved_errno_; /* a call that succeeded left errno alone */
+	}
+	return rc;
 }
 
 /* ---- close_range / closefrom ---------------------------------------------------- */
@@ -317,8 +331,9 @@ static int close_range_around_private(unsigned first, unsigned last, int flags)
 HOOK int close_range(unsigned int first, unsigned int last, int flags)
 {
 	/* Marking close-on-exec closes nothing (ours are close-on-exec already);
-	 * a bad range is the kernel's EINVAL. */
-	if (depth || (flags & CLOSE_RANGE_CLOEXEC) || first > last)
+	 * a bad range or an unknown flag is the kernel's EINVAL, nothing closed. */
+	if (depth || (flags & CLOSE_RANGE_CLOEXEC) || first > last ||
+	    (flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)))
 		return REAL(close_range)(first, last, flags);
 	SHIM_BEGIN();
 	sockets_in_range_going_away(first, last, CW_CALL_CLOSE_RANGE);
@@ -328,10 +343,13 @@ HOOK int close_range(unsigned int first, unsigned int last, int flags)
 
 HOOK void closefrom(int lowfd)
 {
-	if (depth || lowfd < 0) {
+	if (depth) {
 		REAL(closefrom)(lowfd);
 		return;
 	}
+	/* glibc closes from 0 then (MAX (0, lowfd)): our fds included. */
+	if (lowfd < 0)
+		lowfd = 0;
 	SHIM_BEGIN();
 	sockets_in_range_going_away((unsigned)lowfd, ~0U, CW_CALL_CLOSEFROM);
 	/* Close below each private fd; the tail goes to the real closefrom. */
@@ -360,25 +378,53 @@ static void note_dup(int oldfd, uint8_t old_entry, int newfd)
 	}
 }
 
+/* What dup2/dup3 (call) will do, decided as the kernel decides (ksys_dup3,
+ * in its order): dup3 with flags other than O_CLOEXEC or with oldfd ==
+ * newfd, EINVAL; newfd negative or past RLIMIT_NOFILE, EBADF; oldfd not open
+ * (ours counts as not open), EBADF. A call that fails closes nothing. Returns
+ * that errno, 0 if newfd will be replaced, -1 if the call succeeds without
+ * touching anything (dup2(fd, fd)). Only on the slow path: one fcntl and
+ * one getrlimit. (Another thread may close oldfd in between: a racy program
+ * may then get a record for a dup2 that failed.) */
+static int dup_outcome(int oldfd, int newfd, int flags, int call, uint8_t old_entry)
+{
+	if (call == CW_CALL_DUP3 && ((flags & ~O_CLOEXEC) || oldfd == newfd))
+		return EINVAL;
+	int old_open = !(old_entry & CW_FD_PRIVATE) && REAL(fcntl)(oldfd, F_GETFD) >= 0;
+	if (oldfd == newfd)
+		return old_open ? -1 : EBADF;
+	struct rlimit rl;
+	if (newfd < 0 || (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)newfd >= rl.rlim_cur))
+		return EBADF;
+	return old_open ? 0 : EBADF;
+}
+
 static int dup_onto(int oldfd, int newfd, int flags, int call)
 {
 	uint8_t old_entry = cw_fd_get(oldfd), new_entry = cw_fd_get(newfd);
-	if (old_entry & CW_FD_PRIVATE) {
-		errno = EBADF;
-		return -1;
-	}
-	if (new_entry & CW_FD_PRIVATE) {
-		/* The program takes this number: our fd moves out of its way. */
-		cw_log_relocate_if(newfd);
-		cw_drain_relocate_if(newfd);
-		new_entry = 0;
-	}
-	if (oldfd != newfd && !depth && needs_look(newfd, new_entry) && newfd >= 0 &&
-	    REAL(fcntl)(oldfd, F_GETFD) >= 0) {
+	int ours = (old_entry | new_entry) & CW_FD_PRIVATE;
+	if (ours || (!depth && needs_look(newfd, new_entry))) {
+		int saved = errno;
+		int outcome = dup_outcome(oldfd, newfd, flags, call, old_entry);
+		errno = saved;
+		if (outcome > 0 && ours) {
+			/* The kernel's answer had our fd not been open; our fd is
+			 * left alone. */
+			errno = outcome;
+			return -1;
+		}
+		if (outcome == 0 && (new_entry & CW_FD_PRIVATE)) {
+			/* The program takes this number: our fd moves out of its way. */
+			cw_log_relocate_if(newfd);
+			cw_drain_relocate_if(newfd);
+			new_entry = 0;
+		}
 		/* Only when the dup will succeed does newfd's socket go away. */
-		SHIM_BEGIN();
-		socket_going_away(newfd, new_entry, call, 1);
-		SHIM_END();
+		if (outcome == 0 && !depth && needs_look(newfd, new_entry)) {
+			SHIM_BEGIN();
+			socket_going_away(newfd, new_entry, call, 1);
+			SHIM_END();
+		}
 	}
 	int rc = call == CW_CALL_DUP2 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
 	if (rc >= 0 && oldfd != newfd) {
@@ -402,25 +448,24 @@ HOOK int dup3(int oldfd, int newfd, int flags)
 HOOK int dup(int oldfd)
 {
 	uint8_t e = cw_fd_get(oldfd);
-	if (e & CW_FD_PRIVATE) {
-		errno = EBADF;
-		return -1;
-	}
+	if (e & CW_FD_PRIVATE)
+		return REAL(dup)(-1); /* the kernel's answer for a closed fd */
 	int rc = REAL(dup)(oldfd);
 	if (rc >= 0)
 		note_dup(oldfd, e, rc);
 	return rc;
 }
 
+/* Our fds (log, drain) are not open to the program, whatever the command
+ * (F_GETFD, F_GETFL, F_SETFL, locks...): each hook that takes an fd passes
+ * -1 instead, so the kernel answers as it would for a closed fd. */
 static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
 {
+	uint8_t e = cw_fd_get(fd);
+	if (e & CW_FD_PRIVATE)
+		return real(-1, cmd, arg);
 	if (cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC)
 		return real(fd, cmd, arg);
-	uint8_t e = cw_fd_get(fd);
-	if (e & CW_FD_PRIVATE) {
-		errno = EBADF;
-		return -1;
-	}
 	int rc = real(fd, cmd, arg);
 	if (rc >= 0)
 		note_dup(fd, e, rc);
@@ -468,6 +513,22 @@ HOOK int socketpair(int domain, int type, int protocol, int sv[2])
 	return rc;
 }
 
+/* libunwind's memory-validation pipe (backtrace.h): ours, at private high
+ * numbers. Any other pipe is the program's and passes untouched (the flags
+ * are libunwind's too: a signal handler of the program that interrupted our
+ * backtrace is unlikely to ask for these). */
+HOOK int pipe2(int fds[2], int flags)
+{
+	int rc = REAL(pipe2)(fds, flags);
+	if (rc == 0 && cw_in_unwind && flags == (O_CLOEXEC | O_NONBLOCK)) {
+		int saved = errno;
+		fds[0] = cw_fd_hide(fds[0]);
+		fds[1] = cw_fd_hide(fds[1]);
+		errno = saved;
+	}
+	return rc;
+}
+
 static void note_accepted(int listener, int fd)
 {
 	if (fd < 0)
@@ -489,6 +550,8 @@ static void note_accepted(int listener, int fd)
  * for sockets whose SO_LINGER nobody set). */
 HOOK int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
 {
+	if (cw_fd_get(fd) & CW_FD_PRIVATE)
+		fd = -1;
 	int rc = REAL(setsockopt)(fd, level, optname, optval, optlen);
 	if (rc == 0 && level == SOL_SOCKET && optname == SO_LINGER && (cw_fd_get(fd) & CW_KIND_MASK))
 		cw_fd_or(fd, CW_FD_LINGER);
@@ -497,14 +560,14 @@ HOOK int setsockopt(int fd, int level, int optname, const void *optval, socklen_
 
 HOOK int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
-	int rc = REAL(accept)(fd, addr, len);
+	int rc = REAL(accept)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len);
 	note_accepted(fd, rc);
 	return rc;
 }
 
 HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
-	int rc = REAL(accept4)(fd, addr, len, flags);
+	int rc = REAL(accept4)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len, flags);
 	note_accepted(fd, rc);
 	return rc;
 }
@@ -532,7 +595,7 @@ static void note_received_fds(struct msghdr *msg)
 
 HOOK ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-	ssize_t rc = REAL(recvmsg)(fd, msg, flags);
+	ssize_t rc = REAL(recvmsg)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, msg, flags);
 	if (rc >= 0)
 		note_received_fds(msg);
 	return rc;
@@ -540,7 +603,7 @@ HOOK ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 
 HOOK int recvmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags, struct timespec *tmo)
 {
-	int rc = REAL(recvmmsg)(fd, vec, n, flags, tmo);
+	int rc = REAL(recvmmsg)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, vec, n, flags, tmo);
 	for (int i = 0; i < rc; i++)
 		note_received_fds(&vec[i].msg_hdr);
 	return rc;

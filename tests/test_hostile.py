@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 import cwtest
-from cwtest import plain_env, prog, read_records, shim_env
+from cwtest import plain_env, prog, read_records, records_for, shim_env
 
 SAN = os.environ.get("CW_SANITIZER", "") or ("on" if cwtest.PRELOAD_PREFIX else "")
 
@@ -166,7 +166,9 @@ def test_program_closes_dups_over_and_wipes_the_log_fd(ctx):
     """A program that finds the shim's log fd through /proc/self/fd, closes it, dup2s its own
     file over it, writes there, then close_range/closefrom/close-loops/dup2s over every fd:
     its own fds behave exactly as without the shim, its data lands in its file, and every
-    marker close is in the log, in order."""
+    marker close is in the log, in order. Every hooked call that takes an fd (fcntl, dup*,
+    shutdown, setsockopt, accept, recvmsg, close) answers for the log fd exactly as for an fd
+    that is not open, and closefrom(-1) (glibc: from 0) leaves the log fd alone."""
     log, own = ctx.path("cw.log"), ctx.path("own.txt")
     argv = [prog("hostile_logfd"), log, own]
     rc0, plain, err0 = run(argv, plain_env(), preexec_fn=nofile(512))
@@ -178,6 +180,12 @@ def test_program_closes_dups_over_and_wipes_the_log_fd(ctx):
         f"the program's own fds behave differently:\nwith shim {cmp_lines(out)}\nwithout {cmp_lines(plain)}"
     assert "log found yes" in out, out
     assert "log close -1 EBADF" in out, out  # to the program, our fd is not open
+    # Every hooked call answers for our fd exactly as for a number that is not open...
+    probes = lambda lines, p: [l[len(p):] for l in lines if l.startswith(p + " probe closed ")]
+    assert probes(out, "log") == probes(out, "cmp") and probes(out, "cmp"), \
+        f"the log fd answers otherwise than a closed fd:\n{probes(out, 'log')}\n{probes(out, 'cmp')}"
+    # ...the calls the shim does not hook still see it (README, Limits).
+    assert "log sees fstat open" in out and "log sees write0 open" in out, out
     assert "log dup2 ok" in out and "log probe dup EBADF" in out, out
     with open(own) as f:
         assert f.read() == "mine\n", "the program's write through the dup2'd fd went elsewhere"
@@ -187,9 +195,50 @@ def test_program_closes_dups_over_and_wipes_the_log_fd(ctx):
     markers = [r["recvq"] for r in recs]
     want = [int(l.split()[2]) for l in cmp_lines(plain) if l.startswith("cmp marker") and l.endswith(" ok")]
     assert want == [1, 2, 3, 4, 5, 6, 8], plain  # marker 7 cannot be made: every fd is taken
+    want.append(9)  # after closefrom(-1), which closes stdout too: only in the log
     assert markers == want, f"markers logged {markers}, made {want}"
     assert all(r["verdict"] == "rst_unread" and r["call"] == "close" for r in recs), recs
     assert not err.strip(), err
+
+
+# ---------------------------------------------------------------- calls that fail
+
+@cwtest.timeout(120)
+def test_failing_calls_are_not_closes(ctx):
+    """dup2/dup3 with a bad oldfd, bad flags, oldfd == newfd or newfd past RLIMIT_NOFILE,
+    close_range with an unknown flag or first > last, shutdown with a bad how, on a pipe, on
+    an unconnected socket, close of fds that are not open, fclose of a stream whose fd is
+    gone, and the syscall() forms, all aimed at a loopback TCP socket and a unix socket that
+    hold unread bytes: every call returns what it returns without the shim (value and
+    errno), none is logged, none drains (the sockets keep their unread bytes, stay writable,
+    no SIGPIPE), and each socket's real close afterwards is logged once, as rst_unread. The
+    program sees no fd it did not open (warn mode's backtraces: libunwind's own pipe)."""
+    argv = [prog("hostile_badcalls")]
+    rc0, plain, err0 = run(argv, plain_env())
+    assert rc0 == 0, f"status {rc0} without the shim: {plain} {err0}"
+    fds = {l.split()[1]: int(l.split()[2]) for l in plain if l.startswith("fd ")}
+    short = {"CLOSEWATCH_DRAIN_IDLE_MS": 200}  # a sync drain of u waits for up, closed after it
+    for mode, extra in (("observe", None), ("warn", None), ("drain", short),
+                        ("drain", dict(short, CLOSEWATCH_DRAIN_SYNC=1))):
+        log = ctx.path(f"cw-{mode}-{len(extra or ())}.log")
+        rc, out, err = run(argv, shim_env(log=log, mode=mode, events="all", extra=extra))
+        what = f"mode {mode} {extra or ''}"
+        assert rc == 0, f"{what}: status {rc} (141: SIGPIPE on a socket shut behind its back): " \
+                        f"{out} {err[-2000:]}"
+        assert cmp_lines(out) == cmp_lines(plain), f"{what}: the calls answer differently:\n" + \
+            "\n".join(f"  with {a!r}\n  without {b!r}" for a, b in zip(cmp_lines(out), cmp_lines(plain))
+                      if a != b)
+        recs = read_records(log)
+        wrong = [r for r in recs if r["call"] in ("dup2", "dup3", "close_range", "closefrom",
+                                                    "shutdown", "fclose")]
+        assert not wrong, f"{what}: failed calls logged: {wrong}"
+        for name in ("c", "u"):
+            got = [r for r in recs if r["fd"] == fds[name] and r["call"] != "drain"]
+            assert len(got) == 1 and got[0]["call"] == "close" and got[0]["verdict"] == "rst_unread", \
+                f"{what}: records for {name} (fd {fds[name]}): {got}"
+            assert got[0]["recvq"] == (6 if name == "c" else 5), got[0]
+            drains = records_for(recs, call="drain", fd=fds[name])
+            assert len(drains) == (mode == "drain"), f"{what}: drains of {name}: {drains}"
 
 
 # ---------------------------------------------------------------- the log file's medium

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *errname(int e)
@@ -44,6 +45,46 @@ static int marker(int k)
 	int ok = write(sv[0], buf, (size_t)k) == k && close(sv[1]) == 0 && close(sv[0]) == 0;
 	printf("cmp marker %d %s\n", k, ok ? "ok" : "FAILED");
 	return ok ? 0 : -1;
+}
+
+/* Every hooked call that takes an fd, on fd: each must answer as for an fd
+ * that is not open. Then calls the shim does not hook ("sees ..."). */
+static void probes(const char *prefix, int fd)
+{
+	int v = 1;
+	char buf[1];
+	struct stat st;
+	struct msghdr m = {0};
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+#define PROBE(what, expr)                                                        \
+	do {                                                                     \
+		errno = 0;                                                       \
+		long rc_ = (long)(expr);                                         \
+		printf("%s probe closed %s %ld %s\n", prefix, what, rc_,          \
+		       errname(rc_ < 0 ? errno : 0));                            \
+	} while (0)
+	PROBE("F_GETFD", fcntl(fd, F_GETFD));
+	PROBE("F_SETFD", fcntl(fd, F_SETFD, 0));
+	PROBE("F_GETFL", fcntl(fd, F_GETFL));
+	PROBE("F_SETFL", fcntl(fd, F_SETFL, O_NONBLOCK));
+	PROBE("F_DUPFD", fcntl(fd, F_DUPFD, 0));
+	PROBE("F_BADCMD", fcntl(fd, 12345));
+	PROBE("dup", dup(fd));
+	PROBE("dup2 same", dup2(fd, fd));
+	PROBE("dup3 same", dup3(fd, fd, 0));
+	PROBE("dup3 0x1", dup3(fd, 0, 0x1));
+	PROBE("shutdown", shutdown(fd, SHUT_WR));
+	PROBE("shutdown how 7", shutdown(fd, 7));
+	PROBE("setsockopt", setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v));
+	PROBE("accept", accept(fd, (struct sockaddr *)&ss, &sl));
+	PROBE("accept4 bad flags", accept4(fd, NULL, NULL, 0x1));
+	PROBE("recvmsg", recvmsg(fd, &m, MSG_DONTWAIT));
+	PROBE("close", close(fd));
+	/* Not hooked: these still show the shim's fd (README, Limits). */
+	printf("%s sees fstat %s\n", prefix, fstat(fd, &st) == 0 ? "open" : errname(errno));
+	printf("%s sees write0 %s\n", prefix, write(fd, buf, 0) == 0 ? "open" : errname(errno));
+#undef PROBE
 }
 
 /* The fd open on path, or -1. */
@@ -85,6 +126,11 @@ int main(int argc, char **argv)
 	bad |= marker(1);
 	int logfd = find_fd(logpath);
 	printf("log found %s\n", logfd >= 0 ? "yes" : "no");
+	/* What the calls the shim hooks say of its fd, and of a number that is
+	 * not open ("probe closed ...": the same with and without the shim). */
+	if (logfd >= 0)
+		probes("log", logfd);
+	probes("cmp", 300);
 	if (logfd >= 0) {
 		errno = 0;
 		int rc = close(logfd);
@@ -145,5 +191,9 @@ int main(int argc, char **argv)
 	int a = open("/dev/null", O_RDONLY), b = open("/dev/null", O_RDONLY), c = dup(a);
 	printf("cmp new fds %d %d %d\n", a, b, c);
 	printf("done\n");
+	/* closefrom with a negative lowfd closes from 0 (glibc): stdout too,
+	 * so marker 9 is only in the log. */
+	closefrom(-1);
+	bad |= marker(9);
 	return bad ? 1 : 0;
 }
