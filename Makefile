@@ -16,8 +16,6 @@ INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 PYTHON     ?= python3
 
-UNWIND_CFLAGS := $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null)
-UNWIND_LIBS   := $(shell $(PKG_CONFIG) --libs libunwind 2>/dev/null || echo -lunwind)
 PCAP_CFLAGS   := $(shell $(PKG_CONFIG) --cflags libpcap 2>/dev/null)
 PCAP_LIBS     := $(shell $(PKG_CONFIG) --libs libpcap 2>/dev/null || echo -lpcap)
 
@@ -50,10 +48,10 @@ all: $(LIB) $(CLI) $(PCAPTOOL) $(PROG_BIN) $(DEMO_BIN) $(BENCH_BIN)
 
 $(BUILD)/shim/%.o: shim/%.c shim/*.h include/closewatch.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -fvisibility=hidden $(UNWIND_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -c $< -o $@
 
 $(LIB): $(SHIM_OBJ)
-	$(CC) -shared $(LDFLAGS_ALL) -Wl,-z,defs -Wl,-z,now -o $@ $^ $(UNWIND_LIBS) -ldl -lpthread
+	$(CC) -shared $(LDFLAGS_ALL) -Wl,-z,defs -Wl,-z,now -o $@ $^ -lgcc_s -ldl -lpthread
 
 $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/closewatch.h
 	@mkdir -p $(dir $@)
