@@ -4,7 +4,8 @@
  *
  *   hostile_bt_fds fds
  *     Lists /proc/self/fd, makes one risky close (1 unread byte: the shim
- *     warns with a backtrace), lists again, and prints "new N: FD..." for
+ *     warns with a backtrace), forks a child that makes one too (after fork),
+ *     lists again, and prints "new N: FD..." for
  *     the fds below 1024 that appeared (a library's pipe, say). The shim's
  *     own fds sit near RLIMIT_NOFILE (the test runs with 4096) and are left
  *     out. Exit 0.
@@ -33,6 +34,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MSG 64
@@ -79,6 +81,14 @@ static int mode_fds(void)
 	if (list_fds(before, 1024) < 0)
 		return 1;
 	risky_close();
+	pid_t pid = fork();
+	if (pid == 0) {
+		risky_close();
+		_exit(atomic_load(&bad) ? 1 : 0);
+	}
+	int status = -1;
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || status != 0)
+		atomic_fetch_add(&bad, 1);
 	if (list_fds(after, 1024) < 0)
 		return 1;
 	int n = 0;
