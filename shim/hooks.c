@@ -122,8 +122,8 @@ __attribute__((constructor)) static void closewatch_constructor(void)
 
 /* A hook entered while this thread is already inside the shim: a signal
  * handler that interrupted us. Everything on the record path is
- * async-signal-safe, so it is still logged; only the backtrace (libunwind
- * symbol lookup) and the drain engine (it takes a lock) are left out. */
+ * async-signal-safe, so it is still logged; only the backtrace (dladdr takes
+ * the dynamic linker's lock) and the drain engine (it takes a lock) are left out. */
 static int nested(void)
 {
 	return depth > 1;
