@@ -178,7 +178,8 @@ static void name_frame(uintptr_t ip, char *out)
 	}
 	size_t n = 0;
 	if (sym) {
-		n = cw_put(out, CW_FRAME_TEXT, n, sym);
+		/* Long (C++) names are cut so that the offset and object still fit. */
+		n = cw_put(out, 96, n, sym);
 		n = cw_put(out, CW_FRAME_TEXT, n, "+");
 		n = cw_put_hex(out, CW_FRAME_TEXT, n, ip - start);
 	} else {
