@@ -19,8 +19,6 @@ PYTHON     ?= python3
 # The one version string: `closewatch --version` and closewatch.pc.
 VERSION    ?= 0.1.0
 
-UNWIND_CFLAGS := $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null)
-UNWIND_LIBS   := $(shell $(PKG_CONFIG) --libs libunwind 2>/dev/null || echo -lunwind)
 PCAP_CFLAGS   := $(shell $(PKG_CONFIG) --cflags libpcap 2>/dev/null)
 PCAP_LIBS     := $(shell $(PKG_CONFIG) --libs libpcap 2>/dev/null || echo -lpcap)
 
@@ -59,7 +57,7 @@ test-build: all $(PROG_BIN) $(DEMO_BIN) $(BENCH_BIN)
 
 $(BUILD)/shim/%.o: shim/%.c shim/*.h include/closewatch.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -fvisibility=hidden $(UNWIND_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -c $< -o $@
 
 # SONAME libclosewatch.so, the installed file's own name: a program linked with
 # -lclosewatch (for closewatch_inspect) records that name, and ldconfig at
@@ -67,7 +65,7 @@ $(BUILD)/shim/%.o: shim/%.c shim/*.h include/closewatch.h
 # the interposed libc calls plus a small C API, shipped together with the CLI.
 $(LIB): $(SHIM_OBJ)
 	$(CC) -shared $(LDFLAGS_ALL) -Wl,-soname,libclosewatch.so -Wl,-z,defs -Wl,-z,now -o $@ $^ \
-	  $(UNWIND_LIBS) -ldl -lpthread
+	  -lgcc_s -ldl -lpthread
 
 $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/closewatch.h
 	@mkdir -p $(dir $@)

@@ -1,12 +1,14 @@
 /* close() latency of a socket with an unread upload: the close that the
  * kernel answers with RST and that drain mode turns into a lingering close.
  *
- *   closelat [-n ITERATIONS] [-u UPLOAD_BYTES] [-w WARMUP]
+ *   closelat [-n ITERATIONS] [-u UPLOAD_BYTES] [-w WARMUP] [-d DEPTH]
  *
  * A client thread connects, uploads UPLOAD_BYTES and reads until EOF or
  * reset, then closes. The main thread accepts, waits until the whole upload
  * sits unread in its receive queue, and times its close(). Prints p50, p90,
- * p99, max and mean in microseconds. */
+ * p99, max and mean in microseconds. -d: the close is made DEPTH calls deep,
+ * so that a backtrace of the close has that many frames of the program to
+ * walk and name (the backtrace benchmark). */
 #include "bench.h"
 
 #include <linux/sockios.h>
@@ -14,7 +16,7 @@
 #include <pthread.h>
 #include <sys/ioctl.h>
 
-#define USAGE "[-n ITERATIONS] [-u UPLOAD_BYTES] [-w WARMUP]"
+#define USAGE "[-n ITERATIONS] [-u UPLOAD_BYTES] [-w WARMUP] [-d DEPTH]"
 
 static struct sockaddr_in addr;
 static long total;
@@ -52,15 +54,31 @@ static void *client(void *arg)
 	return NULL;
 }
 
+/* close(fd) depth calls deep, timed. noinline and the use of the result
+ * after the call keep every level a real frame. */
+__attribute__((noinline)) static uint64_t timed_close(int fd, int depth)
+{
+	if (depth > 0) {
+		uint64_t dt = timed_close(fd, depth - 1);
+		__asm__ volatile("" ::: "memory");
+		return dt;
+	}
+	uint64_t t0 = now_ns();
+	close(fd);
+	return now_ns() - t0;
+}
+
 int main(int argc, char **argv)
 {
+	int depth = 0;
 	long iters = 2000, warmup = 50;
 	int opt;
-	while ((opt = getopt(argc, argv, "n:u:w:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:u:w:d:")) != -1) {
 		switch (opt) {
 		case 'n': iters = (long)opt_num(optarg, USAGE); break;
 		case 'u': upload = (size_t)opt_num(optarg, USAGE); break;
 		case 'w': warmup = (long)opt_num(optarg, USAGE); break;
+		case 'd': depth = (int)opt_num(optarg, USAGE); break;
 		default: fprintf(stderr, "usage: %s %s\n", argv[0], USAGE); return 2;
 		}
 	}
@@ -87,9 +105,7 @@ int main(int argc, char **argv)
 			struct pollfd p = {.fd = c, .events = POLLIN};
 			poll(&p, 1, 10);
 		}
-		uint64_t t0 = now_ns();
-		close(c);
-		uint64_t dt = now_ns() - t0;
+		uint64_t dt = timed_close(c, depth);
 		if (i >= warmup)
 			lat[i - warmup] = dt;
 	}

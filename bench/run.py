@@ -7,7 +7,8 @@ that a noisy machine moves both sides of a ratio together.
 Usage: bench/run.py [--build DIR] [--lib SO] [--rounds N] [--only NAME[,NAME]]
                     [--out FILE] [--smoke] [--no-netns] [--keep]
 
-Benchmarks (--only): openclose, churn (incl. strace), nginx, closelat, rss.
+Benchmarks (--only): openclose, churn (incl. strace), nginx, closelat, rss,
+backtrace (a logged close with 8 backtrace frames vs without).
 --smoke runs each once in a tiny configuration (what `make test` does): the
 numbers mean nothing then, only that every program still runs.
 --lib measures another build of the shim (e.g. a patched copy) against none.
@@ -41,7 +42,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GROUPS = ["openclose", "churn", "nginx", "closelat", "rss"]
+GROUPS = ["openclose", "churn", "nginx", "closelat", "rss", "backtrace"]
 
 
 class BenchError(Exception):
@@ -378,6 +379,17 @@ def bench_closelat(R, rounds):
     return rows, res
 
 
+def bench_backtrace(R, rounds):
+    """A logged close (rst_unread, observe) made 8 calls deep, with CLOSEWATCH_BACKTRACE=8
+    and without: the cost of finding and naming the call site, as a ratio of p50s."""
+    argv = [R.bin("closelat"), "-d", "8"] + (["-n", "20", "-w", "2"] if R.smoke else ["-n", "2000", "-w", "50"])
+    envs = {"bt0": R.env({"MODE": "observe", "BACKTRACE": 0}),
+            "bt8": R.env({"MODE": "observe", "BACKTRACE": 8})}
+    res = interleave(list(envs), scaled(rounds, 1), lambda v, r: R.run_json(argv, envs[v]))
+    return [ratio_row("backtrace_8", "logged close, 8 backtrace frames vs none", "p50 ratio",
+                      res, "p50_us", "bt8", "bt0", ("<=", 2.0), " us", "{:.1f}")], res
+
+
 def bench_rss(R, rounds):
     argv = [R.bin("idle")]
     envs = {"none": R.env(), "observe": R.env({"MODE": "observe"}), "drain": R.env({"MODE": "drain"})}
@@ -393,7 +405,7 @@ def bench_rss(R, rounds):
 
 
 BENCHES = {"openclose": bench_openclose, "churn": bench_churn, "nginx": bench_nginx,
-           "closelat": bench_closelat, "rss": bench_rss}
+           "closelat": bench_closelat, "rss": bench_rss, "backtrace": bench_backtrace}
 
 
 def skipped_row(rid, title, why):

@@ -125,8 +125,8 @@ __attribute__((constructor)) static void closewatch_constructor(void)
 
 /* A hook entered while this thread is already inside the shim: a signal
  * handler that interrupted us. Everything on the record path is
- * async-signal-safe, so it is still logged; only the backtrace (libunwind
- * symbol lookup) and the drain engine (it takes a lock) are left out. */
+ * async-signal-safe, so it is still logged; only the backtrace (dladdr takes
+ * the dynamic linker's lock) and the drain engine (it takes a lock) are left out. */
 static int nested(void)
 {
 	return depth > 1;
@@ -229,13 +229,8 @@ HOOK int close(int fd)
 	uint8_t entry = cw_fd_get(fd);
 	if (likely(!entry && ready() && cw_fd_in_table(fd)) || fd < 0)
 		return REAL(close)(fd);
-	if (entry & CW_FD_PRIVATE) {
-		if (cw_in_unwind) { /* libunwind reopens its pipe (see pipe2) */
-			cw_fd_clear(fd);
-			return REAL(close)(fd);
-		}
+	if (entry & CW_FD_PRIVATE)
 		return REAL(close)(-1); /* ours (log, drain): to the program, not open */
-	}
 	if (depth && !ready()) {
 		/* Our own initialisation: nothing can be logged yet. */
 		cw_fd_clear(fd);
@@ -509,22 +504,6 @@ HOOK int socketpair(int domain, int type, int protocol, int sv[2])
 		uint8_t kind = cw_fd_kind_from_args(domain, type, protocol);
 		cw_fd_set(sv[0], kind);
 		cw_fd_set(sv[1], kind);
-	}
-	return rc;
-}
-
-/* libunwind's memory-validation pipe (backtrace.h): ours, at private high
- * numbers. Any other pipe is the program's and passes untouched (the flags
- * are libunwind's too: a signal handler of the program that interrupted our
- * backtrace is unlikely to ask for these). */
-HOOK int pipe2(int fds[2], int flags)
-{
-	int rc = REAL(pipe2)(fds, flags);
-	if (rc == 0 && cw_in_unwind && flags == (O_CLOEXEC | O_NONBLOCK)) {
-		int saved = errno;
-		fds[0] = cw_fd_hide(fds[0]);
-		fds[1] = cw_fd_hide(fds[1]);
-		errno = saved;
 	}
 	return rc;
 }

@@ -26,7 +26,6 @@
 	X(fclose, int, (FILE *))                                                \
 	X(socket, int, (int, int, int))                                         \
 	X(socketpair, int, (int, int, int, int[2]))                             \
-	X(pipe2, int, (int[2], int))                                            \
 	X(accept, int, (int, struct sockaddr *, socklen_t *))                   \
 	X(accept4, int, (int, struct sockaddr *, socklen_t *, int))             \
 	X(recvmsg, ssize_t, (int, struct msghdr *, int))                        \

@@ -18,6 +18,7 @@ GROUPS = {
     "nginx": ["nginx_observe", "nginx_drain"],
     "closelat": ["closelat_none", "closelat_observe", "closelat_drain_async", "closelat_drain_sync"],
     "rss": ["rss_observe", "rss_drain"],
+    "backtrace": ["backtrace_8"],
 }
 
 
@@ -71,3 +72,7 @@ def test_closelat(ctx):
 
 def test_rss(ctx):
     smoke(ctx, "rss")
+
+
+def test_backtrace(ctx):
+    smoke(ctx, "backtrace")
