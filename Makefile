@@ -33,7 +33,7 @@ TOOL_MAINS := tools/closewatch.c tools/cw-pcap.c
 TOOL_LIB_SRC := $(filter-out $(TOOL_MAINS),$(wildcard tools/*.c))
 TOOL_LIB_OBJ := $(TOOL_LIB_SRC:%.c=$(BUILD)/%.o)
 # Pure shim units the CLI shares (names of verdicts and states, record parsing helpers).
-SHIM_SHARED_OBJ := $(BUILD)/shim/verdict.o
+SHIM_SHARED_OBJ := $(BUILD)/shim/verdict.o $(BUILD)/shim/elfkind.o
 PROG_SRC  := $(wildcard tests/progs/*.c)
 PROG_BIN  := $(PROG_SRC:tests/progs/%.c=$(BUILD)/tests/%)
 DEMO_SRC  := $(wildcard demo/*.c)
