@@ -242,6 +242,8 @@ def test_exec_closes_cloexec_sockets(ctx):
     p.expect("exec")
     p.expect("new")
     assert read_to_end(c2)[1] == "reset"
+    # Written once the supervisor sees the exec done (it looks every few ms).
+    cwtest.wait_for(lambda: records_for(read_records(log), fd=gone), what="the exec's record")
     recs = read_records(log)
     rec = one_record(recs, fd=gone)
     check_fields(rec, call="exit", verdict="rst_unread", recvq=2)
@@ -250,6 +252,17 @@ def test_exec_closes_cloexec_sockets(ctx):
     assert finish(p) == 0, p.stderr
     check_fields(one_record(read_records(log), fd=keep), call="exit", verdict="clean")
     c1.close()
+
+
+def test_failed_exec_closes_nothing(ctx):
+    """An exec that fails (no such program) closes nothing: the close-on-exec socket is not
+    logged at the exec, only once, when the program then exits (cwprog exits 99)."""
+    have_trap()
+    rc, lines, err, recs = run_trap(ctx, "socket", "tcp4", "cloexec", "exec", "/nonexistent/x")
+    assert rc == 99 and "execv" in err, (rc, err)
+    fd = int(line_value(lines, "fd"))
+    assert len(records_for(recs, fd=fd)) == 1, recs
+    check_fields(one_record(recs, fd=fd), call="exit", verdict="no_conn")
 
 
 def test_fork_shared_then_child_exit(ctx):
