@@ -319,6 +319,20 @@ def test_signal_storm_logged_once(ctx):
     assert len(closes) == n + k, f"{len(closes)} records for {n} + {k} closes"
 
 
+def test_warn_mode_on_closewatch_stderr(ctx):
+    """--mode warn through the trap: the risky close's record says action "warned" and one
+    human warning line appears on closewatch's stderr (the program's stderr stays its own)."""
+    have_trap()
+    rc, lines, err, recs = run_trap(ctx, "socketpair", "as", "a", "use", "pair", "write", 5,
+                                    "use", "a", "waitinq", 5, "close", events="risky",
+                                    mode="warn")
+    assert rc == 0, err
+    rec = one_record(recs, call="close")
+    check_fields(rec, verdict="rst_unread", recvq=5, proto="unix", action="warned")
+    warn = [l for l in err.splitlines() if l.startswith("closewatch: warning: close(")]
+    assert len(warn) == 1 and "5 unread byte(s)" in warn[0], err
+
+
 # ---------------------------------------------------------------- the supervisor itself
 
 def test_drain_refused(ctx):
