@@ -205,8 +205,7 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 	}
 	struct cw_event *ev = &slot->ev;
 	struct closewatch_record *r = &ev->rec;
-	struct stat st;
-	slot->ino = fstat(dup, &st) == 0 ? (unsigned long)st.st_ino : 0;
+	slot->ino = 0;
 	slot->exec_tid = 0;
 	if (call == CW_CALL_SHUTDOWN) {
 		if (cw_inspect(dup, kind, r, CW_INSPECT_ALL) < 0)
@@ -223,6 +222,8 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 		 * when no record is due anyway, /proc is not read. */
 		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict))
 			goto skip;
+		struct stat st;
+		slot->ino = fstat(dup, &st) == 0 ? (unsigned long)st.st_ino : 0;
 		r->shared = cw_watch_socket_held(slot->ino, t->tgid, fd, closing, n);
 		if (parts != CW_INSPECT_ALL)
 			cw_inspect_rest(dup, r);
