@@ -45,6 +45,8 @@ def trap_env(log, **envkw):
     """The shim's variables, for the supervisor to read; nothing preloaded."""
     env = cwtest.shim_env(log=log, **envkw)
     env.pop("LD_PRELOAD", None)
+    if cwtest.PRELOAD_PREFIX:  # make check: the sanitizer runtime stays first
+        env["LD_PRELOAD"] = cwtest.PRELOAD_PREFIX
     return env
 
 
