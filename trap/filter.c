@@ -89,6 +89,8 @@ int cw_trap_filter_build(struct cw_trap_filter *f, char *why, size_t cap)
 	f->len = (unsigned short)(st.st_size / (off_t)sizeof(struct sock_filter));
 	if (!f->insns || pread(mem, f->insns, (size_t)st.st_size, 0) != st.st_size) {
 		snprintf(why, cap, "cannot read the exported filter");
+		free(f->insns);
+		f->insns = NULL;
 		close(mem);
 		return -1;
 	}

@@ -418,10 +418,11 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	if (pipe2(tell, O_CLOEXEC) || pipe2(ack, O_CLOEXEC) || pipe2(errp, O_CLOEXEC))
 		return setup_error(strerror(errno));
 	pid_t pid = fork();
-	if (pid < 0)
-		return setup_error(strerror(errno));
 	if (pid == 0)
 		child(cmd, child_mask, &filter, tell[1], ack[0], errp[1]);
+	free(filter.insns);
+	if (pid < 0)
+		return setup_error(strerror(errno));
 	close(tell[1]);
 	close(ack[0]);
 	close(errp[1]);
