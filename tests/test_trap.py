@@ -389,6 +389,34 @@ def test_filter_cannot_be_installed(ctx):
     assert r.returncode == 2 and "--via" in r.stderr, r.stderr
 
 
+def test_supervisor_killed_calls_fail_enosys(ctx):
+    """What the README warns about: closewatch killed with SIGKILL leaves the program's trapped
+    calls with nobody to answer them: close() fails with ENOSYS from then on (and the program
+    still ends: glibc's _exit falls back to SYS_exit, which is not trapped)."""
+    have_trap()
+    log = ctx.path("cw.log")
+    p = cwtest.ProcKw(trap_argv(log) + ["pid", "socket", "tcp4", "say", "ready", "wait",
+                                        "close", "say", "after"],
+                      env=trap_env(log), stdin=subprocess.PIPE)
+    ctx.procs.append(p)
+    child = int(p.expect("pid"))
+    fd = int(p.expect("fd"))
+    p.expect("ready")
+    os.kill(p.p.pid, signal.SIGKILL)
+    p.p.wait()
+    tell(p)
+    try:
+        assert p.expect("close-err") == f"{fd} ENOSYS", "close() should fail with ENOSYS"
+        p.expect("after")
+        cwtest.wait_for(lambda: not os.path.exists(f"/proc/{child}") or
+                        open(f"/proc/{child}/stat").read().split()[2] == "Z", what="program ended")
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_supervisor_waits_for_orphans(ctx):
     """A program that leaves a child running when it exits: closewatch (a child subreaper)
     keeps answering that child's calls until it ends, so its close is logged and never fails
