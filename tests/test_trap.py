@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 
@@ -415,6 +416,29 @@ def test_supervisor_killed_calls_fail_enosys(ctx):
             os.kill(child, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_no_new_privs_only_when_unprivileged(ctx):
+    """As root the filter goes in without PR_SET_NO_NEW_PRIVS (a setuid program keeps its
+    privileges, as without closewatch); an unprivileged user needs it, and is watched all the
+    same: no privilege needed."""
+    have_trap()
+    cwtest.require_root()
+    if not shutil.which("setpriv"):
+        cwtest.skip("setpriv (util-linux) is not installed")
+    os.chmod(ctx.tmp, 0o777)
+    for user, nnp in ((None, "0"), ("65534", "1")):
+        log = ctx.path(f"cw-{user}.log")
+        wrap = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}",
+                                        "--clear-groups"]
+        r = subprocess.run(wrap + trap_argv(log) + ["socket", "tcp4", "close"], env=trap_env(log),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        check_fields(one_record(read_records(log), call="close"), verdict="no_conn")
+        r = subprocess.run(wrap + [cwtest.CLI, "run", "--via", "trap", "--log", log, "--", "grep",
+                                   "NoNewPrivs", "/proc/self/status"], env=trap_env(log),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout.split() == ["NoNewPrivs:", nnp], (user, r.stdout, r.stderr)
 
 
 def test_supervisor_waits_for_orphans(ctx):
