@@ -63,6 +63,9 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 #ifndef SYS_pidfd_getfd
 #define SYS_pidfd_getfd 438
 #endif
@@ -95,7 +98,9 @@ static void task_drop(struct task *t)
 static struct task *task_for(pid_t tid, uint64_t id)
 {
 	struct task *t = &tasks[(unsigned)tid % NTASKS];
-	if (t->tid == tid && t->pidfd >= 0)
+	/* Still the same task (signal 0: a liveness check)? A dead one means
+	 * the tid was reused: make the entry again. */
+	if (t->tid == tid && t->pidfd >= 0 && syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0) == 0)
 		return t;
 	task_drop(t);
 	int pfd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
