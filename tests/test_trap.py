@@ -309,15 +309,20 @@ def test_many_threads_exact_count(ctx):
     assert not records_for(recs, call="exit"), "no socket was left open at exit"
 
 
+@cwtest.timeout(300)
 def test_signal_storm_logged_once(ctx):
     """SIGALRM every 100 us while the main thread closes sockets, and the handler closes
     sockets too: a trapped call interrupted by a signal is restarted by the kernel; each
     close is logged exactly once (records = main closes + handler closes)."""
     have_trap()
-    rc, lines, err, recs = run_trap(ctx, "sigstorm", 2000, timeout=120)
+    # A signal that comes before the supervisor has received the notification restarts the
+    # call: a supervisor slowed down by a sanitizer (or a loaded machine) makes the main
+    # thread retry often, so fewer closes there (the count stays exact either way).
+    want = 100 if os.environ.get("CW_SANITIZER") else 2000
+    rc, lines, err, recs = run_trap(ctx, "sigstorm", want, timeout=240)
     assert rc == 0, err
     n, k = (int(x) for x in line_value(lines, "sigstorm").split())
-    assert n == 2000
+    assert n == want
     closes = records_for(recs, call="close")
     assert len(closes) == n + k, f"{len(closes)} records for {n} + {k} closes"
 
