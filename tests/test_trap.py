@@ -341,6 +341,33 @@ def test_warn_mode_on_closewatch_stderr(ctx):
     assert len(warn) == 1 and "5 unread byte(s)" in warn[0], err
 
 
+def test_syslog_target(ctx):
+    """CLOSEWATCH_LOG=syslog through the trap: one datagram per record on /dev/log (a private
+    one, in a mount namespace), tagged with the program's comm and pid, priority warning for
+    a risky verdict: the shim's framing."""
+    have_trap()
+    cwtest.require_root()
+    import sys
+    import test_hostile
+    inner = ctx.path("inner.py")
+    with open(inner, "w") as f:
+        f.write(test_hostile.SETUID_INNER)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, inner, ctx.tmp,
+                        "1"] + trap_argv("syslog") + ["pid", "socketpair", "write", "3", "use",
+                                                      "pair", "close", "say", "end"],
+                       env=trap_env("syslog", events="risky"), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["status"] == 0, res
+    pid = int(line_value(res["stdout"].splitlines(), "pid"))
+    msgs = [m for m in res["syslog"] if '"verdict"' in m]
+    assert len(msgs) == 1, res
+    assert msgs[0].startswith(f"<12>cwprog-static[{pid}]: {{"), msgs[0]
+    rec = json.loads(msgs[0].split(": ", 1)[1])
+    check_fields(rec, call="close", verdict="rst_unread", recvq=3, pid=pid)
+
+
 # ---------------------------------------------------------------- the supervisor itself
 
 def test_drain_refused(ctx):
