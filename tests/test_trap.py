@@ -403,6 +403,17 @@ def test_signals_forwarded(ctx):
         cwtest.wait_for(lambda: not os.path.exists(f"/proc/{child}"), what="program gone")
 
 
+def test_command_cannot_run(ctx):
+    """A command that cannot be executed under the trap: 127 (not found) or 126 (not
+    executable) and one message, as through the shim."""
+    have_trap()
+    for cmd, want in (("/nonexistent/prog", 127), ("/etc/passwd", 126)):
+        r = subprocess.run([cwtest.CLI, "run", "--via", "trap", "--", cmd], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+        assert r.returncode == want, (cmd, r.returncode, r.stderr)
+        assert f"cannot run {cmd}" in r.stderr, r.stderr
+
+
 def test_filter_cannot_be_installed(ctx):
     """A filter that cannot be installed: one clear error naming why, exit 2, nothing run.
     Made real by nesting: the kernel refuses a second listener in a filter chain that has one
