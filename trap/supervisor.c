@@ -76,9 +76,10 @@ static int listener = -1;
 
 /* ---- tasks: a pidfd per trapping thread ------------------------------------- */
 
-/* A thread pidfd (PIDFD_THREAD) names exactly the task that trapped: if the
- * tid is reused later, pidfd_getfd on the old one fails with ESRCH and the
- * entry is made again, so a reused tid never reads another process's fds. */
+/* A thread pidfd (PIDFD_THREAD, Linux 6.9) names exactly the task that
+ * trapped: once that task is gone the entry is made again, so a reused tid
+ * never reads another process's fds. Older kernels: the process's pidfd
+ * (threads share its fd table). */
 struct task {
 	pid_t tid, tgid;
 	int pidfd;
@@ -105,8 +106,8 @@ static struct task *task_for(pid_t tid, uint64_t id)
 	task_drop(t);
 	int pfd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
 	pid_t tgid = cw_proc_tgid(tid);
-	if (pfd < 0 && errno == EINVAL && tgid == tid) /* kernels before 6.9: leaders only */
-		pfd = (int)syscall(SYS_pidfd_open, tid, 0);
+	if (pfd < 0 && errno == EINVAL && tgid > 0) /* before 6.9: no thread pidfds */
+		pfd = (int)syscall(SYS_pidfd_open, tgid, 0);
 	/* The notification still pending proves tid was the trapping task when
 	 * the pidfd was taken (and tgid read). */
 	if (pfd < 0 || tgid <= 0 || seccomp_notify_id_valid(listener, id) != 0) {
