@@ -19,6 +19,7 @@ GROUPS = {
     "closelat": ["closelat_none", "closelat_observe", "closelat_drain_async", "closelat_drain_sync"],
     "rss": ["rss_observe", "rss_drain"],
     "backtrace": ["backtrace_8"],
+    "trap": ["trap_openclose", "trap_churn", "trap_openclose_strace", "trap_churn_strace"],
 }
 
 
@@ -76,3 +77,9 @@ def test_rss(ctx):
 
 def test_backtrace(ctx):
     smoke(ctx, "backtrace")
+
+
+def test_trap(ctx):
+    if not shutil.which("strace"):
+        cwtest.skip("strace is not installed")
+    smoke(ctx, "trap")
