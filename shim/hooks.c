@@ -11,8 +11,10 @@
 #include "ident.h"
 #include "inspect.h"
 #include "logwriter.h"
+#include "notwatched.h"
 #include "real.h"
 #include "record.h"
+#include "runstatus.h"
 #include "verdict.h"
 #include "warn.h"
 
@@ -77,6 +79,7 @@ static void init_body(void)
 	cw_real_bind();
 	cw_config_parse(&cw_cfg, env_lookup, NULL, warn_stderr, NULL);
 	cw_backtrace_init();
+	cw_runstatus_init(env_lookup("CLOSEWATCH_RUN_STATUS", NULL));
 	cw_log_open();
 	cw_fd_scan_inherited();
 	/* Inherited sockets may still be held by the parent (inetd, systemd,
@@ -84,6 +87,7 @@ static void init_body(void)
 	cw_relatives_add((int)getppid());
 	pthread_atfork(NULL, NULL, after_fork_child);
 	cw_drain_init();
+	cw_watched_announce();
 }
 
 static int ready(void)
@@ -652,6 +656,8 @@ HOOK int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_action
 	pid_t *p = pid ? pid : &local;
 	int rc = REAL(posix_spawn)(p, path, fa, attr, argv, envp);
 	note_spawned(rc, p);
+	if (rc == 0 && ready())
+		cw_notwatched_check(path, 0, *p);
 	return rc;
 }
 
@@ -662,6 +668,8 @@ HOOK int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actio
 	pid_t *p = pid ? pid : &local;
 	int rc = REAL(posix_spawnp)(p, file, fa, attr, argv, envp);
 	note_spawned(rc, p);
+	if (rc == 0 && ready())
+		cw_notwatched_check(file, 1, *p);
 	return rc;
 }
 
@@ -694,6 +702,8 @@ static void exec_failed(int me)
 HOOK int execve(const char *path, char *const argv[], char *const envp[])
 {
 	int me = exec_begin();
+	if (ready())
+		cw_notwatched_check(path, 0, getpid());
 	int rc = REAL(execve)(path, argv, envp);
 	exec_failed(me);
 	return rc;
@@ -702,6 +712,8 @@ HOOK int execve(const char *path, char *const argv[], char *const envp[])
 HOOK int execv(const char *path, char *const argv[])
 {
 	int me = exec_begin();
+	if (ready())
+		cw_notwatched_check(path, 0, getpid());
 	int rc = REAL(execv)(path, argv);
 	exec_failed(me);
 	return rc;
@@ -710,6 +722,8 @@ HOOK int execv(const char *path, char *const argv[])
 HOOK int execvp(const char *file, char *const argv[])
 {
 	int me = exec_begin();
+	if (ready())
+		cw_notwatched_check(file, 1, getpid());
 	int rc = REAL(execvp)(file, argv);
 	exec_failed(me);
 	return rc;
@@ -718,6 +732,8 @@ HOOK int execvp(const char *file, char *const argv[])
 HOOK int execvpe(const char *file, char *const argv[], char *const envp[])
 {
 	int me = exec_begin();
+	if (ready())
+		cw_notwatched_check(file, 1, getpid());
 	int rc = REAL(execvpe)(file, argv, envp);
 	exec_failed(me);
 	return rc;

@@ -4,7 +4,10 @@
 #include "cmds.h"
 #include "preload.h"
 #include "runlog.h"
+#include "runstatus.h"
 #include "util.h"
+#include "via.h"
+#include "watched.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -274,6 +277,24 @@ int cw_cmd_run(int argc, char **argv)
 			return RUN_FAIL;
 		}
 	}
+	/* A program LD_PRELOAD cannot reach is named up front and in the summary;
+	 * one whose loader is not glibc's would not even start with the shim. */
+	char why[256];
+	const char *cmd_why = NULL;
+	if (cw_via_auto(argv[ci], why, sizeof(why)) == CW_VIA_TRAP) {
+		if (strstr(why, "loader ") == why || strstr(why, "musl loader ") == why) {
+			cw_err("%s: cannot be watched with LD_PRELOAD (%s: it cannot load "
+			       "libclosewatch.so, built for glibc): use --via trap", argv[ci], why);
+			if (cap)
+				cw_capture_close(cap, NULL, NULL);
+			cw_runlog_end(&log);
+			return RUN_FAIL;
+		}
+		cw_err("%s: not watched (%s: use --via trap)", argv[ci], why);
+		cmd_why = why;
+	}
+	struct cw_runstatus rs;
+	cw_runstatus_begin(&rs);
 	int status = spawn(argv + ci, &old_mask);
 	int rc;
 	if (status < 0)
@@ -295,8 +316,12 @@ int cw_cmd_run(int argc, char **argv)
 			fprintf(stderr, " (%lu dropped by the kernel: the capture is incomplete)", dropped);
 		fputc('\n', stderr);
 	}
-	if (status >= 0)
+	if (status >= 0) {
+		cw_watched_summarize(stderr, rs.path, argv[ci], cmd_why);
 		cw_runlog_summarize(&log, stderr);
+		cw_runstatus_summarize(&rs, stderr);
+	}
+	cw_runstatus_end(&rs);
 	cw_runlog_end(&log);
 	return rc;
 }
