@@ -55,7 +55,7 @@ static const char *env_lookup(const char *name, void *arg)
 static void warn_stderr(const char *line, size_t len, void *arg)
 {
 	(void)arg;
-	(void)!write(2, line, len);
+	cw_log_stderr(line, len);
 }
 
 /* The process the shim's memory belongs to: a child that shares it (vfork,
@@ -612,6 +612,7 @@ __attribute__((destructor)) static void closewatch_destructor(void)
 			socket_going_away(fd, e, CW_CALL_EXIT, 0);
 	}
 	cw_drain_at_exit();
+	cw_log_report_lost();
 	SHIM_END();
 }
 
@@ -620,8 +621,10 @@ __attribute__((destructor)) static void closewatch_destructor(void)
  * child: the records are its parent's. */
 static void exit_now(void)
 {
-	if (ready() && (int)getpid() == atomic_load(&self_pid))
+	if (ready() && (int)getpid() == atomic_load(&self_pid)) {
 		cw_drain_flush_close_records();
+		cw_log_report_lost();
+	}
 }
 
 HOOK void _exit(int status)
@@ -683,6 +686,7 @@ static int exec_begin(void)
 	if (me == atomic_load(&self_pid)) {
 		/* Our drain thread ends with this image: its records now. */
 		cw_drain_flush_close_records();
+		cw_log_report_lost();
 		return 0;
 	}
 	cw_fd_mark_all_sockets(CW_FD_FORKED);

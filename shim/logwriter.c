@@ -4,18 +4,195 @@
 #include "config.h"
 #include "fdtable.h"
 #include "real.h"
+#include "runstatus.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <syslog.h>
 #include <unistd.h>
 
+/* ---- writing without ever stopping or killing the program -------------------------------
+ *
+ * A record write must never block the program indefinitely nor raise a signal in it:
+ *  - our own descriptions (a log path, /dev/log) are opened O_NONBLOCK: a FIFO without a
+ *    reader fails at once with ENXIO instead of blocking in open(), a full FIFO or
+ *    socket answers EAGAIN;
+ *  - stderr's description is the program's: its flags are never changed. A pipe there is
+ *    written with pwritev2(RWF_NOWAIT), non-blocking for this one call. (A private
+ *    description of the pipe, opened through /proc/self/fd/2, would keep its write end
+ *    open after the program closes or redirects fd 2 - freopen() does so inside glibc,
+ *    unseen - and a reader waiting for EOF, `x=$(daemon)`, would wait forever.)
+ *    A kernel without RWF_NOWAIT on pipes (EOPNOTSUPP) gets poll() then a plain write();
+ *  - EAGAIN: wait up to CW_LOG_WAIT_MS for room, once; still full, the record is dropped
+ *    and counted, and later records do not wait until one goes through again (a reader
+ *    that never reads costs the program one wait, not one per record);
+ *  - a pipe or FIFO whose reader is gone raises SIGPIPE with EPIPE: the write runs with
+ *    SIGPIPE blocked in this thread and the signal it raised is taken back with
+ *    sigtimedwait(), unless one was already pending (the program's own). Only on pipe
+ *    targets: a file keeps its one write(). Sockets use send(MSG_NOSIGNAL).
+ * Every call used is async-signal-safe (records are written from signal handlers too). */
+
+#define CW_LOG_WAIT_MS 100
+
+enum wkind { W_PLAIN, W_PIPE, W_PIPE_SHARED, W_SOCK };
+
+/* The last record to that target was dropped on a full pipe/socket. */
+static atomic_int log_stalled, stderr_stalled;
+static atomic_int nowait_unsupported; /* the kernel refused RWF_NOWAIT on a pipe */
+
+static ssize_t one_write(int fd, int kind, const char *buf, size_t len)
+{
+	if (kind == W_SOCK)
+		return send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (kind == W_PIPE_SHARED && !atomic_load_explicit(&nowait_unsupported, memory_order_relaxed)) {
+		struct iovec v = {(void *)buf, len};
+		ssize_t w = pwritev2(fd, &v, 1, -1, RWF_NOWAIT);
+		if (w >= 0 || errno != EOPNOTSUPP)
+			return w;
+		atomic_store(&nowait_unsupported, 1);
+	}
+	if (kind == W_PIPE_SHARED) {
+		/* Old kernel: wait for room (bounded), then an ordinary write that can
+		 * still block if another writer fills the pipe in between. */
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		if (poll(&p, 1, CW_LOG_WAIT_MS) == 0) {
+			errno = EAGAIN;
+			return -1;
+		}
+	}
+	return write(fd, buf, len);
+}
+
+/* One write to a pipe or FIFO that raises no SIGPIPE in the program. */
+static ssize_t pipe_write(int fd, int kind, const char *buf, size_t len)
+{
+	sigset_t pipe_set, old, pending;
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	int was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+	ssize_t w = one_write(fd, kind, buf, len);
+	int e = errno;
+	if (w < 0 && e == EPIPE && !was_pending) {
+		const struct timespec zero = {0, 0};
+		while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+			;
+	}
+	if (!sigismember(&old, SIGPIPE))
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = e;
+	return w;
+}
+
+/* The whole buffer onto fd. Returns 0, or the errno that lost (part of) it. */
+static int put_all(int fd, int kind, const char *buf, size_t len, atomic_int *stalled)
+{
+	int waited = atomic_load_explicit(stalled, memory_order_relaxed);
+	/* Bounded: a short write (a stream socket, a disk filling up) is followed
+	 * by a few more for the rest, never a loop without end. */
+	for (int tries = 0; tries < 16; tries++) {
+		ssize_t w = kind == W_PIPE || kind == W_PIPE_SHARED ? pipe_write(fd, kind, buf, len)
+								  : one_write(fd, kind, buf, len);
+		if (w >= 0) {
+			if ((size_t)w >= len) {
+				if (waited)
+					atomic_store_explicit(stalled, 0, memory_order_relaxed);
+				return 0;
+			}
+			buf += w;
+			len -= (size_t)w;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return errno;
+		if (waited) {
+			atomic_store_explicit(stalled, 1, memory_order_relaxed);
+			return EAGAIN;
+		}
+		waited = 1;
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		(void)poll(&p, 1, CW_LOG_WAIT_MS);
+	}
+	return EIO;
+}
+
+/* The program's stderr, looked at for each write (it may have been redirected since). */
+static int put_stderr(const char *buf, size_t len)
+{
+	struct stat st;
+	if (fstat(2, &st) != 0)
+		return errno;
+	int kind = S_ISFIFO(st.st_mode) ? W_PIPE_SHARED : S_ISSOCK(st.st_mode) ? W_SOCK : W_PLAIN;
+	return put_all(2, kind, buf, len, &stderr_stalled);
+}
+
+void cw_log_stderr(const char *line, size_t len)
+{
+	(void)put_stderr(line, len);
+}
+
+/* ---- records that could not be written --------------------------------------------------
+ * Counted; the first loss in a process gives one warning on stderr naming the target and
+ * the error; at exit, exec and _exit the count goes to `closewatch run` (runstatus.c). */
+
+static atomic_ulong lost_n, lost_reported;
+static atomic_int lost_err, lost_warned;
+static char target_name[CW_PATH_MAX + 32]; /* where records go: a path, stderr or syslog */
+
+static const char *err_text(int e)
+{
+	const char *s = strerrordesc_np(e); /* untranslated, no allocation */
+	return s ? s : "unknown error";
+}
+
+static void warn_stderr(const char *a, const char *b, const char *c);
+
+static void record_lost(int err)
+{
+	atomic_fetch_add(&lost_n, 1);
+	int none = 0;
+	atomic_compare_exchange_strong(&lost_err, &none, err);
+	if (atomic_exchange(&lost_warned, 1))
+		return;
+	char what[CW_PATH_MAX + 96];
+	size_t n = cw_put(what, sizeof what, 0, target_name);
+	n = cw_put(what, sizeof what, n, ": ");
+	cw_put(what, sizeof what, n, err_text(err));
+	warn_stderr("cannot write records to ", what,
+		    ": records are lost (counted; this warning is not repeated)");
+}
+
+void cw_log_report_lost(void)
+{
+	unsigned long n = atomic_load(&lost_n);
+	unsigned long before = atomic_exchange(&lost_reported, n);
+	if (n <= before)
+		return;
+	char line[CW_PATH_MAX + 256];
+	size_t k = cw_put(line, sizeof line, 0, "lost pid=");
+	k = cw_put_uint(line, sizeof line, k, (unsigned long)getpid());
+	k = cw_put(line, sizeof line, k, " records=");
+	k = cw_put_uint(line, sizeof line, k, n - before);
+	k = cw_runstatus_field(line, sizeof line, k, "target", target_name);
+	k = cw_runstatus_field(line, sizeof line, k, "error", err_text(atomic_load(&lost_err)));
+	cw_runstatus_put(line, k);
+}
+
 static atomic_int log_fd = -1; /* our private fd for a file or /dev/log; -1: stderr */
+static atomic_int log_kind = W_PLAIN; /* how log_fd is written (enum wkind) */
+static atomic_int reopen_err; /* why the last reopen failed */
 static atomic_int log_is_syslog; /* written by a reopen in any thread */
 static atomic_int reopen_pending; /* the log fd was given up: reopen by path */
 /* Where records go when log_fd is -1: stderr (configured, or the first open
@@ -31,7 +208,7 @@ static void warn_stderr(const char *a, const char *b, const char *c)
 	n = cw_put(line, sizeof line - 1, n, b);
 	n = cw_put(line, sizeof line - 1, n, c);
 	line[n++] = '\n';
-	(void)!write(2, line, n);
+	(void)put_stderr(line, n);
 }
 
 /* CLOSEWATCH_LOG with %p replaced by our pid. */
@@ -74,11 +251,24 @@ static void open_target(int quiet)
 	if (kind == CW_LOG_FILE) {
 		char path[CW_PATH_MAX + 32];
 		expand_path(path, sizeof path);
-		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+		/* O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of
+		 * blocking the program before main; a full FIFO answers EAGAIN. */
+		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+			  0600);
 		if (fd < 0) {
-			if (!quiet)
-				warn_stderr("cannot open log file ", path, ": using stderr");
+			int e = errno;
+			atomic_store(&reopen_err, e);
+			if (!quiet) {
+				char why[CW_PATH_MAX + 96];
+				size_t n = cw_put(why, sizeof why, 0, path);
+				n = cw_put(why, sizeof why, n, " (");
+				n = cw_put(why, sizeof why, n, err_text(e));
+				cw_put(why, sizeof why, n, ")");
+				warn_stderr("cannot open log file ", why, ": using stderr");
+			}
 			kind = CW_LOG_STDERR;
+		} else {
+			cw_put(target_name, sizeof target_name, 0, path);
 		}
 	} else if (kind == CW_LOG_SYSLOG) {
 		fd = open_syslog();
@@ -88,8 +278,19 @@ static void open_target(int quiet)
 			kind = CW_LOG_STDERR;
 		}
 	}
+	int wk = W_PLAIN;
+	struct stat st;
+	if (fd >= 0 && kind == CW_LOG_SYSLOG)
+		wk = W_SOCK;
+	else if (fd >= 0 && fstat(fd, &st) == 0)
+		wk = S_ISFIFO(st.st_mode) ? W_PIPE : S_ISSOCK(st.st_mode) ? W_SOCK : W_PLAIN;
+	atomic_store(&log_kind, wk);
 	if (fd >= 0)
 		fd = cw_fd_hide(fd);
+	if (fd < 0 && !quiet)
+		cw_put(target_name, sizeof target_name, 0, "stderr");
+	else if (kind == CW_LOG_SYSLOG && fd >= 0)
+		cw_put(target_name, sizeof target_name, 0, "syslog");
 	log_is_syslog = kind == CW_LOG_SYSLOG && fd >= 0;
 	atomic_store(&fallback, fd < 0 && quiet ? -1 : CW_LOG_STDERR);
 	atomic_store(&log_fd, fd);
@@ -102,6 +303,9 @@ void cw_log_open(void)
 
 void cw_log_after_fork_child(void)
 {
+	/* Losses so far are the parent's to report; the warning is not repeated. */
+	atomic_store(&lost_n, 0);
+	atomic_store(&lost_reported, 0);
 	if (cw_cfg.log_kind != CW_LOG_FILE || !strstr(cw_cfg.log_path, "%p"))
 		return;
 	int old = atomic_exchange(&log_fd, -1);
@@ -169,12 +373,13 @@ static size_t syslog_prefix(char *buf, size_t cap, const struct cw_event *ev, in
 	return cw_put(buf, cap, n, "]: ");
 }
 
-static void emit_to(int fd, const char *buf, size_t len)
+/* A record or a line to our fd (fd >= 0) or to stderr. Returns 0 or an errno. */
+static int emit_to(int fd, const char *buf, size_t len)
 {
-	ssize_t w;
-	do
-		w = write(fd, buf, len);
-	while (w < 0 && errno == EINTR);
+	if (fd < 0)
+		return put_stderr(buf, len);
+	return put_all(fd, atomic_load_explicit(&log_kind, memory_order_relaxed), buf, len,
+		       &log_stalled);
 }
 
 void cw_log_event(const struct cw_event *ev)
@@ -187,9 +392,14 @@ void cw_log_event(const struct cw_event *ev)
 	if (log_is_syslog && n && buf[n - 1] == '\n')
 		n--; /* syslog messages carry no newline */
 	int fd = current_fd();
-	if (fd < 0 && atomic_load(&fallback) != CW_LOG_STDERR)
-		return; /* the file could not be opened again: drop, never into stderr */
-	emit_to(fd >= 0 ? fd : 2, buf, n);
+	if (fd < 0 && atomic_load(&fallback) != CW_LOG_STDERR) {
+		/* the file could not be opened again: drop, never into stderr */
+		record_lost(atomic_load(&reopen_err));
+		return;
+	}
+	int e = emit_to(fd, buf, n);
+	if (e)
+		record_lost(e);
 }
 
 void cw_log_line(const char *line, size_t len)
@@ -203,9 +413,11 @@ void cw_log_line(const char *line, size_t len)
 		n += len;
 		if (n && buf[n - 1] == '\n')
 			n--;
-		emit_to(current_fd(), buf, n);
+		int fd = current_fd();
+		if (fd >= 0)
+			(void)emit_to(fd, buf, n);
 		return;
 	}
 	/* Human lines stay out of a JSON log file: they go to stderr. */
-	emit_to(2, line, len);
+	(void)put_stderr(line, len);
 }

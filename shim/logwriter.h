@@ -23,4 +23,12 @@ void cw_log_relocate_if(int fd);
 /* After fork: a %p path names the child's own file. */
 void cw_log_after_fork_child(void);
 
+/* A line to the program's stderr that never blocks it for long nor raises SIGPIPE in it,
+ * whatever stderr is (a pipe whose reader is gone, a full pipe, a socket). */
+void cw_log_stderr(const char *line, size_t len);
+
+/* Records that could not be written since the last call: one "lost" line to
+ * `closewatch run` (runstatus.h). At exit, exec and _exit. */
+void cw_log_report_lost(void);
+
 #endif

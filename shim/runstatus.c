@@ -9,7 +9,7 @@
 #include <sys/auxv.h>
 #include <unistd.h>
 
-/* Set once at init; read-only afterwards. */
+/* Set once at init, before any other thread of ours runs; read-only afterwards. */
 static char status_path[CW_PATH_MAX];
 
 void cw_runstatus_init(const char *path)
@@ -40,7 +40,8 @@ void cw_runstatus_put(const char *line, size_t len)
 		len = sizeof buf - 1;
 	memcpy(buf, line, len);
 	buf[len++] = '\n';
-	/* No O_CREAT: run made the file; if it is gone, nobody is listening. */
+	/* No O_CREAT: run made the file; if it is gone, nobody is listening.
+	 * O_NONBLOCK: whatever the path became, opening it never blocks. */
 	int fd = open(status_path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return;

@@ -293,8 +293,8 @@ int cw_cmd_run(int argc, char **argv)
 		cw_err("%s: not watched (%s: use --via trap)", argv[ci], why);
 		cmd_why = why;
 	}
-	struct cw_runstatus rs;
-	cw_runstatus_begin(&rs);
+	struct cw_runstatus rstat; /* what the watched processes tell us (records lost...) */
+	cw_runstatus_begin(&rstat);
 	int status = spawn(argv + ci, &old_mask);
 	int rc;
 	if (status < 0)
@@ -317,11 +317,11 @@ int cw_cmd_run(int argc, char **argv)
 		fputc('\n', stderr);
 	}
 	if (status >= 0) {
-		cw_watched_summarize(stderr, rs.path, argv[ci], cmd_why);
+		cw_watched_summarize(stderr, rstat.path, argv[ci], cmd_why);
 		cw_runlog_summarize(&log, stderr);
-		cw_runstatus_summarize(&rs, stderr);
+		cw_runstatus_summarize(&rstat, stderr);
 	}
-	cw_runstatus_end(&rs);
+	cw_runstatus_end(&rstat);
 	cw_runlog_end(&log);
 	return rc;
 }

@@ -117,8 +117,15 @@ static off_t start_of(const struct cw_runlog *l, const char *path)
 static void read_one(const struct cw_runlog *l, const char *path, struct cw_report *r,
 		     struct cw_logstats *st)
 {
-	if (access(path, F_OK) != 0)
+	struct stat sb;
+	if (stat(path, &sb) != 0)
 		return; /* nothing was logged */
+	if (!S_ISREG(sb.st_mode)) {
+		/* A FIFO or a device (/dev/full): reading it would take another
+		 * reader's records, block, or never end. */
+		cw_err("log %s is not a regular file: not summarised", path);
+		return;
+	}
 	if (cw_log_read_file(path, start_of(l, path), cw_report_add_cb, r, st) != 0)
 		cw_err("cannot read log %s: %s", path, strerror(errno));
 }

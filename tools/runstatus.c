@@ -7,6 +7,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#define LINE_MAX_BYTES 8192 /* longer lines are not ours: skipped */
+#define MAX_GROUPS 64       /* distinct (target, error) pairs shown; more are summed */
+#define MAX_LINES 1000000   /* bounded reading, whatever is in the file */
+
+struct lost_group {
+	char *target, *error;
+	unsigned long long records;
+};
+
 void cw_runstatus_begin(struct cw_runstatus *s)
 {
 	const char *dir = getenv("TMPDIR");
@@ -15,8 +24,8 @@ void cw_runstatus_begin(struct cw_runstatus *s)
 	snprintf(s->path, sizeof(s->path), "%s/closewatch-XXXXXX.status", dir);
 	int fd = mkstemps(s->path, 7);
 	if (fd < 0 || setenv("CLOSEWATCH_RUN_STATUS", s->path, 1) != 0) {
-		cw_err("cannot create a status file in %s: %s (the summary will not name the "
-		       "processes watched)", dir, strerror(errno));
+		cw_err("cannot create a status file in %s: %s (records that could not be "
+		       "written will not be counted in the summary)", dir, strerror(errno));
 		if (fd >= 0)
 			unlink(s->path);
 		s->path[0] = 0;
@@ -25,10 +34,79 @@ void cw_runstatus_begin(struct cw_runstatus *s)
 		close(fd);
 }
 
+/* "lost pid=N records=N target=T error=E". T and E may hold spaces: T runs to the last
+ * " error=" (an error text never holds one), E to the end of the line. In place. */
+static int parse_lost(char *line, unsigned long long *records, char **target, char **error)
+{
+	char *rec = strstr(line, " records=");
+	char *t = strstr(line, " target=");
+	char *e = NULL;
+	for (char *p = line; (p = strstr(p, " error=")); p++)
+		e = p;
+	if (!rec || !t || !e || e < t + 7)
+		return -1;
+	char *endp;
+	errno = 0;
+	*records = strtoull(rec + 9, &endp, 10);
+	if (errno || endp == rec + 9 || *endp != ' ')
+		return -1;
+	*e = 0;
+	*target = t + 8;
+	*error = e + 7;
+	return 0;
+}
+
 void cw_runstatus_summarize(const struct cw_runstatus *s, FILE *f)
 {
-	(void)s;
-	(void)f; /* the lines this file knows of are read by tools/watched.c */
+	if (!s->path[0])
+		return;
+	FILE *in = fopen(s->path, "r");
+	if (!in)
+		return;
+	struct lost_group groups[MAX_GROUPS];
+	size_t ng = 0;
+	unsigned long long other = 0;
+	char buf[LINE_MAX_BYTES];
+	for (long n = 0; n < MAX_LINES && fgets(buf, sizeof(buf), in); n++) {
+		size_t len = strlen(buf);
+		if (!len || buf[len - 1] != '\n') {
+			/* too long: skip the rest of it */
+			int c;
+			while ((c = fgetc(in)) != EOF && c != '\n')
+				;
+			continue;
+		}
+		buf[len - 1] = 0;
+		unsigned long long records;
+		char *target, *error;
+		if (strncmp(buf, "lost ", 5) || parse_lost(buf, &records, &target, &error) != 0)
+			continue; /* other kinds of lines are for other summaries */
+		size_t g = 0;
+		while (g < ng && (strcmp(groups[g].target, target) || strcmp(groups[g].error, error)))
+			g++;
+		if (g == ng) {
+			if (ng == MAX_GROUPS) {
+				other += records;
+				continue;
+			}
+			groups[ng].target = cw_xstrdup(target);
+			groups[ng].error = cw_xstrdup(error);
+			groups[ng].records = 0;
+			ng++;
+		}
+		groups[g].records += records;
+	}
+	fclose(in);
+	for (size_t g = 0; g < ng; g++) {
+		fprintf(f, "closewatch: %llu record%s could not be written to %s (%s)\n",
+			groups[g].records, groups[g].records == 1 ? "" : "s", groups[g].target,
+			groups[g].error);
+		free(groups[g].target);
+		free(groups[g].error);
+	}
+	if (other)
+		fprintf(f, "closewatch: %llu more records could not be written (other targets)\n",
+			other);
 }
 
 void cw_runstatus_end(struct cw_runstatus *s)

@@ -14,7 +14,8 @@ struct cw_runstatus {
 /* Create the file in $TMPDIR (or /tmp) and set CLOSEWATCH_RUN_STATUS. If that
  * fails, one warning and the run goes on without it. */
 void cw_runstatus_begin(struct cw_runstatus *s);
-/* Summary lines for what the processes said. */
+/* Summary lines for what the processes said, e.g.
+ * "closewatch: 12 records could not be written to /dev/full (No space left on device)". */
 void cw_runstatus_summarize(const struct cw_runstatus *s, FILE *f);
 /* Remove the file. */
 void cw_runstatus_end(struct cw_runstatus *s);
