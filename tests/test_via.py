@@ -137,8 +137,9 @@ def test_path_search_like_execvp(ctx):
 
 # ---------------------------------------------------------------- run's summary: watched / not watched
 
-def run_cli(ctx, *cmd, env=None):
-    return subprocess.run([cwtest.CLI, "run", "--"] + list(cmd), text=True, cwd=ctx.tmp,
+def run_cli(ctx, *cmd, env=None, via=None):
+    opts = ["--via", via] if via else []
+    return subprocess.run([cwtest.CLI, "run"] + opts + ["--"] + list(cmd), text=True, cwd=ctx.tmp,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
                           env=env or cwtest.plain_env())
 
@@ -178,8 +179,9 @@ def test_run_posix_spawn_and_path_search(ctx):
 
 
 def test_run_names_a_top_program_it_cannot_watch(ctx):
+    """--via preload forced on a static program: said up front and in the summary."""
     static = prog("cwprog-static")
-    r = run_cli(ctx, static, "say", "hi")
+    r = run_cli(ctx, static, "say", "hi", via="preload")
     assert r.returncode == 0 and r.stdout == "hi\n", r
     line = f"closewatch: {static}: not watched (statically linked: use --via trap)\n"
     # Up front, and again in the summary; no process watched.
@@ -192,7 +194,7 @@ def test_run_refuses_preload_for_musl(ctx):
     refused up front, the program is not started."""
     p = need("cwprog-musl", "musl-gcc (musl-tools)")
     marker = ctx.path("started")
-    r = run_cli(ctx, p, "open", marker)
+    r = run_cli(ctx, p, "open", marker, via="preload")
     assert r.returncode == 125, r
     assert "cannot be watched with LD_PRELOAD (musl loader /lib/ld-musl-" in r.stderr, r.stderr
     assert not os.path.exists(marker)
@@ -212,3 +214,15 @@ def test_no_status_channel_no_lines(ctx):
     r = subprocess.run(["sh", "-c", f"exec {static} say ok"], env=cwtest.shim_env(),
                        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
     assert (r.returncode, r.stdout, r.stderr) == (0, "ok\n", ""), r
+
+
+def test_run_auto_picks_the_trap(ctx):
+    """Without --via, a static, a musl and a Go program are watched through the trap, and
+    the summary says so instead of a bare count."""
+    for name, what in (("cwprog-static", "gcc -static"), ("cwprog-musl", "musl-gcc (musl-tools)"),
+                       ("cwgo-static", "go (golang-go)"), ("cwgo-cgo", "go (golang-go)")):
+        p = need(name, what)
+        r = run_cli(ctx, p, "say", "hi")
+        assert r.returncode == 0 and r.stdout == "hi\n", (name, r)
+        assert f"closewatch: watched via trap: {p}" in r.stderr, (name, r.stderr)
+        assert "not watched" not in r.stderr and "watched via preload" not in r.stderr, r.stderr

@@ -8,6 +8,7 @@
 #include "util.h"
 #include "via.h"
 #include "watched.h"
+#include "../trap/trap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,7 @@
 struct run_opts {
 	const char *mode, *log, *events, *pcap, *iface;
 	const char *backtrace;
+	const char *via;
 	int json;
 };
 
@@ -45,13 +47,17 @@ static void handled_signals(sigset_t *set)
 
 static void usage(FILE *f)
 {
-	fputs("usage: closewatch run [--mode observe|warn|drain] [--log PATH] [--json]\n"
+	fputs("usage: closewatch run [--via auto|preload|trap] [--mode observe|warn|drain]\n"
+	      "                      [--log PATH] [--json]\n"
 	      "                      [--events all|risky] [--backtrace N] [--pcap FILE [--iface IF]]\n"
 	      "                      -- CMD [ARGS...]\n"
 	      "Run CMD with libclosewatch.so preloaded (found next to this program or in ../lib;\n"
 	      "added in front of any LD_PRELOAD already set) and print a summary on stderr at the\n"
 	      "end: closes by verdict, bytes lost, drains by result.\n"
-	      "  --mode M        CLOSEWATCH_MODE (observe, warn, drain)\n"
+	      "  --via W         the way in: preload (libclosewatch.so), trap (seccomp user\n"
+	      "                  notification, closewatch supervises: static, musl and Go\n"
+	      "                  programs), auto (default: preload where it sees the closes)\n"
+	      "  --mode M        CLOSEWATCH_MODE (observe, warn, drain; drain: preload only)\n"
 	      "  --log PATH      CLOSEWATCH_LOG: a file (%p = pid), stderr or syslog. Without it\n"
 	      "                  (and without CLOSEWATCH_LOG set), records go to a temporary file\n"
 	      "                  that is summarised and then removed.\n"
@@ -95,6 +101,7 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		{"--backtrace", offsetof(struct run_opts, backtrace)},
 		{"--pcap", offsetof(struct run_opts, pcap)},
 		{"--iface", offsetof(struct run_opts, iface)},
+		{"--via", offsetof(struct run_opts, via)},
 	};
 	int i = 0;
 	for (; i < argc; i++) {
@@ -132,6 +139,8 @@ static int parse(int argc, char **argv, struct run_opts *o)
 	}
 	if (o->mode && strcmp(o->mode, "observe") && strcmp(o->mode, "warn") && strcmp(o->mode, "drain"))
 		return -cw_usage_error("run", "--mode must be observe, warn or drain");
+	if (o->via && strcmp(o->via, "auto") && strcmp(o->via, "preload") && strcmp(o->via, "trap"))
+		return -cw_usage_error("run", "--via must be auto, preload or trap");
 	if (o->events && strcmp(o->events, "all") && strcmp(o->events, "risky"))
 		return -cw_usage_error("run", "--events must be all or risky");
 	unsigned long bt;
@@ -155,11 +164,15 @@ static int set_env(const char *name, const char *value)
 	return 0;
 }
 
+/* lib NULL: the trap watches, nothing is preloaded. */
 static int setup_env(const struct run_opts *o, const char *lib)
 {
-	char *preload = cw_preload_compose(lib, getenv("LD_PRELOAD"));
-	int rc = set_env("LD_PRELOAD", preload);
-	free(preload);
+	int rc = 0;
+	if (lib) {
+		char *preload = cw_preload_compose(lib, getenv("LD_PRELOAD"));
+		rc = set_env("LD_PRELOAD", preload);
+		free(preload);
+	}
 	if (o->mode)
 		rc |= set_env("CLOSEWATCH_MODE", o->mode);
 	if (o->json)
@@ -247,8 +260,21 @@ int cw_cmd_run(int argc, char **argv)
 		return 0;
 	if (ci < 0)
 		return -ci;
+	char why[256] = "";
+	int trap = o.via && !strcmp(o.via, "trap");
+	if (!o.via || !strcmp(o.via, "auto"))
+		trap = cw_via_auto(argv[ci], why, sizeof(why)) == CW_VIA_TRAP;
+	const char *mode = o.mode ? o.mode : getenv("CLOSEWATCH_MODE");
+	if (trap && mode && !strcmp(mode, "drain")) {
+		cw_err("drain mode is not available through the trap (seccomp) yet%s%s%s: "
+		       "nothing was run; use --via preload for a dynamically linked program, "
+		       "or --mode observe|warn", why[0] ? " (" : "", why, why[0] ? ")" : "");
+		return 2;
+	}
 	char lib[4096], err[8192];
-	if (cw_find_library(lib, sizeof(lib), err, sizeof(err)) != 0) {
+	if (trap)
+		lib[0] = 0;
+	else if (cw_find_library(lib, sizeof(lib), err, sizeof(err)) != 0) {
 		cw_err("%s", err);
 		return RUN_FAIL;
 	}
@@ -260,7 +286,7 @@ int cw_cmd_run(int argc, char **argv)
 	const char *spec = o.log ? o.log : getenv("CLOSEWATCH_LOG");
 	if (cw_runlog_begin(&log, spec && *spec ? spec : NULL) != 0)
 		return RUN_FAIL;
-	if (set_env("CLOSEWATCH_LOG", log.spec) != 0 || setup_env(&o, lib) != 0) {
+	if (set_env("CLOSEWATCH_LOG", log.spec) != 0 || setup_env(&o, trap ? NULL : lib) != 0) {
 		cw_runlog_end(&log);
 		return RUN_FAIL;
 	}
@@ -277,25 +303,26 @@ int cw_cmd_run(int argc, char **argv)
 			return RUN_FAIL;
 		}
 	}
-	/* A program LD_PRELOAD cannot reach is named up front and in the summary;
-	 * one whose loader is not glibc's would not even start with the shim. */
-	char why[256];
+	/* A program LD_PRELOAD cannot reach (--via preload) is named up front and
+	 * in the summary; one whose loader is not glibc's would not even start
+	 * with the shim (musl's exits 127): refused. */
+	char pwhy[256];
 	const char *cmd_why = NULL;
-	if (cw_via_auto(argv[ci], why, sizeof(why)) == CW_VIA_TRAP) {
-		if (strstr(why, "loader ") == why || strstr(why, "musl loader ") == why) {
+	if (!trap && cw_via_auto(argv[ci], pwhy, sizeof(pwhy)) == CW_VIA_TRAP) {
+		if (strstr(pwhy, "loader ") == pwhy || strstr(pwhy, "musl loader ") == pwhy) {
 			cw_err("%s: cannot be watched with LD_PRELOAD (%s: it cannot load "
-			       "libclosewatch.so, built for glibc): use --via trap", argv[ci], why);
+			       "libclosewatch.so, built for glibc): use --via trap", argv[ci], pwhy);
 			if (cap)
 				cw_capture_close(cap, NULL, NULL);
 			cw_runlog_end(&log);
 			return RUN_FAIL;
 		}
-		cw_err("%s: not watched (%s: use --via trap)", argv[ci], why);
-		cmd_why = why;
+		cw_err("%s: not watched (%s: use --via trap)", argv[ci], pwhy);
+		cmd_why = pwhy;
 	}
 	struct cw_runstatus rstat; /* what the watched processes tell us (records lost...) */
 	cw_runstatus_begin(&rstat);
-	int status = spawn(argv + ci, &old_mask);
+	int status = trap ? cw_trap_run(argv + ci, &old_mask) : spawn(argv + ci, &old_mask);
 	int rc;
 	if (status < 0)
 		rc = -status;
@@ -317,7 +344,7 @@ int cw_cmd_run(int argc, char **argv)
 		fputc('\n', stderr);
 	}
 	if (status >= 0) {
-		cw_watched_summarize(stderr, rstat.path, argv[ci], cmd_why);
+		cw_watched_summarize(stderr, rstat.path, argv[ci], cmd_why, trap);
 		cw_runlog_summarize(&log, stderr);
 		cw_runstatus_summarize(&rstat, stderr);
 	}

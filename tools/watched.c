@@ -68,7 +68,8 @@ static void print_not_watched(FILE *f, const char *exe, const char *why, unsigne
 	fputc('\n', f);
 }
 
-void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const char *cmd_why)
+void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const char *cmd_why,
+			  int trap)
 {
 	struct entry *es = cw_xcalloc(MAX_ENTRIES, sizeof(*es));
 	size_t n = 0;
@@ -111,6 +112,15 @@ void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const ch
 	if (in)
 		fclose(in);
 	int any = 0;
+	if (trap) {
+		int said = 0;
+		for (size_t i = 0; i < n && !said; i++)
+			said = !es[i].why && es[i].via && !strcmp(es[i].via, "trap");
+		if (!said) {
+			fprintf(f, "closewatch: watched via trap: %s and every process it started\n", cmd);
+			any = 1;
+		}
+	}
 	/* Watched processes, grouped by way in, in order of first appearance. */
 	for (size_t i = 0; i < n; i++) {
 		if (es[i].why || !es[i].via)

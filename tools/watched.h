@@ -12,6 +12,9 @@
  *   closewatch: watched via preload: 2 processes: server[120], sh[121]
  *   closewatch: ./helper: not watched (statically linked: use --via trap)
  * or "closewatch: no process was watched" when nothing was. */
-void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const char *cmd_why);
+/* trap: CMD ran under the trap; if no process said "watched ... via=trap",
+ * "closewatch: watched via trap: CMD and every process it started". */
+void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const char *cmd_why,
+			  int trap);
 
 #endif
