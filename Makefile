@@ -18,6 +18,8 @@ PYTHON     ?= python3
 
 UNWIND_CFLAGS := $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null)
 UNWIND_LIBS   := $(shell $(PKG_CONFIG) --libs libunwind 2>/dev/null || echo -lunwind)
+# libunwind's remote API (trap/remote_bt.c: backtraces of a trapped thread, from outside)
+UNWIND_REMOTE_LIBS := $(shell $(PKG_CONFIG) --libs libunwind-generic 2>/dev/null || echo -lunwind-generic -lunwind)
 PCAP_CFLAGS   := $(shell $(PKG_CONFIG) --cflags libpcap 2>/dev/null)
 PCAP_LIBS     := $(shell $(PKG_CONFIG) --libs libpcap 2>/dev/null || echo -lpcap)
 SECCOMP_LIBS  := $(shell $(PKG_CONFIG) --libs libseccomp 2>/dev/null || echo -lseccomp)
@@ -77,10 +79,10 @@ $(BUILD)/trap/%.o: trap/%.c trap/*.h shim/*.h include/closewatch.h
 $(BUILD)/trap/real_libc.o: CFLAGS_ALL += -fno-builtin
 
 $(CLI): $(BUILD)/tools/closewatch.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ) $(TRAP_OBJ) $(CORE_OBJ)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) -lpthread
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) $(UNWIND_REMOTE_LIBS) -lpthread
 
 $(PCAPTOOL): $(BUILD)/tools/cw-pcap.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ) $(TRAP_OBJ) $(CORE_OBJ)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) -lpthread
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) $(UNWIND_REMOTE_LIBS) -lpthread
 
 # Test programs are ordinary programs: they know nothing of closewatch, except
 # the ones named *inspect* which call closewatch_inspect() themselves.

@@ -51,3 +51,13 @@ endif
 $(BUILD)/tests/via_probe: tests/unit/via_probe.c $(BUILD)/tools/via.o $(BUILD)/shim/elfkind.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDFLAGS_ALL)
+
+# The remote unwinder on its own: tests/test_remote_bt.py unwinds btchain
+# (built as a test program, and static here) from outside.
+all: $(BUILD)/tests/remote_bt_probe $(BUILD)/tests/btchain-static
+$(BUILD)/tests/remote_bt_probe: tests/unit/remote_bt_probe.c $(BUILD)/trap/remote_bt.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDFLAGS_ALL) $(UNWIND_REMOTE_LIBS)
+$(BUILD)/tests/btchain-static: tests/progs/btchain.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LANG_CFLAGS) -static -o $@ $<

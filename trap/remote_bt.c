@@ -1,0 +1,443 @@
+/* Backtraces from outside a stopped thread: see remote_bt.h. Runs in the
+ * supervisor (closewatch run --via trap), once per record when backtraces
+ * are asked for: allocation and stdio are fine here, every read is bounded. */
+#include "remote_bt.h"
+#include "trap.h"
+#include "../shim/put.h"
+
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libunwind.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* In libunwind (generic, x86_64) but not in its public header: the lookup of
+ * an ip in a remote .eh_frame_hdr table, as libunwind-ptrace uses it. */
+extern int _Ux86_64_dwarf_search_unwind_table(unw_addr_space_t as, unw_word_t ip,
+					      unw_dyn_info_t *di, unw_proc_info_t *pi,
+					      int need_unwind_info, void *arg);
+
+#define MAX_MAPS 512          /* executable mappings looked at */
+#define MAX_STEPS 64          /* frames unwound, whatever max says */
+#define SYM_CHUNK 128         /* symbols read per pread */
+#define MAX_SYMS (1 << 20)    /* symbols scanned per lookup */
+
+struct map {
+	uint64_t start, end, off;
+	char path[256];
+	int have_bias;        /* bias and eh_frame_hdr worked out */
+	uint64_t bias;        /* load address of the object (vaddr 0) */
+	uint64_t hdr;         /* .eh_frame_hdr address, 0 if none */
+	uint64_t text_lo, text_hi;
+};
+
+struct target {
+	pid_t pid;
+	uint64_t sp, pc;
+	struct map *maps;
+	int nmaps;
+};
+
+/* ---- the target's registers and memory ------------------------------------------ */
+
+/* "NR ARG1..ARG6 SP PC" for a thread blocked in a system call. */
+static int read_syscall_regs(pid_t pid, pid_t tid, uint64_t *sp, uint64_t *pc)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	if (!strncmp(buf, "running", 7) || buf[0] == '-')
+		return -1;
+	char *tok[9];
+	int k = 0;
+	for (char *s = strtok(buf, " \n"); s && k < 9; s = strtok(NULL, " \n"))
+		tok[k++] = s;
+	if (k != 9)
+		return -1;
+	*sp = strtoull(tok[7], NULL, 16);
+	*pc = strtoull(tok[8], NULL, 16);
+	return *pc ? 0 : -1;
+}
+
+static int read_mem(pid_t pid, uint64_t addr, void *out, size_t len)
+{
+	struct iovec local = {out, len}, remote = {(void *)(uintptr_t)addr, len};
+	return process_vm_readv(pid, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* ---- mappings and objects ----------------------------------------------------- */
+
+static int load_maps(struct target *t)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)t->pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	t->maps = calloc(MAX_MAPS, sizeof(*t->maps));
+	t->nmaps = 0;
+	while (t->maps && t->nmaps < MAX_MAPS && fgets(line, sizeof(line), f)) {
+		unsigned long long s, e, off;
+		char perms[8], file[256] = "";
+		if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %255[^\n]", &s, &e, perms, &off, file) < 4)
+			continue;
+		if (perms[2] != 'x' || file[0] != '/')
+			continue;
+		struct map *m = &t->maps[t->nmaps++];
+		m->start = s;
+		m->end = e;
+		m->off = off;
+		snprintf(m->path, sizeof(m->path), "%s", file);
+	}
+	fclose(f);
+	return t->maps ? 0 : -1;
+}
+
+static struct map *map_of(struct target *t, uint64_t ip)
+{
+	for (int i = 0; i < t->nmaps; i++)
+		if (ip >= t->maps[i].start && ip < t->maps[i].end)
+			return &t->maps[i];
+	return NULL;
+}
+
+/* Opens the object of m as the target sees it (its mount namespace). */
+static int open_object(const struct target *t, const struct map *m)
+{
+	char path[320];
+	snprintf(path, sizeof(path), "/proc/%d/root%s", (int)t->pid, m->path);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd >= 0 ? fd : open(m->path, O_RDONLY | O_CLOEXEC);
+}
+
+static int pread_all(int fd, void *buf, size_t n, uint64_t off)
+{
+	return pread(fd, buf, n, (off_t)off) == (ssize_t)n ? 0 : -1;
+}
+
+/* The load bias of m's object (from the PT_LOAD it maps), its executable
+ * range and its PT_GNU_EH_FRAME address. */
+static int object_layout(const struct target *t, struct map *m)
+{
+	if (m->have_bias)
+		return m->have_bias > 0 ? 0 : -1;
+	m->have_bias = -1;
+	int fd = open_object(t, m);
+	if (fd < 0)
+		return -1;
+	Elf64_Ehdr eh;
+	int rc = -1;
+	if (pread_all(fd, &eh, sizeof(eh), 0) || memcmp(eh.e_ident, ELFMAG, SELFMAG) ||
+	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 64)
+		goto out;
+	Elf64_Phdr ph[64];
+	if (pread_all(fd, ph, eh.e_phnum * sizeof(Elf64_Phdr), eh.e_phoff))
+		goto out;
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), eh_vaddr = 0;
+	int found = 0;
+	for (int i = 0; i < eh.e_phnum; i++) {
+		if (ph[i].p_type == PT_GNU_EH_FRAME)
+			eh_vaddr = ph[i].p_vaddr;
+		if (ph[i].p_type == PT_LOAD && (ph[i].p_flags & PF_X) &&
+		    (ph[i].p_offset & ~(page - 1)) == m->off && !found) {
+			m->bias = m->start - (ph[i].p_vaddr & ~(page - 1));
+			m->text_lo = m->bias + ph[i].p_vaddr;
+			m->text_hi = m->text_lo + ph[i].p_memsz;
+			found = 1;
+		}
+	}
+	if (!found)
+		goto out;
+	m->hdr = eh_vaddr ? m->bias + eh_vaddr : 0;
+	m->have_bias = 1;
+	rc = 0;
+out:
+	close(fd);
+	return rc;
+}
+
+/* ---- naming: .symtab, else .dynsym ------------------------------------------------ */
+
+static int find_symbol(int fd, const Elf64_Shdr *symtab, const Elf64_Shdr *strtab, uint64_t addr,
+		       char *name, size_t cap, uint64_t *off)
+{
+	if (symtab->sh_entsize != sizeof(Elf64_Sym) || !symtab->sh_size)
+		return -1;
+	uint64_t n = symtab->sh_size / sizeof(Elf64_Sym), best_i = 0, best_v = 0;
+	int best = 0;
+	Elf64_Sym syms[SYM_CHUNK];
+	for (uint64_t i = 0; i < n && i < MAX_SYMS; i += SYM_CHUNK) {
+		uint64_t k = n - i < SYM_CHUNK ? n - i : SYM_CHUNK;
+		if (pread_all(fd, syms, k * sizeof(Elf64_Sym), symtab->sh_offset + i * sizeof(Elf64_Sym)))
+			return -1;
+		for (uint64_t j = 0; j < k; j++) {
+			const Elf64_Sym *s = &syms[j];
+			if (ELF64_ST_TYPE(s->st_info) != STT_FUNC || s->st_shndx == SHN_UNDEF || !s->st_value)
+				continue;
+			/* Inside the symbol; a sized symbol must contain addr. */
+			if (addr < s->st_value || (s->st_size && addr >= s->st_value + s->st_size))
+				continue;
+			if (!s->st_size && best && s->st_value <= best_v)
+				continue;
+			if (!best || s->st_value > best_v || s->st_size) {
+				best = 1;
+				best_v = s->st_value;
+				best_i = s->st_name;
+				if (s->st_size)
+					goto found;
+			}
+		}
+	}
+	if (!best)
+		return -1;
+found:
+	if (best_i >= strtab->sh_size)
+		return -1;
+	ssize_t r = pread(fd, name, cap - 1, (off_t)(strtab->sh_offset + best_i));
+	if (r <= 0)
+		return -1;
+	name[r] = 0;
+	if (!memchr(name, 0, (size_t)r) && (size_t)r == cap - 1)
+		name[cap - 1] = 0;
+	if (!name[0])
+		return -1;
+	*off = addr - best_v;
+	return 0;
+}
+
+/* Name of the function containing addr (an address in the object's own
+ * terms, i.e. minus the bias). */
+static int object_symbol(const struct target *t, const struct map *m, uint64_t addr, char *name,
+			 size_t cap, uint64_t *off)
+{
+	int fd = open_object(t, m);
+	if (fd < 0)
+		return -1;
+	int rc = -1;
+	Elf64_Ehdr eh;
+	if (pread_all(fd, &eh, sizeof(eh), 0) || eh.e_shentsize != sizeof(Elf64_Shdr) ||
+	    eh.e_shnum == 0 || eh.e_shnum > 4096)
+		goto out;
+	Elf64_Shdr *sh = malloc(eh.e_shnum * sizeof(Elf64_Shdr));
+	if (!sh)
+		goto out;
+	if (pread_all(fd, sh, eh.e_shnum * sizeof(Elf64_Shdr), eh.e_shoff) == 0) {
+		for (int pass = 0; pass < 2 && rc != 0; pass++) {
+			unsigned want = pass == 0 ? SHT_SYMTAB : SHT_DYNSYM;
+			for (int i = 0; i < eh.e_shnum && rc != 0; i++)
+				if (sh[i].sh_type == want && sh[i].sh_link < eh.e_shnum)
+					rc = find_symbol(fd, &sh[i], &sh[sh[i].sh_link], addr, name, cap, off);
+		}
+	}
+	free(sh);
+out:
+	close(fd);
+	return rc;
+}
+
+static void name_frame(struct target *t, uint64_t ip, int is_return, char *frame)
+{
+	struct map *m = map_of(t, ip - (is_return ? 1 : 0));
+	size_t n = 0;
+	char name[96];
+	uint64_t off;
+	if (!m || object_layout(t, m) != 0) {
+		n = cw_put_hex(frame, CW_FRAME_TEXT, n, ip);
+		n = cw_put(frame, CW_FRAME_TEXT, n, " (");
+		n = cw_put(frame, CW_FRAME_TEXT, n, m ? m->path : "?");
+		cw_put(frame, CW_FRAME_TEXT, n, ")");
+		return;
+	}
+	/* A return address may be one past the end of a call at the end of a
+	 * function: look up ip - 1, write the offset of ip. */
+	uint64_t rel = ip - m->bias;
+	if (object_symbol(t, m, rel - (is_return ? 1 : 0), name, sizeof(name), &off) == 0) {
+		n = cw_put(frame, CW_FRAME_TEXT, n, name);
+		n = cw_put(frame, CW_FRAME_TEXT, n, "+");
+		n = cw_put_hex(frame, CW_FRAME_TEXT, n, off + (is_return ? 1 : 0));
+	} else {
+		n = cw_put_hex(frame, CW_FRAME_TEXT, n, rel);
+	}
+	n = cw_put(frame, CW_FRAME_TEXT, n, " (");
+	n = cw_put(frame, CW_FRAME_TEXT, n, m->path);
+	cw_put(frame, CW_FRAME_TEXT, n, ")");
+}
+
+/* ---- libunwind accessors -------------------------------------------------------- */
+
+/* Reads a DW_EH_PE-encoded value of .eh_frame_hdr's header; only the
+ * encodings linkers write there (udata4, sdata4, pcrel|sdata4). */
+static int read_encoded(pid_t pid, uint64_t addr, unsigned char enc, uint64_t *out)
+{
+	int32_t v;
+	if (read_mem(pid, addr, &v, 4))
+		return -1;
+	switch (enc) {
+	case 0x03: /* udata4 */
+		*out = (uint32_t)v;
+		return 0;
+	case 0x0b: /* sdata4 */
+		*out = (uint64_t)(int64_t)v;
+		return 0;
+	case 0x1b: /* pcrel | sdata4 */
+		*out = addr + (uint64_t)(int64_t)v;
+		return 0;
+	}
+	return -1;
+}
+
+static int acc_find_proc_info(unw_addr_space_t as, unw_word_t ip, unw_proc_info_t *pi,
+			      int need_unwind_info, void *arg)
+{
+	struct target *t = arg;
+	struct map *m = map_of(t, ip);
+	if (!m || object_layout(t, m) != 0 || !m->hdr)
+		return -UNW_ENOINFO;
+	unsigned char h[4];
+	if (read_mem(t->pid, m->hdr, h, 4) || h[0] != 1)
+		return -UNW_ENOINFO;
+	uint64_t eh_frame, count;
+	/* The binary search table must be datarel|sdata4 (0x3b) for libunwind. */
+	if (read_encoded(t->pid, m->hdr + 4, h[1], &eh_frame) ||
+	    read_encoded(t->pid, m->hdr + 8, h[2], &count) || h[3] != 0x3b)
+		return -UNW_ENOINFO;
+	unw_dyn_info_t di;
+	memset(&di, 0, sizeof(di));
+	di.format = UNW_INFO_FORMAT_REMOTE_TABLE;
+	di.start_ip = m->text_lo;
+	di.end_ip = m->text_hi;
+	di.u.rti.segbase = m->hdr;
+	di.u.rti.table_data = m->hdr + 12;
+	di.u.rti.table_len = count * 8 / sizeof(unw_word_t);
+	return _Ux86_64_dwarf_search_unwind_table(as, ip, &di, pi, need_unwind_info, arg);
+}
+
+static void acc_put_unwind_info(unw_addr_space_t as, unw_proc_info_t *pi, void *arg)
+{
+	(void)as;
+	(void)pi;
+	(void)arg; /* libunwind frees what dwarf_search_unwind_table gave (its own pool) */
+}
+
+static int acc_get_dyn_info_list_addr(unw_addr_space_t as, unw_word_t *addr, void *arg)
+{
+	(void)as;
+	(void)addr;
+	(void)arg;
+	return -UNW_ENOINFO;
+}
+
+static int acc_access_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val, int write, void *arg)
+{
+	(void)as;
+	struct target *t = arg;
+	if (write)
+		return -UNW_EINVAL;
+	return read_mem(t->pid, addr, val, sizeof(*val)) ? -UNW_EINVAL : 0;
+}
+
+/* Only sp and pc are known; any other register ends the unwinding. */
+static int acc_access_reg(unw_addr_space_t as, unw_regnum_t reg, unw_word_t *val, int write, void *arg)
+{
+	(void)as;
+	struct target *t = arg;
+	if (write)
+		return -UNW_EBADREG;
+	if (reg == UNW_REG_IP)
+		*val = t->pc;
+	else if (reg == UNW_REG_SP)
+		*val = t->sp;
+	else
+		return -UNW_EBADREG;
+	return 0;
+}
+
+static int acc_access_fpreg(unw_addr_space_t as, unw_regnum_t reg, unw_fpreg_t *val, int write,
+			    void *arg)
+{
+	(void)as;
+	(void)reg;
+	(void)val;
+	(void)write;
+	(void)arg;
+	return -UNW_EBADREG;
+}
+
+static int acc_resume(unw_addr_space_t as, unw_cursor_t *c, void *arg)
+{
+	(void)as;
+	(void)c;
+	(void)arg;
+	return -UNW_EINVAL;
+}
+
+static int acc_get_proc_name(unw_addr_space_t as, unw_word_t addr, char *buf, size_t len,
+			     unw_word_t *off, void *arg)
+{
+	(void)as;
+	(void)addr;
+	(void)buf;
+	(void)len;
+	(void)off;
+	(void)arg;
+	return -UNW_ENOINFO; /* names come from name_frame() */
+}
+
+static unw_accessors_t accessors = {
+	.find_proc_info = acc_find_proc_info,
+	.put_unwind_info = acc_put_unwind_info,
+	.get_dyn_info_list_addr = acc_get_dyn_info_list_addr,
+	.access_mem = acc_access_mem,
+	.access_reg = acc_access_reg,
+	.access_fpreg = acc_access_fpreg,
+	.resume = acc_resume,
+	.get_proc_name = acc_get_proc_name,
+};
+
+int cw_remote_backtrace(pid_t pid, pid_t tid, struct cw_event *ev, int max)
+{
+	ev->nframes = 0;
+	if (max > CW_BT_LIMIT)
+		max = CW_BT_LIMIT;
+	struct target t = {.pid = pid};
+	if (max <= 0 || read_syscall_regs(pid, tid, &t.sp, &t.pc) != 0 || load_maps(&t) != 0)
+		return 0;
+	name_frame(&t, t.pc, 0, ev->frames[ev->nframes++]);
+	unw_addr_space_t as = unw_create_addr_space(&accessors, 0);
+	unw_cursor_t cur;
+	if (as && unw_init_remote(&cur, as, &t) == 0) {
+		uint64_t prev_sp = t.sp;
+		for (int steps = 0; ev->nframes < max && steps < MAX_STEPS; steps++) {
+			if (unw_step(&cur) <= 0)
+				break;
+			unw_word_t ip = 0, sp = 0;
+			if (unw_get_reg(&cur, UNW_REG_IP, &ip) < 0 || unw_get_reg(&cur, UNW_REG_SP, &sp) < 0 ||
+			    !ip || sp <= prev_sp)
+				break; /* the stack grows down: a frame must be above the last */
+			prev_sp = sp;
+			name_frame(&t, ip, 1, ev->frames[ev->nframes++]);
+		}
+	}
+	if (as)
+		unw_destroy_addr_space(as);
+	free(t.maps);
+	return ev->nframes;
+}
+
+/* The trap asks through this pointer (NULL: no bt). */
+__attribute__((constructor)) static void install(void)
+{
+	cw_trap_backtrace = cw_remote_backtrace;
+}
