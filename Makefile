@@ -18,8 +18,9 @@ PYTHON     ?= python3
 
 UNWIND_CFLAGS := $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null)
 UNWIND_LIBS   := $(shell $(PKG_CONFIG) --libs libunwind 2>/dev/null || echo -lunwind)
-# libunwind's remote API (trap/remote_bt.c: backtraces of a trapped thread, from outside)
-UNWIND_REMOTE_LIBS := $(shell $(PKG_CONFIG) --libs libunwind-generic 2>/dev/null || echo -lunwind-generic -lunwind)
+# libunwind's remote API and zlib (trap/remote_bt.c: backtraces of a trapped thread, from
+# outside; zlib for compressed .debug_frame sections, Go's)
+UNWIND_REMOTE_LIBS := $(shell $(PKG_CONFIG) --libs libunwind-generic 2>/dev/null || echo -lunwind-generic -lunwind) -lz
 PCAP_CFLAGS   := $(shell $(PKG_CONFIG) --cflags libpcap 2>/dev/null)
 PCAP_LIBS     := $(shell $(PKG_CONFIG) --libs libpcap 2>/dev/null || echo -lpcap)
 SECCOMP_LIBS  := $(shell $(PKG_CONFIG) --libs libseccomp 2>/dev/null || echo -lseccomp)

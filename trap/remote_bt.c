@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <zlib.h>
 
 /* In libunwind (generic, x86_64) but not in its public header: the lookup of
  * an ip in a remote .eh_frame_hdr table, as libunwind-ptrace uses it. */
@@ -26,6 +27,11 @@ extern int _Ux86_64_dwarf_search_unwind_table(unw_addr_space_t as, unw_word_t ip
 #define MAX_STEPS 64          /* frames unwound, whatever max says */
 #define SYM_CHUNK 128         /* symbols read per pread */
 #define MAX_SYMS (1 << 20)    /* symbols scanned per lookup */
+#define MAX_FRAME_SECTION (64u << 20) /* .eh_frame / .debug_frame read, at most */
+/* Fake addresses (kernel half: never a user address), 8 GiB per mapping,
+ * low 32 bits zero so that 32-bit offsets from them keep their order. */
+#define FAKE_BASE 0xfffe000000000000ull
+#define FAKE_SHIFT 33
 
 struct map {
 	uint64_t start, end, off;
@@ -34,6 +40,13 @@ struct map {
 	uint64_t bias;        /* load address of the object (vaddr 0) */
 	uint64_t hdr;         /* .eh_frame_hdr address, 0 if none */
 	uint64_t text_lo, text_hi;
+	/* Without .eh_frame_hdr (static glibc programs; Go, whose call frame
+	 * information is only in .debug_frame): a search table built here, and
+	 * for .debug_frame an .eh_frame-format copy of it, which the accessors
+	 * serve at a fake address (fake_at) that is never a user address. */
+	unsigned char *fake;
+	size_t fake_len;
+	uint64_t fake_at, segbase, table_at, table_len;
 };
 
 struct target {
@@ -73,6 +86,8 @@ static int read_syscall_regs(pid_t pid, pid_t tid, uint64_t *sp, uint64_t *pc)
 
 static int read_mem(pid_t pid, uint64_t addr, void *out, size_t len)
 {
+	if (addr >= FAKE_BASE)
+		return -1; /* served by acc_access_mem only */
 	struct iovec local = {out, len}, remote = {(void *)(uintptr_t)addr, len};
 	return process_vm_readv(pid, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
 }
@@ -127,6 +142,231 @@ static int pread_all(int fd, void *buf, size_t n, uint64_t off)
 	return pread(fd, buf, n, (off_t)off) == (ssize_t)n ? 0 : -1;
 }
 
+/* ---- call frame information without .eh_frame_hdr -------------------------------- */
+
+struct fde_ent {
+	uint64_t pc, off;
+};
+
+static int cmp_fde(const void *a, const void *b)
+{
+	const struct fde_ent *x = a, *y = b;
+	return x->pc < y->pc ? -1 : x->pc > y->pc;
+}
+
+static uint64_t uleb(const unsigned char *p, size_t end, size_t *i)
+{
+	uint64_t v = 0;
+	for (int sh = 0; *i < end && sh < 64; sh += 7) {
+		unsigned char b = p[(*i)++];
+		v |= (uint64_t)(b & 0x7f) << sh;
+		if (!(b & 0x80))
+			break;
+	}
+	return v;
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* Section WANT of the object, decompressed if need be (malloc'd; NULL if absent). */
+static unsigned char *read_section(int fd, const Elf64_Ehdr *eh, const char *want, size_t *len,
+				   uint64_t *addr)
+{
+	if (eh->e_shentsize != sizeof(Elf64_Shdr) || !eh->e_shnum || eh->e_shnum > 4096 ||
+	    eh->e_shstrndx >= eh->e_shnum)
+		return NULL;
+	Elf64_Shdr *sh = malloc(eh->e_shnum * sizeof(Elf64_Shdr));
+	unsigned char *out = NULL;
+	if (!sh || pread_all(fd, sh, eh->e_shnum * sizeof(Elf64_Shdr), eh->e_shoff))
+		goto done;
+	const Elf64_Shdr *names = &sh[eh->e_shstrndx];
+	for (int i = 0; i < eh->e_shnum && !out; i++) {
+		char name[32] = "";
+		if (sh[i].sh_name >= names->sh_size || sh[i].sh_type != SHT_PROGBITS ||
+		    pread(fd, name, sizeof(name) - 1, (off_t)(names->sh_offset + sh[i].sh_name)) <= 0 ||
+		    strcmp(name, want) || sh[i].sh_size > MAX_FRAME_SECTION || sh[i].sh_size < 8)
+			continue;
+		unsigned char *raw = malloc(sh[i].sh_size);
+		if (!raw || pread_all(fd, raw, sh[i].sh_size, sh[i].sh_offset)) {
+			free(raw);
+			break;
+		}
+		*addr = sh[i].sh_addr;
+		if (!(sh[i].sh_flags & SHF_COMPRESSED)) {
+			out = raw;
+			*len = sh[i].sh_size;
+			break;
+		}
+		Elf64_Chdr ch;
+		memcpy(&ch, raw, sizeof(ch));
+		uLongf n = (uLongf)ch.ch_size;
+		if (ch.ch_type == ELFCOMPRESS_ZLIB && ch.ch_size <= MAX_FRAME_SECTION &&
+		    (out = malloc(ch.ch_size ? ch.ch_size : 1)) &&
+		    uncompress(out, &n, raw + sizeof(ch), sh[i].sh_size - sizeof(ch)) != Z_OK) {
+			free(out);
+			out = NULL;
+		}
+		*len = n;
+		free(raw);
+	}
+done:
+	free(sh);
+	return out;
+}
+
+/* The FDE pointer encoding of the .eh_frame CIE at sec[o] (its 'R' augmentation). */
+static int cie_encoding(const unsigned char *sec, size_t end, size_t o)
+{
+	size_t i = o + 8;
+	if (i >= end)
+		return -1;
+	unsigned version = sec[i++];
+	const char *aug = (const char *)sec + i;
+	size_t alen = strnlen(aug, end - i);
+	i += alen + 1;
+	if (strstr(aug, "eh"))
+		i += 8;
+	uleb(sec, end, &i);               /* code alignment */
+	uleb(sec, end, &i);               /* data alignment (sleb: only skipped) */
+	if (version == 1)
+		i++;
+	else
+		uleb(sec, end, &i);
+	if (aug[0] != 'z')
+		return 0x00; /* absptr */
+	uleb(sec, end, &i);
+	for (const char *a = aug + 1; *a && i < end; a++) {
+		if (*a == 'R')
+			return sec[i];
+		if (*a == 'L')
+			i++;
+		else if (*a == 'P') {
+			unsigned char pe = sec[i++];
+			int sz = (pe & 0x0f) == 0x02 || (pe & 0x0f) == 0x0a ? 2
+			       : (pe & 0x0f) == 0x03 || (pe & 0x0f) == 0x0b ? 4 : 8;
+			i += (size_t)sz;
+		} else if (*a != 'S' && *a != 'B')
+			return -1;
+	}
+	return 0x00;
+}
+
+/* Walks .eh_frame (debug = 0; sec_addr: its run-time address) or
+ * .debug_frame (debug = 1, rewritten in place into .eh_frame form: CIE id 0,
+ * relative CIE pointers, absolute pc_begin plus the load bias), collecting
+ * (pc_begin, offset) of every FDE. Returns how many, or -1. */
+static long collect_fdes(unsigned char *sec, size_t len, int debug, uint64_t sec_addr,
+			 uint64_t bias, struct fde_ent **out)
+{
+	size_t cap = 1024, n = 0, o = 0;
+	struct fde_ent *e = malloc(cap * sizeof(*e));
+	while (e && o + 8 <= len) {
+		uint32_t l = get32(sec + o);
+		if (l == 0 && !debug)
+			break; /* terminator */
+		if (l == 0xffffffff || l > len - o - 4)
+			break; /* 64-bit DWARF, or cut short: stop here */
+		size_t end = o + 4 + l;
+		uint32_t id = get32(sec + o + 4);
+		int is_cie = debug ? id == 0xffffffff : id == 0;
+		if (is_cie) {
+			if (debug)
+				memset(sec + o + 4, 0, 4);
+		} else if (l >= 4 + 16) {
+			size_t cie = debug ? id : o + 4 - id;
+			uint64_t pc = 0;
+			if (debug) {
+				uint32_t rel = (uint32_t)(o + 4 - cie);
+				memcpy(sec + o + 4, &rel, 4);
+				memcpy(&pc, sec + o + 8, 8);
+				pc += bias;
+				memcpy(sec + o + 8, &pc, 8);
+			} else {
+				int enc = cie < o ? cie_encoding(sec, len, cie) : -1;
+				int32_t s32;
+				memcpy(&s32, sec + o + 8, 4);
+				switch (enc < 0 ? -1 : enc & 0x0f) {
+				case 0x00: case 0x04: case 0x0c: memcpy(&pc, sec + o + 8, 8); break;
+				case 0x03: pc = (uint32_t)s32; break;
+				case 0x0b: pc = (uint64_t)(int64_t)s32; break;
+				default: enc = -1;
+				}
+				if (enc < 0 || (enc & 0x70) > 0x10)
+					goto next; /* an encoding we do not read: no entry */
+				if (enc & 0x10)
+					pc += sec_addr + o + 8;
+			}
+			if (n == cap) {
+				struct fde_ent *g = realloc(e, (cap *= 2) * sizeof(*e));
+				if (!g)
+					break;
+				e = g;
+			}
+			e[n].pc = pc;
+			e[n].off = o;
+			n++;
+		}
+next:
+		o = end;
+	}
+	if (!e)
+		return -1;
+	qsort(e, n, sizeof(*e), cmp_fde);
+	*out = e;
+	return (long)n;
+}
+
+/* Builds m's fake region: for .debug_frame, the rewritten section followed by
+ * the search table; for a loaded .eh_frame, only the table (the FDEs are read
+ * from the program). Entries are 32-bit offsets from segbase, as in
+ * .eh_frame_hdr: every pc must lie within 2 GiB of segbase, in order. */
+static void build_fake(const struct target *t, struct map *m, int fd, const Elf64_Ehdr *eh)
+{
+	size_t len = 0;
+	uint64_t addr = 0;
+	int debug = 0;
+	unsigned char *sec = read_section(fd, eh, ".eh_frame", &len, &addr);
+	if (!sec || !addr) {
+		free(sec);
+		sec = read_section(fd, eh, ".debug_frame", &len, &addr);
+		debug = 1;
+	}
+	if (!sec)
+		return;
+	m->fake_at = FAKE_BASE + ((uint64_t)(m - t->maps) << FAKE_SHIFT);
+	m->segbase = debug ? m->fake_at : m->bias + addr;
+	struct fde_ent *e = NULL;
+	long n = collect_fdes(sec, len, debug, m->bias + addr, m->bias, &e);
+	size_t img = debug ? (len + 7) & ~(size_t)7 : 0;
+	int ok = n > 0;
+	for (long i = 0; ok && i < n; i++) {
+		int64_t d = (int64_t)(e[i].pc - m->segbase);
+		if (debug)
+			d = (int32_t)(uint32_t)(e[i].pc - m->segbase);
+		ok = d == (int32_t)d && (i == 0 || (int32_t)(e[i].pc - m->segbase) >=
+						  (int32_t)(e[i - 1].pc - m->segbase));
+	}
+	if (ok && (m->fake = calloc(1, img + (size_t)n * 8 + 16))) {
+		if (debug)
+			memcpy(m->fake, sec, len);
+		for (long i = 0; i < n; i++) {
+			int32_t v[2] = {(int32_t)(uint32_t)(e[i].pc - m->segbase),
+					(int32_t)(uint32_t)e[i].off};
+			memcpy(m->fake + img + (size_t)i * 8, v, 8);
+		}
+		m->fake_len = img + (size_t)n * 8 + 16;
+		m->table_at = m->fake_at + img;
+		m->table_len = (uint64_t)n;
+	}
+	free(e);
+	free(sec);
+}
+
 /* The load bias of m's object (from the PT_LOAD it maps), its executable
  * range and its PT_GNU_EH_FRAME address. */
 static int object_layout(const struct target *t, struct map *m)
@@ -161,6 +401,8 @@ static int object_layout(const struct target *t, struct map *m)
 	if (!found)
 		goto out;
 	m->hdr = eh_vaddr ? m->bias + eh_vaddr : 0;
+	if (!m->hdr)
+		build_fake(t, m, fd, &eh);
 	m->have_bias = 1;
 	rc = 0;
 out:
@@ -303,8 +545,19 @@ static int acc_find_proc_info(unw_addr_space_t as, unw_word_t ip, unw_proc_info_
 {
 	struct target *t = arg;
 	struct map *m = map_of(t, ip);
-	if (!m || object_layout(t, m) != 0 || !m->hdr)
+	if (!m || object_layout(t, m) != 0 || (!m->hdr && !m->table_len))
 		return -UNW_ENOINFO;
+	unw_dyn_info_t di;
+	memset(&di, 0, sizeof(di));
+	di.format = UNW_INFO_FORMAT_REMOTE_TABLE;
+	di.start_ip = m->text_lo;
+	di.end_ip = m->text_hi;
+	if (!m->hdr) {
+		di.u.rti.segbase = m->segbase;
+		di.u.rti.table_data = m->table_at;
+		di.u.rti.table_len = m->table_len * 8 / sizeof(unw_word_t);
+		return _Ux86_64_dwarf_search_unwind_table(as, ip, &di, pi, need_unwind_info, arg);
+	}
 	unsigned char h[4];
 	if (read_mem(t->pid, m->hdr, h, 4) || h[0] != 1)
 		return -UNW_ENOINFO;
@@ -313,11 +566,6 @@ static int acc_find_proc_info(unw_addr_space_t as, unw_word_t ip, unw_proc_info_
 	if (read_encoded(t->pid, m->hdr + 4, h[1], &eh_frame) ||
 	    read_encoded(t->pid, m->hdr + 8, h[2], &count) || h[3] != 0x3b)
 		return -UNW_ENOINFO;
-	unw_dyn_info_t di;
-	memset(&di, 0, sizeof(di));
-	di.format = UNW_INFO_FORMAT_REMOTE_TABLE;
-	di.start_ip = m->text_lo;
-	di.end_ip = m->text_hi;
 	di.u.rti.segbase = m->hdr;
 	di.u.rti.table_data = m->hdr + 12;
 	di.u.rti.table_len = count * 8 / sizeof(unw_word_t);
@@ -345,6 +593,14 @@ static int acc_access_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val,
 	struct target *t = arg;
 	if (write)
 		return -UNW_EINVAL;
+	if (addr >= FAKE_BASE) {
+		uint64_t idx = (addr - FAKE_BASE) >> FAKE_SHIFT;
+		uint64_t off = (addr - FAKE_BASE) & ((1ull << FAKE_SHIFT) - 1);
+		if (idx >= (uint64_t)t->nmaps || !t->maps[idx].fake || off + sizeof(*val) > t->maps[idx].fake_len)
+			return -UNW_EINVAL;
+		memcpy(val, t->maps[idx].fake + off, sizeof(*val));
+		return 0;
+	}
 	return read_mem(t->pid, addr, val, sizeof(*val)) ? -UNW_EINVAL : 0;
 }
 
@@ -432,6 +688,8 @@ int cw_remote_backtrace(pid_t pid, pid_t tid, struct cw_event *ev, int max)
 	}
 	if (as)
 		unw_destroy_addr_space(as);
+	for (int i = 0; i < t.nmaps; i++)
+		free(t.maps[i].fake);
 	free(t.maps);
 	return ev->nframes;
 }
