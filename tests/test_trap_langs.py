@@ -42,11 +42,11 @@ def each(fn, c_only=False):
 class Trap:
     """NAME under `closewatch run --via trap`, JSON, every event, log in ctx.tmp."""
 
-    def __init__(self, ctx, name, *actions, via="trap"):
+    def __init__(self, ctx, name, *actions, via="trap", opts=()):
         cwtest.require_root()
         self.log = ctx.path(f"{name}-{len(ctx.procs)}.log")
-        argv = [cwtest.CLI, "run", "--via", via, "--json", "--events", "all", "--log", self.log,
-                "--", prog(name), "pid"] + [str(a) for a in actions]
+        argv = [cwtest.CLI, "run", "--via", via, "--json", "--events", "all", "--log", self.log] + \
+            list(opts) + ["--", prog(name), "pid"] + [str(a) for a in actions]
         self.p = ProcKw(argv, env=cwtest.plain_env(), stdin=subprocess.PIPE)
         ctx.procs.append(self.p)
         self.pid = int(self.p.expect("pid"))
@@ -306,6 +306,30 @@ def test_many_threads_no_record_lost_or_doubled(ctx):
         keys = {(r["tid"], r["fd"], r["ts"]) for r in closes}
         assert len(keys) == expected, "a record was doubled"
         assert len({r["tid"] for r in closes}) >= 2, "the closes came from one thread only"
+    each(one_prog)
+
+
+def test_backtrace_through_the_trap(ctx):
+    """--backtrace through the trap: the record's bt is unwound from outside
+    (trap/remote_bt.c) down to the program's main; every frame is "symbol+0xoff (object)"
+    or an address in its object. musl's libc has no unwind information on its system call
+    path: its bt is the frame where the call was made, nothing more is guessed."""
+    frame_re = __import__("re").compile(r"^(?:\S+\+0x[0-9a-f]+|0x[0-9a-f]+) \([^()]+\)$")
+
+    def one_prog(name):
+        t = Trap(ctx, name, "listen", H4, 0, "close", opts=("--backtrace", "8"))
+        t.expect("port")
+        rec = one(t.finish(), call="close")
+        bt = rec.get("bt")
+        assert bt and all(frame_re.match(f) for f in bt), rec
+        names = [f.split("+")[0] for f in bt]
+        if name == "cwprog-musl":
+            assert "musl" in bt[0], bt
+            return
+        main = "main.main" if name.startswith("cwgo") else "main"
+        assert main in names, bt
+        close = [n for n in names if n in ("close", "__close", "__libc_close", "syscall.Close")]
+        assert close and names.index(close[0]) < names.index(main), bt
     each(one_prog)
 
 
