@@ -234,7 +234,9 @@ static int open_syslog(void)
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	strcpy(a.sun_path, "/dev/log");
 	if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+		int e = errno;
 		REAL(close)(s);
+		errno = e;
 		return -1;
 	}
 	return s;
@@ -267,12 +269,13 @@ static void open_target(int quiet)
 				warn_stderr("cannot open log file ", why, ": using stderr");
 			}
 			kind = CW_LOG_STDERR;
-		} else {
+		} else if (!quiet) {
 			cw_put(target_name, sizeof target_name, 0, path);
 		}
 	} else if (kind == CW_LOG_SYSLOG) {
 		fd = open_syslog();
 		if (fd < 0) {
+			atomic_store(&reopen_err, errno);
 			if (!quiet)
 				warn_stderr("cannot connect to /dev/log", "", ": using stderr");
 			kind = CW_LOG_STDERR;
@@ -287,9 +290,11 @@ static void open_target(int quiet)
 	atomic_store(&log_kind, wk);
 	if (fd >= 0)
 		fd = cw_fd_hide(fd);
+	/* The name losses are reported under. Not rewritten by a quiet reopen
+	 * (any thread, while others may read it): the target is the same. */
 	if (fd < 0 && !quiet)
 		cw_put(target_name, sizeof target_name, 0, "stderr");
-	else if (kind == CW_LOG_SYSLOG && fd >= 0)
+	else if (kind == CW_LOG_SYSLOG && fd >= 0 && !quiet)
 		cw_put(target_name, sizeof target_name, 0, "syslog");
 	log_is_syslog = kind == CW_LOG_SYSLOG && fd >= 0;
 	atomic_store(&fallback, fd < 0 && quiet ? -1 : CW_LOG_STDERR);
