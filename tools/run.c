@@ -52,7 +52,8 @@ static void usage(FILE *f)
 	      "                      [--events all|risky] [--backtrace N] [--pcap FILE [--iface IF]]\n"
 	      "                      -- CMD [ARGS...]\n"
 	      "Run CMD with libclosewatch.so preloaded (found next to this program or in ../lib;\n"
-	      "added in front of any LD_PRELOAD already set) and print a summary on stderr at the\n"
+	      "added in front of any LD_PRELOAD already set), or under a seccomp filter with\n"
+	      "closewatch as the supervisor (--via trap), and print a summary on stderr at the\n"
 	      "end: closes by verdict, bytes lost, drains by result.\n"
 	      "  --via W         the way in: preload (libclosewatch.so), trap (seccomp user\n"
 	      "                  notification, closewatch supervises: static, musl and Go\n"
@@ -68,6 +69,7 @@ static void usage(FILE *f)
 	      "                  before CMD starts until shortly after it ends (needs root or\n"
 	      "                  CAP_NET_RAW); check it with 'closewatch wire LOG FILE'\n"
 	      "  --iface IF      interface to capture on (default: any)\n"
+	      "Through the trap, do not SIGKILL closewatch: CMD's closes would fail with ENOSYS.\n"
 	      "SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to CMD. Exit status: CMD's, or\n"
 	      "128+N if it was killed by signal N; 125 if closewatch failed, 126/127 if CMD could\n"
 	      "not be run; 2 on bad usage.\n", f);

@@ -123,20 +123,69 @@ static int getfd(struct task *t, int fd)
 
 /* ---- records of one notification --------------------------------------------- */
 
-static struct cw_event *batch;
+/* A record waiting for the answer to its call, with the socket's inode (for
+ * the records of an exec, which wait for the exec to be seen done). */
+struct slot {
+	struct cw_event ev;
+	unsigned long ino;
+	pid_t exec_tid; /* pending exec records: the thread that called exec */
+};
+
+static struct slot *batch;
 static size_t nbatch, capbatch;
 
-static struct cw_event *batch_slot(void)
+static struct slot *grow(struct slot **arr, size_t n, size_t *cap)
 {
-	if (nbatch == capbatch) {
-		size_t cap = capbatch ? capbatch * 2 : 8;
-		struct cw_event *grown = realloc(batch, cap * sizeof *grown);
+	if (n == *cap) {
+		size_t c = *cap ? *cap * 2 : 8;
+		struct slot *grown = realloc(*arr, c * sizeof *grown);
 		if (!grown)
 			return NULL;
-		batch = grown;
-		capbatch = cap;
+		*arr = grown;
+		*cap = c;
 	}
-	return &batch[nbatch];
+	return &(*arr)[n];
+}
+
+static struct slot *batch_slot(void)
+{
+	return grow(&batch, nbatch, &capbatch);
+}
+
+static void emit(const struct cw_event *ev)
+{
+	cw_log_event(ev);
+	if (ev->action == CW_ACTION_WARNED)
+		cw_warn(ev);
+}
+
+/* ---- exec: records written once the exec is seen done ------------------------------ */
+
+/* The close-on-exec sockets die only if the exec succeeds, which the kernel
+ * decides after we let the call go. Their state is read before (it is gone
+ * after); the record is written when the socket is seen gone from that fd
+ * (the exec closed it), and dropped when the thread that called exec traps
+ * again with the socket still there (the exec failed). */
+static struct slot *pending;
+static size_t npending, cappending;
+
+/* tgid, tid: a notification from this task (0: a periodic look). */
+static void pending_resolve(pid_t tgid, pid_t tid)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < npending; i++) {
+		struct slot *s = &pending[i];
+		if (tgid && s->ev.pid != tgid) {
+			pending[k++] = *s;
+			continue;
+		}
+		if (cw_proc_fd_socket(s->ev.pid, s->ev.rec.fd) != s->ino)
+			emit(&s->ev); /* closed by the exec (or the process is gone) */
+		else if (!(tid && tid == s->exec_tid))
+			pending[k++] = *s; /* not known yet */
+		/* else: the exec failed, the socket lives on: no record */
+	}
+	npending = k;
 }
 
 /* fd of task t goes away in call (for a range, exit or exec, closing lists
@@ -149,12 +198,15 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 	if (dup < 0)
 		return;
 	uint8_t kind = cw_fd_classify(dup);
-	struct cw_event *ev = kind ? batch_slot() : NULL;
-	if (!ev) {
+	struct slot *slot = kind ? batch_slot() : NULL;
+	if (!slot) {
 		close(dup);
 		return;
 	}
+	struct cw_event *ev = &slot->ev;
 	struct closewatch_record *r = &ev->rec;
+	slot->ino = 0;
+	slot->exec_tid = 0;
 	if (call == CW_CALL_SHUTDOWN) {
 		if (cw_inspect(dup, kind, r, CW_INSPECT_ALL) < 0)
 			goto skip;
@@ -171,8 +223,8 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict))
 			goto skip;
 		struct stat st;
-		r->shared = fstat(dup, &st) == 0 &&
-			    cw_watch_socket_held((unsigned long)st.st_ino, t->tgid, fd, closing, n);
+		slot->ino = fstat(dup, &st) == 0 ? (unsigned long)st.st_ino : 0;
+		r->shared = cw_watch_socket_held(slot->ino, t->tgid, fd, closing, n);
 		if (parts != CW_INSPECT_ALL)
 			cw_inspect_rest(dup, r);
 		cw_verdict_close(r);
@@ -220,6 +272,11 @@ static void fds_going(struct task *t, unsigned lo, unsigned hi, int call, int cl
 
 /* Decide from the call and its arguments what the kernel will close, as the
  * kernel will: a call that is going to fail closes nothing. */
+static int is_exec(int nr)
+{
+	return nr == SCMP_SYS(execve) || nr == SCMP_SYS(execveat);
+}
+
 static void examine(const struct seccomp_notif *req)
 {
 	const __u64 *a = req->data.args;
@@ -232,6 +289,8 @@ static void examine(const struct seccomp_notif *req)
 	struct task *t = task_for((pid_t)req->pid, req->id);
 	if (!t)
 		return;
+	if (npending)
+		pending_resolve(t->tgid, t->tid);
 	if (nr == SCMP_SYS(close)) {
 		socket_going(t, (int)a[0], CW_CALL_CLOSE, -1, NULL, 0);
 	} else if (nr == SCMP_SYS(shutdown)) {
@@ -258,8 +317,10 @@ static void examine(const struct seccomp_notif *req)
 		fds_going(t, first, last, CW_CALL_CLOSE_RANGE, 0);
 	} else if (nr == SCMP_SYS(exit_group)) {
 		fds_going(t, 0, ~0U, CW_CALL_EXIT, 0);
-	} else if (nr == SCMP_SYS(execve) || nr == SCMP_SYS(execveat)) {
+	} else if (is_exec(nr)) {
 		fds_going(t, 0, ~0U, CW_CALL_EXIT, 1);
+		for (size_t i = 0; i < nbatch; i++)
+			batch[i].exec_tid = t->tid;
 	}
 }
 
@@ -273,9 +334,11 @@ static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 	if (seccomp_notify_respond(listener, resp) != 0)
 		return; /* aborted: the call did not happen (or is trapped again) */
 	for (size_t i = 0; i < nbatch; i++) {
-		cw_log_event(&batch[i]);
-		if (batch[i].action == CW_ACTION_WARNED)
-			cw_warn(&batch[i]);
+		struct slot *p;
+		if (!is_exec(req->data.nr))
+			emit(&batch[i].ev);
+		else if ((p = grow(&pending, npending, &cappending)))
+			pending[npending++] = batch[i];
 	}
 }
 
@@ -398,7 +461,10 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	int status = 0, reaped = 0, hup = 0;
 	struct pollfd p[2] = {{.fd = listener, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
 	while (!(reaped && hup)) {
-		if (poll(p, 2, -1) < 0) {
+		if (npending)
+			pending_resolve(0, 0);
+		/* While exec records wait, look again every few milliseconds. */
+		if (poll(p, 2, npending ? 5 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
@@ -430,6 +496,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 			cw_watch_dirty();
 		}
 	}
+	pending_resolve(0, 0); /* every process has ended: their sockets are gone */
 	seccomp_notify_free(req, resp);
 	close(sfd);
 	close(listener);
