@@ -172,7 +172,9 @@ def test_run_posix_spawn_and_path_search(ctx):
     env["PATH"] = d + ":" + env.get("PATH", "/usr/bin:/bin")
     r = run_cli(ctx, sys.executable, "-c", code, env=env)
     assert r.returncode == 0, r.stderr
-    pid = int(re.search(r"child (\d+)", r.stdout).group(1))
+    m = re.search(r"child (\d+)", r.stdout)
+    assert m, (r.stdout, r.stderr)
+    pid = int(m.group(1))
     assert f"closewatch: {d}/srv: not watched (statically linked: use --via trap)\n" in r.stderr, r.stderr
     assert re.search(r"watched via preload: 1 process: python3[.\d]*\[\d+\]", r.stderr), r.stderr
     assert pid > 0
