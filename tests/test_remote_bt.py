@@ -1,5 +1,5 @@
 """Backtraces taken from outside (trap/remote_bt.c), as the trap takes them for `bt`:
-a child blocked in read() in a known call chain (tests/progs/btchain.c: main → bt_f1 →
+a child blocked in read() in a known call chain (tests/unit/btchain.c: main → bt_f1 →
 bt_f2 → read) is unwound by another process (build/tests/remote_bt_probe) through
 /proc/PID/task/TID/syscall (sp, pc), process_vm_readv and libunwind's remote API, and
 named from the objects' symbol tables. Every frame is either named from a symbol table
