@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 
@@ -387,6 +388,57 @@ def test_filter_cannot_be_installed(ctx):
     r = subprocess.run([cwtest.CLI, "run", "--via", "seccomp", "--", "true"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
     assert r.returncode == 2 and "--via" in r.stderr, r.stderr
+
+
+def test_supervisor_killed_calls_fail_enosys(ctx):
+    """What the README warns about: closewatch killed with SIGKILL leaves the program's trapped
+    calls with nobody to answer them: close() fails with ENOSYS from then on (and the program
+    still ends: glibc's _exit falls back to SYS_exit, which is not trapped)."""
+    have_trap()
+    log = ctx.path("cw.log")
+    p = cwtest.ProcKw(trap_argv(log) + ["pid", "socket", "tcp4", "say", "ready", "wait",
+                                        "close", "say", "after"],
+                      env=trap_env(log), stdin=subprocess.PIPE)
+    ctx.procs.append(p)
+    child = int(p.expect("pid"))
+    fd = int(p.expect("fd"))
+    p.expect("ready")
+    os.kill(p.p.pid, signal.SIGKILL)
+    p.p.wait()
+    tell(p)
+    try:
+        assert p.expect("close-err") == f"{fd} ENOSYS", "close() should fail with ENOSYS"
+        p.expect("after")
+        cwtest.wait_for(lambda: not os.path.exists(f"/proc/{child}") or
+                        open(f"/proc/{child}/stat").read().split()[2] == "Z", what="program ended")
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_no_new_privs_only_when_unprivileged(ctx):
+    """As root the filter goes in without PR_SET_NO_NEW_PRIVS (a setuid program keeps its
+    privileges, as without closewatch); an unprivileged user needs it, and is watched all the
+    same: no privilege needed."""
+    have_trap()
+    cwtest.require_root()
+    if not shutil.which("setpriv"):
+        cwtest.skip("setpriv (util-linux) is not installed")
+    os.chmod(ctx.tmp, 0o777)
+    for user, nnp in ((None, "0"), ("65534", "1")):
+        log = ctx.path(f"cw-{user}.log")
+        wrap = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}",
+                                        "--clear-groups"]
+        r = subprocess.run(wrap + trap_argv(log) + ["socket", "tcp4", "close"], env=trap_env(log),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        check_fields(one_record(read_records(log), call="close"), verdict="no_conn")
+        r = subprocess.run(wrap + [cwtest.CLI, "run", "--via", "trap", "--log", log, "--", "grep",
+                                   "NoNewPrivs", "/proc/self/status"], env=trap_env(log),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout.split() == ["NoNewPrivs:", nnp], (user, r.stdout, r.stderr)
 
 
 def test_supervisor_waits_for_orphans(ctx):

@@ -89,6 +89,8 @@ int cw_trap_filter_build(struct cw_trap_filter *f, char *why, size_t cap)
 	f->len = (unsigned short)(st.st_size / (off_t)sizeof(struct sock_filter));
 	if (!f->insns || pread(mem, f->insns, (size_t)st.st_size, 0) != st.st_size) {
 		snprintf(why, cap, "cannot read the exported filter");
+		free(f->insns);
+		f->insns = NULL;
 		close(mem);
 		return -1;
 	}
@@ -96,15 +98,28 @@ int cw_trap_filter_build(struct cw_trap_filter *f, char *why, size_t cap)
 	return 0;
 }
 
-int cw_trap_filter_install(const struct cw_trap_filter *f)
+static long install(struct sock_fprog *prog)
 {
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		return -errno;
-	struct sock_fprog prog = {.len = f->len, .filter = f->insns};
 	long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-			  SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, &prog);
+			  SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, prog);
 	if (fd < 0 && errno == EINVAL) /* before Linux 5.19: no killable wait */
 		fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-			     SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+			     SECCOMP_FILTER_FLAG_NEW_LISTENER, prog);
+	return fd;
+}
+
+int cw_trap_filter_install(const struct cw_trap_filter *f)
+{
+	struct sock_fprog prog = {.len = f->len, .filter = f->insns};
+	/* With CAP_SYS_ADMIN (root) the kernel takes the filter as it is, and a
+	 * setuid program the child executes keeps its privileges, as without
+	 * us. Anyone else needs PR_SET_NO_NEW_PRIVS first (the kernel says
+	 * EACCES); then setuid and file capabilities are ignored at exec. */
+	long fd = install(&prog);
+	if (fd < 0 && errno == EACCES) {
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+			return -errno;
+		fd = install(&prog);
+	}
 	return fd < 0 ? -errno : (int)fd;
 }

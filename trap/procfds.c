@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static long read_small(const char *path, char *buf, size_t cap)
@@ -119,10 +120,24 @@ static pid_t *watched;
 static size_t nwatched, capwatched;
 static int dirty = 1;
 static pid_t root;
+static struct timespec last_dirty;
 
 void cw_watch_dirty(void)
 {
 	dirty = 1;
+	clock_gettime(CLOCK_MONOTONIC, &last_dirty);
+}
+
+/* A fork is trapped before the kernel makes the child: a rescan made right
+ * after the answer might not see it yet. So /proc is read again at every
+ * check for a short while after each fork. */
+static int need_rescan(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long ms = (long)(now.tv_sec - last_dirty.tv_sec) * 1000 +
+		  (now.tv_nsec - last_dirty.tv_nsec) / 1000000;
+	return dirty || ms < 100;
 }
 
 void cw_watch_root(pid_t pid)
@@ -230,7 +245,7 @@ int cw_watch_socket_held(unsigned long ino, pid_t pid, int fd, const int *closin
 {
 	if (!ino)
 		return 0;
-	if (dirty)
+	if (need_rescan())
 		rescan();
 	if (process_holds(pid, ino, pid, fd, closing, n))
 		return 1;

@@ -1,7 +1,8 @@
 /* The second way in: closewatch as a seccomp user-notification supervisor.
  *
  * The program runs under a seccomp filter (installed by the child closewatch
- * forks, after PR_SET_NO_NEW_PRIVS: no privileges needed) that traps the calls
+ * forks; after PR_SET_NO_NEW_PRIVS unless it is root: no privileges needed)
+ * that traps the calls
  * that end a socket's life: close, shutdown, close_range, dup2, dup3, and
  * exit_group and execve/execveat (the sockets that die there), plus the
  * process-creating calls (fork, vfork, clone without CLONE_THREAD, clone3),
