@@ -8,7 +8,6 @@ that could not be written give one warning line on stderr (naming the target and
 and are counted in `closewatch run`'s summary.
 
 Every run is bounded by a timeout: a hang fails the test instead of stalling the suite."""
-import errno
 import fcntl
 import json
 import os
@@ -167,11 +166,15 @@ def test_full_stderr_pipe_does_not_block(ctx):
         os.set_blocking(r, False)
         argv = [prog("cwprog")] + MANY
         rc0, plain = run(argv, plain_env(), subprocess.DEVNULL)
-        rc, out = run(argv, shim_env(events="all"), w)
+        rc, out = run(argv, shim_env(events="all"), os.dup(w))
         got = drain(r)
+        # The program's description (we hold it too): still blocking.
+        blocking = os.get_blocking(w)
     finally:
         os.close(r)
+        os.close(w)
     assert (rc, out) == (rc0, plain) == (0, plain), (rc, out[-3:])
+    assert blocking, "the shim made the program's stderr non-blocking"
     # What reached the pipe: whole records, and at most one warning (it may not fit).
     lines = got.decode(errors="replace").split("\n")
     assert lines[-1] == "", f"cut short: {lines[-1][:200]!r}"
