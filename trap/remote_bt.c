@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libunwind.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +33,16 @@ extern int _Ux86_64_dwarf_search_unwind_table(unw_addr_space_t as, unw_word_t ip
  * low 32 bits zero so that 32-bit offsets from them keep their order. */
 #define FAKE_BASE 0xfffe000000000000ull
 #define FAKE_SHIFT 33
+/* Work kept between backtraces (a program makes many records): the layout of
+ * each mapped object (by device, inode, address and offset; the fake region
+ * of one is served at FAKE_BASE + (its slot << FAKE_SHIFT)) and the function
+ * symbols of each file. Emptied when half full, before a backtrace starts. */
+#define MAX_CACHED 128
+#define MAX_SYMTABS 64
 
 struct map {
 	uint64_t start, end, off;
+	unsigned long long dev, ino; /* of the file, from /proc/PID/maps */
 	char path[256];
 	int have_bias;        /* bias and eh_frame_hdr worked out */
 	uint64_t bias;        /* load address of the object (vaddr 0) */
@@ -47,6 +55,12 @@ struct map {
 	unsigned char *fake;
 	size_t fake_len;
 	uint64_t fake_at, segbase, table_at, table_len;
+	/* Copies of the loaded .eh_frame_hdr and .eh_frame read from the file:
+	 * libunwind reads them a word at a time, and one process_vm_readv per
+	 * word would make every record cost about a millisecond. */
+	unsigned char *local[2];
+	uint64_t local_at[2];
+	size_t local_len[2];
 };
 
 struct target {
@@ -104,9 +118,11 @@ static int load_maps(struct target *t)
 	t->maps = calloc(MAX_MAPS, sizeof(*t->maps));
 	t->nmaps = 0;
 	while (t->maps && t->nmaps < MAX_MAPS && fgets(line, sizeof(line), f)) {
-		unsigned long long s, e, off;
+		unsigned long long s, e, off, ino = 0;
+		unsigned dmaj = 0, dmin = 0;
 		char perms[8], file[256] = "";
-		if (sscanf(line, "%llx-%llx %7s %llx %*s %*s %255[^\n]", &s, &e, perms, &off, file) < 4)
+		if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu %255[^\n]", &s, &e, perms, &off, &dmaj,
+			   &dmin, &ino, file) < 4)
 			continue;
 		if (perms[2] != 'x' || file[0] != '/')
 			continue;
@@ -114,6 +130,8 @@ static int load_maps(struct target *t)
 		m->start = s;
 		m->end = e;
 		m->off = off;
+		m->dev = ((unsigned long long)dmaj << 32) | dmin;
+		m->ino = ino;
 		snprintf(m->path, sizeof(m->path), "%s", file);
 	}
 	fclose(f);
@@ -325,7 +343,7 @@ next:
  * the search table; for a loaded .eh_frame, only the table (the FDEs are read
  * from the program). Entries are 32-bit offsets from segbase, as in
  * .eh_frame_hdr: every pc must lie within 2 GiB of segbase, in order. */
-static void build_fake(const struct target *t, struct map *m, int fd, const Elf64_Ehdr *eh)
+static void build_fake(struct map *m, uint64_t fake_at, int fd, const Elf64_Ehdr *eh)
 {
 	size_t len = 0;
 	uint64_t addr = 0;
@@ -338,7 +356,7 @@ static void build_fake(const struct target *t, struct map *m, int fd, const Elf6
 	}
 	if (!sec)
 		return;
-	m->fake_at = FAKE_BASE + ((uint64_t)(m - t->maps) << FAKE_SHIFT);
+	m->fake_at = fake_at;
 	m->segbase = debug ? m->fake_at : m->bias + addr;
 	struct fde_ent *e = NULL;
 	long n = collect_fdes(sec, len, debug, m->bias + addr, m->bias, &e);
@@ -369,10 +387,38 @@ static void build_fake(const struct target *t, struct map *m, int fd, const Elf6
 
 /* The load bias of m's object (from the PT_LOAD it maps), its executable
  * range and its PT_GNU_EH_FRAME address. */
+static struct map laycache[MAX_CACHED];
+static int nlay;
+
+static int compute_layout(const struct target *t, struct map *m, uint64_t fake_at);
+
 static int object_layout(const struct target *t, struct map *m)
 {
 	if (m->have_bias)
 		return m->have_bias > 0 ? 0 : -1;
+	for (int i = 0; i < nlay; i++) {
+		const struct map *c = &laycache[i];
+		if (c->dev == m->dev && c->ino == m->ino && c->start == m->start && c->off == m->off &&
+		    !strcmp(c->path, m->path)) {
+			*m = *c;
+			return m->have_bias > 0 ? 0 : -1;
+		}
+	}
+	if (nlay == MAX_CACHED) {
+		m->have_bias = -1;
+		return -1;
+	}
+	int slot = nlay++;
+	laycache[slot] = *m;
+	int rc = compute_layout(t, &laycache[slot], FAKE_BASE + ((uint64_t)slot << FAKE_SHIFT));
+	*m = laycache[slot];
+	return rc;
+}
+
+static void flush_caches(void);
+
+static int compute_layout(const struct target *t, struct map *m, uint64_t fake_at)
+{
 	m->have_bias = -1;
 	int fd = open_object(t, m);
 	if (fd < 0)
@@ -402,7 +448,17 @@ static int object_layout(const struct target *t, struct map *m)
 		goto out;
 	m->hdr = eh_vaddr ? m->bias + eh_vaddr : 0;
 	if (!m->hdr)
-		build_fake(t, m, fd, &eh);
+		build_fake(m, fake_at, fd, &eh);
+	static const char *const copied[2] = {".eh_frame_hdr", ".eh_frame"};
+	for (int k = 0; k < 2; k++) {
+		uint64_t addr = 0;
+		m->local[k] = read_section(fd, &eh, copied[k], &m->local_len[k], &addr);
+		m->local_at[k] = m->bias + addr;
+		if (m->local[k] && !addr) {
+			free(m->local[k]); /* not loaded: not what the program's memory holds */
+			m->local[k] = NULL;
+		}
+	}
 	m->have_bias = 1;
 	rc = 0;
 out:
@@ -412,81 +468,148 @@ out:
 
 /* ---- naming: .symtab, else .dynsym ------------------------------------------------ */
 
-static int find_symbol(int fd, const Elf64_Shdr *symtab, const Elf64_Shdr *strtab, uint64_t addr,
-		       char *name, size_t cap, uint64_t *off)
+struct fsym {
+	uint64_t value, size;
+	uint32_t name;
+};
+
+struct symtab {
+	unsigned long long dev, ino;
+	char path[256];
+	struct fsym *s;       /* function symbols, by address */
+	size_t n;
+	char *str;            /* the string table */
+	size_t strsz;
+};
+
+static struct symtab symcache[MAX_SYMTABS];
+static int nsymc;
+
+static int cmp_fsym(const void *a, const void *b)
 {
-	if (symtab->sh_entsize != sizeof(Elf64_Sym) || !symtab->sh_size)
-		return -1;
-	uint64_t n = symtab->sh_size / sizeof(Elf64_Sym), best_i = 0, best_v = 0;
-	int best = 0;
-	Elf64_Sym syms[SYM_CHUNK];
-	for (uint64_t i = 0; i < n && i < MAX_SYMS; i += SYM_CHUNK) {
-		uint64_t k = n - i < SYM_CHUNK ? n - i : SYM_CHUNK;
-		if (pread_all(fd, syms, k * sizeof(Elf64_Sym), symtab->sh_offset + i * sizeof(Elf64_Sym)))
-			return -1;
-		for (uint64_t j = 0; j < k; j++) {
-			const Elf64_Sym *s = &syms[j];
-			if (ELF64_ST_TYPE(s->st_info) != STT_FUNC || s->st_shndx == SHN_UNDEF || !s->st_value)
-				continue;
-			/* Inside the symbol; a sized symbol must contain addr. */
-			if (addr < s->st_value || (s->st_size && addr >= s->st_value + s->st_size))
-				continue;
-			if (!s->st_size && best && s->st_value <= best_v)
-				continue;
-			if (!best || s->st_value > best_v || s->st_size) {
-				best = 1;
-				best_v = s->st_value;
-				best_i = s->st_name;
-				if (s->st_size)
-					goto found;
-			}
-		}
-	}
-	if (!best)
-		return -1;
-found:
-	if (best_i >= strtab->sh_size)
-		return -1;
-	ssize_t r = pread(fd, name, cap - 1, (off_t)(strtab->sh_offset + best_i));
-	if (r <= 0)
-		return -1;
-	name[r] = 0;
-	if (!memchr(name, 0, (size_t)r) && (size_t)r == cap - 1)
-		name[cap - 1] = 0;
-	if (!name[0])
-		return -1;
-	*off = addr - best_v;
-	return 0;
+	const struct fsym *x = a, *y = b;
+	return x->value < y->value ? -1 : x->value > y->value;
 }
 
-/* Name of the function containing addr (an address in the object's own
- * terms, i.e. minus the bias). */
-static int object_symbol(const struct target *t, const struct map *m, uint64_t addr, char *name,
-			 size_t cap, uint64_t *off)
+/* Reads the function symbols of the object (its .symtab, or .dynsym when
+ * stripped) into st. */
+static void load_symbols(const struct target *t, const struct map *m, struct symtab *st)
 {
 	int fd = open_object(t, m);
 	if (fd < 0)
-		return -1;
-	int rc = -1;
+		return;
 	Elf64_Ehdr eh;
+	Elf64_Shdr *sh = NULL;
 	if (pread_all(fd, &eh, sizeof(eh), 0) || eh.e_shentsize != sizeof(Elf64_Shdr) ||
-	    eh.e_shnum == 0 || eh.e_shnum > 4096)
+	    eh.e_shnum == 0 || eh.e_shnum > 4096 || !(sh = malloc(eh.e_shnum * sizeof(Elf64_Shdr))) ||
+	    pread_all(fd, sh, eh.e_shnum * sizeof(Elf64_Shdr), eh.e_shoff))
 		goto out;
-	Elf64_Shdr *sh = malloc(eh.e_shnum * sizeof(Elf64_Shdr));
-	if (!sh)
+	const Elf64_Shdr *sym = NULL;
+	for (int pass = 0; pass < 2 && !sym; pass++)
+		for (int i = 0; i < eh.e_shnum && !sym; i++)
+			if (sh[i].sh_type == (pass ? SHT_DYNSYM : SHT_SYMTAB) && sh[i].sh_link < eh.e_shnum &&
+			    sh[i].sh_entsize == sizeof(Elf64_Sym) && sh[i].sh_size)
+				sym = &sh[i];
+	if (!sym)
 		goto out;
-	if (pread_all(fd, sh, eh.e_shnum * sizeof(Elf64_Shdr), eh.e_shoff) == 0) {
-		for (int pass = 0; pass < 2 && rc != 0; pass++) {
-			unsigned want = pass == 0 ? SHT_SYMTAB : SHT_DYNSYM;
-			for (int i = 0; i < eh.e_shnum && rc != 0; i++)
-				if (sh[i].sh_type == want && sh[i].sh_link < eh.e_shnum)
-					rc = find_symbol(fd, &sh[i], &sh[sh[i].sh_link], addr, name, cap, off);
+	const Elf64_Shdr *str = &sh[sym->sh_link];
+	uint64_t total = sym->sh_size / sizeof(Elf64_Sym);
+	if (total > MAX_SYMS)
+		total = MAX_SYMS;
+	if (str->sh_size > MAX_FRAME_SECTION || !(st->str = malloc(str->sh_size + 1)) ||
+	    pread_all(fd, st->str, str->sh_size, str->sh_offset))
+		goto out;
+	st->str[str->sh_size] = 0;
+	st->strsz = str->sh_size;
+	size_t cap = 256;
+	st->s = malloc(cap * sizeof(*st->s));
+	Elf64_Sym chunk[SYM_CHUNK];
+	for (uint64_t i = 0; st->s && i < total; i += SYM_CHUNK) {
+		uint64_t k = total - i < SYM_CHUNK ? total - i : SYM_CHUNK;
+		if (pread_all(fd, chunk, k * sizeof(Elf64_Sym), sym->sh_offset + i * sizeof(Elf64_Sym)))
+			break;
+		for (uint64_t j = 0; j < k; j++) {
+			const Elf64_Sym *y = &chunk[j];
+			if (ELF64_ST_TYPE(y->st_info) != STT_FUNC || y->st_shndx == SHN_UNDEF ||
+			    !y->st_value || y->st_name >= st->strsz || !st->str[y->st_name])
+				continue;
+			if (st->n == cap) {
+				struct fsym *g = realloc(st->s, (cap *= 2) * sizeof(*st->s));
+				if (!g)
+					goto sorted;
+				st->s = g;
+			}
+			st->s[st->n++] = (struct fsym){y->st_value, y->st_size, y->st_name};
 		}
 	}
-	free(sh);
+sorted:
+	if (st->s)
+		qsort(st->s, st->n, sizeof(*st->s), cmp_fsym);
 out:
+	free(sh);
 	close(fd);
-	return rc;
+}
+
+static const struct symtab *symbols_of(const struct target *t, const struct map *m)
+{
+	for (int i = 0; i < nsymc; i++)
+		if (symcache[i].dev == m->dev && symcache[i].ino == m->ino &&
+		    !strcmp(symcache[i].path, m->path))
+			return &symcache[i];
+	if (nsymc == MAX_SYMTABS)
+		return NULL;
+	struct symtab *st = &symcache[nsymc++];
+	memset(st, 0, sizeof(*st));
+	st->dev = m->dev;
+	st->ino = m->ino;
+	snprintf(st->path, sizeof(st->path), "%s", m->path);
+	load_symbols(t, m, st);
+	return st;
+}
+
+/* Name of the function containing addr (an address in the object's own
+ * terms, i.e. minus the bias): a sized symbol that contains it, else the
+ * nearest unsized one below it. */
+static int object_symbol(const struct target *t, const struct map *m, uint64_t addr, char *name,
+			 size_t cap, uint64_t *off)
+{
+	const struct symtab *st = symbols_of(t, m);
+	if (!st || !st->n || addr < st->s[0].value)
+		return -1;
+	size_t lo = 0, hi = st->n; /* last symbol with value <= addr */
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (st->s[mid].value <= addr)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	const struct fsym *hit = NULL;
+	for (size_t j = lo + 1; j-- > 0 && lo - j < 16 && !hit;)
+		if (st->s[j].size && addr < st->s[j].value + st->s[j].size)
+			hit = &st->s[j];
+	if (!hit && !st->s[lo].size)
+		hit = &st->s[lo];
+	if (!hit)
+		return -1;
+	snprintf(name, cap, "%s", st->str + hit->name);
+	*off = addr - hit->value;
+	return 0;
+}
+
+static void flush_caches(void)
+{
+	for (int i = 0; i < nlay; i++) {
+		free(laycache[i].fake);
+		free(laycache[i].local[0]);
+		free(laycache[i].local[1]);
+	}
+	nlay = 0;
+	for (int i = 0; i < nsymc; i++) {
+		free(symcache[i].s);
+		free(symcache[i].str);
+	}
+	nsymc = 0;
 }
 
 static void name_frame(struct target *t, uint64_t ip, int is_return, char *frame)
@@ -596,11 +719,20 @@ static int acc_access_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val,
 	if (addr >= FAKE_BASE) {
 		uint64_t idx = (addr - FAKE_BASE) >> FAKE_SHIFT;
 		uint64_t off = (addr - FAKE_BASE) & ((1ull << FAKE_SHIFT) - 1);
-		if (idx >= (uint64_t)t->nmaps || !t->maps[idx].fake || off + sizeof(*val) > t->maps[idx].fake_len)
+		if (idx >= (uint64_t)nlay || !laycache[idx].fake || off + sizeof(*val) > laycache[idx].fake_len)
 			return -UNW_EINVAL;
-		memcpy(val, t->maps[idx].fake + off, sizeof(*val));
+		memcpy(val, laycache[idx].fake + off, sizeof(*val));
 		return 0;
 	}
+	for (int i = 0; i < nlay; i++)
+		for (int k = 0; k < 2; k++) {
+			const struct map *c = &laycache[i];
+			if (c->local[k] && addr >= c->local_at[k] &&
+			    addr - c->local_at[k] + sizeof(*val) <= c->local_len[k]) {
+				memcpy(val, c->local[k] + (addr - c->local_at[k]), sizeof(*val));
+				return 0;
+			}
+		}
 	return read_mem(t->pid, addr, val, sizeof(*val)) ? -UNW_EINVAL : 0;
 }
 
@@ -662,7 +794,21 @@ static unw_accessors_t accessors = {
 	.get_proc_name = acc_get_proc_name,
 };
 
+static pthread_mutex_t bt_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int backtrace_locked(pid_t pid, pid_t tid, struct cw_event *ev, int max);
+
 int cw_remote_backtrace(pid_t pid, pid_t tid, struct cw_event *ev, int max)
+{
+	pthread_mutex_lock(&bt_lock);
+	if (nlay > MAX_CACHED / 2 || nsymc > MAX_SYMTABS / 2)
+		flush_caches();
+	int n = backtrace_locked(pid, tid, ev, max);
+	pthread_mutex_unlock(&bt_lock);
+	return n;
+}
+
+static int backtrace_locked(pid_t pid, pid_t tid, struct cw_event *ev, int max)
 {
 	ev->nframes = 0;
 	if (max > CW_BT_LIMIT)
@@ -688,8 +834,6 @@ int cw_remote_backtrace(pid_t pid, pid_t tid, struct cw_event *ev, int max)
 	}
 	if (as)
 		unw_destroy_addr_space(as);
-	for (int i = 0; i < t.nmaps; i++)
-		free(t.maps[i].fake);
 	free(t.maps);
 	return ev->nframes;
 }
