@@ -309,15 +309,20 @@ def test_many_threads_exact_count(ctx):
     assert not records_for(recs, call="exit"), "no socket was left open at exit"
 
 
+@cwtest.timeout(300)
 def test_signal_storm_logged_once(ctx):
     """SIGALRM every 100 us while the main thread closes sockets, and the handler closes
     sockets too: a trapped call interrupted by a signal is restarted by the kernel; each
     close is logged exactly once (records = main closes + handler closes)."""
     have_trap()
-    rc, lines, err, recs = run_trap(ctx, "sigstorm", 2000, timeout=120)
+    # A signal that comes before the supervisor has received the notification restarts the
+    # call: a supervisor slowed down by a sanitizer (or a loaded machine) makes the main
+    # thread retry often, so fewer closes there (the count stays exact either way).
+    want = 100 if os.environ.get("CW_SANITIZER") else 2000
+    rc, lines, err, recs = run_trap(ctx, "sigstorm", want, timeout=240)
     assert rc == 0, err
     n, k = (int(x) for x in line_value(lines, "sigstorm").split())
-    assert n == 2000
+    assert n == want
     closes = records_for(recs, call="close")
     assert len(closes) == n + k, f"{len(closes)} records for {n} + {k} closes"
 
@@ -334,6 +339,33 @@ def test_warn_mode_on_closewatch_stderr(ctx):
     check_fields(rec, verdict="rst_unread", recvq=5, proto="unix", action="warned")
     warn = [l for l in err.splitlines() if l.startswith("closewatch: warning: close(")]
     assert len(warn) == 1 and "5 unread byte(s)" in warn[0], err
+
+
+def test_syslog_target(ctx):
+    """CLOSEWATCH_LOG=syslog through the trap: one datagram per record on /dev/log (a private
+    one, in a mount namespace), tagged with the program's comm and pid, priority warning for
+    a risky verdict: the shim's framing."""
+    have_trap()
+    cwtest.require_root()
+    import sys
+    import test_hostile
+    inner = ctx.path("inner.py")
+    with open(inner, "w") as f:
+        f.write(test_hostile.SETUID_INNER)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, inner, ctx.tmp,
+                        "1"] + trap_argv("syslog") + ["pid", "socketpair", "write", "3", "use",
+                                                      "pair", "close", "say", "end"],
+                       env=trap_env("syslog", events="risky"), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["status"] == 0, res
+    pid = int(line_value(res["stdout"].splitlines(), "pid"))
+    msgs = [m for m in res["syslog"] if '"verdict"' in m]
+    assert len(msgs) == 1, res
+    assert msgs[0].startswith(f"<12>cwprog-static[{pid}]: {{"), msgs[0]
+    rec = json.loads(msgs[0].split(": ", 1)[1])
+    check_fields(rec, call="close", verdict="rst_unread", recvq=3, pid=pid)
 
 
 # ---------------------------------------------------------------- the supervisor itself
@@ -369,6 +401,17 @@ def test_signals_forwarded(ctx):
         rc = p.wait(timeout=20)
         assert rc == 128 + sig, (sig, rc, p.stderr)
         cwtest.wait_for(lambda: not os.path.exists(f"/proc/{child}"), what="program gone")
+
+
+def test_command_cannot_run(ctx):
+    """A command that cannot be executed under the trap: 127 (not found) or 126 (not
+    executable) and one message, as through the shim."""
+    have_trap()
+    for cmd, want in (("/nonexistent/prog", 127), ("/etc/passwd", 126)):
+        r = subprocess.run([cwtest.CLI, "run", "--via", "trap", "--", cmd], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+        assert r.returncode == want, (cmd, r.returncode, r.stderr)
+        assert f"cannot run {cmd}" in r.stderr, r.stderr
 
 
 def test_filter_cannot_be_installed(ctx):
