@@ -19,6 +19,10 @@ PYTHON     ?= python3
 # The one version string: `closewatch --version` and closewatch.pc.
 VERSION    ?= 0.1.0
 
+# libunwind's remote API and zlib (trap/remote_bt.c: backtraces of a trapped thread, from
+# outside; zlib for compressed .debug_frame sections, Go's). The library itself uses
+# libgcc's unwinder (shim/backtrace.c).
+UNWIND_REMOTE_LIBS := $(shell $(PKG_CONFIG) --libs libunwind-generic 2>/dev/null || echo -lunwind-generic -lunwind) -lz
 PCAP_CFLAGS   := $(shell $(PKG_CONFIG) --cflags libpcap 2>/dev/null)
 PCAP_LIBS     := $(shell $(PKG_CONFIG) --libs libpcap 2>/dev/null || echo -lpcap)
 SECCOMP_LIBS  := $(shell $(PKG_CONFIG) --libs libseccomp 2>/dev/null || echo -lseccomp)
@@ -43,7 +47,7 @@ SHIM_SHARED_OBJ := $(BUILD)/shim/verdict.o $(BUILD)/shim/config.o $(BUILD)/shim/
 # stands in for shim/real.c (the CLI has no hooks to look behind).
 TRAP_SRC  := $(wildcard trap/*.c)
 TRAP_OBJ  := $(TRAP_SRC:%.c=$(BUILD)/%.o)
-CORE_OBJ  := $(addprefix $(BUILD)/shim/,inspect.o record.o logwriter.o fdtable.o warn.o)
+CORE_OBJ  := $(addprefix $(BUILD)/shim/,inspect.o record.o logwriter.o runstatus.o fdtable.o warn.o)
 PROG_SRC  := $(wildcard tests/progs/*.c)
 PROG_BIN  := $(PROG_SRC:tests/progs/%.c=$(BUILD)/tests/%)
 DEMO_SRC  := $(wildcard demo/*.c)
@@ -97,10 +101,10 @@ $(BUILD)/trap/%.o: trap/%.c trap/*.h shim/*.h include/closewatch.h
 $(BUILD)/trap/real_libc.o: CFLAGS_ALL += -fno-builtin
 
 $(CLI): $(BUILD)/tools/closewatch.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ) $(TRAP_OBJ) $(CORE_OBJ)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) -lpthread
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) $(UNWIND_REMOTE_LIBS) -lpthread
 
 $(PCAPTOOL): $(BUILD)/tools/cw-pcap.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ) $(TRAP_OBJ) $(CORE_OBJ)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) -lpthread
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) $(UNWIND_REMOTE_LIBS) -lpthread
 
 # Test programs are ordinary programs: they know nothing of closewatch, except
 # the ones named *inspect* which call closewatch_inspect() themselves.

@@ -51,3 +51,19 @@ endif
 $(BUILD)/tests/via_probe: tests/unit/via_probe.c $(BUILD)/tools/via.o $(BUILD)/shim/elfkind.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDFLAGS_ALL)
+
+# The remote unwinder on its own: tests/test_remote_bt.py unwinds btchain,
+# dynamic and static, from outside. Built here with LANG_CFLAGS whatever
+# $(SAN) is: under make check the sanitizer flags would add frame pointers,
+# whose unwind rules need rbp, a register a thread stopped in a system call
+# does not show from outside (README: bt through the trap).
+all: $(BUILD)/tests/remote_bt_probe $(BUILD)/tests/btchain $(BUILD)/tests/btchain-static
+$(BUILD)/tests/remote_bt_probe: tests/unit/remote_bt_probe.c $(BUILD)/trap/remote_bt.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDFLAGS_ALL) $(UNWIND_REMOTE_LIBS)
+$(BUILD)/tests/btchain: tests/unit/btchain.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LANG_CFLAGS) -o $@ $<
+$(BUILD)/tests/btchain-static: tests/unit/btchain.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LANG_CFLAGS) -static -o $@ $<

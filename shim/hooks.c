@@ -11,6 +11,7 @@
 #include "ident.h"
 #include "inspect.h"
 #include "logwriter.h"
+#include "notwatched.h"
 #include "real.h"
 #include "record.h"
 #include "runstatus.h"
@@ -87,6 +88,7 @@ static void init_body(void)
 	cw_relatives_add((int)getppid());
 	pthread_atfork(NULL, NULL, after_fork_child);
 	cw_drain_init();
+	cw_watched_announce();
 }
 
 static int ready(void)
@@ -699,6 +701,8 @@ HOOK int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_action
 	pid_t *p = pid ? pid : &local;
 	int rc = REAL(posix_spawn)(p, path, fa, attr, argv, envp);
 	note_spawned(rc, p);
+	if (rc == 0 && ready())
+		cw_notwatched_check(path, 0, *p);
 	return rc;
 }
 
@@ -709,6 +713,8 @@ HOOK int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actio
 	pid_t *p = pid ? pid : &local;
 	int rc = REAL(posix_spawnp)(p, file, fa, attr, argv, envp);
 	note_spawned(rc, p);
+	if (rc == 0 && ready())
+		cw_notwatched_check(file, 1, *p);
 	return rc;
 }
 
@@ -742,6 +748,8 @@ static void exec_failed(int me)
 HOOK int execve(const char *path, char *const argv[], char *const envp[])
 {
 	int me = exec_begin();
+	if (ready())
+		cw_notwatched_check(path, 0, getpid());
 	int rc = REAL(execve)(path, argv, envp);
 	exec_failed(me);
 	return rc;
@@ -750,6 +758,8 @@ HOOK int execve(const char *path, char *const argv[], char *const envp[])
 HOOK int execv(const char *path, char *const argv[])
 {
 	int me = exec_begin();
+	if (ready())
+		cw_notwatched_check(path, 0, getpid());
 	int rc = REAL(execv)(path, argv);
 	exec_failed(me);
 	return rc;
@@ -758,6 +768,8 @@ HOOK int execv(const char *path, char *const argv[])
 HOOK int execvp(const char *file, char *const argv[])
 {
 	int me = exec_begin();
+	if (ready())
+		cw_notwatched_check(file, 1, getpid());
 	int rc = REAL(execvp)(file, argv);
 	exec_failed(me);
 	return rc;
@@ -766,6 +778,8 @@ HOOK int execvp(const char *file, char *const argv[])
 HOOK int execvpe(const char *file, char *const argv[], char *const envp[])
 {
 	int me = exec_begin();
+	if (ready())
+		cw_notwatched_check(file, 1, getpid());
 	int rc = REAL(execvpe)(file, argv, envp);
 	exec_failed(me);
 	return rc;

@@ -5,6 +5,8 @@ the choice necessary: a musl program does not even start with the glibc-built sh
 preloaded, and a Go program built with cgo loads the shim yet none of its closes
 goes through it."""
 import os
+import re
+import sys
 import shutil
 import stat
 import subprocess
@@ -131,3 +133,103 @@ def test_path_search_like_execvp(ctx):
     assert probe("srv", env=env)["srv"] == "trap statically linked"
     # Not found anywhere: preload, and exec reports the error as without closewatch.
     assert probe("no-such-program-cw", env=env)["no-such-program-cw"] == "preload"
+
+
+# ---------------------------------------------------------------- run's summary: watched / not watched
+
+def run_cli(ctx, *cmd, env=None, via=None, preload=True):
+    """closewatch run. preload: the run ends up preloading the shim (under make check the
+    sanitizer runtime must then come first, as test_cli.py does); not for a run through
+    the trap, whose programs get nothing preloaded (a musl one could not even start)."""
+    opts = ["--via", via] if via else []
+    env = dict(env or cwtest.plain_env())
+    if preload and cwtest.PRELOAD_PREFIX:
+        env["LD_PRELOAD"] = cwtest.PRELOAD_PREFIX
+    return subprocess.run([cwtest.CLI, "run"] + opts + ["--"] + list(cmd), text=True, cwd=ctx.tmp,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, env=env)
+
+
+def test_run_names_programs_exec_later_it_cannot_watch(ctx):
+    """sh (watched) execs a static program and a Go program: the summary names the one
+    process watched via preload and lists both others as not watched, with the reason."""
+    static = prog("cwprog-static")
+    go = need("cwgo-static", "go (golang-go)")
+    r = run_cli(ctx, "sh", "-c", f"{static} say a; {go} say b; {go} say c; exec {static} say d")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "a\nb\nc\nd\n", r.stdout
+    err = r.stderr
+    assert re.search(r"^closewatch: watched via preload: 1 process: (dash|bash|sh)\[\d+\]$", err, re.M), err
+    assert f"closewatch: {static}: not watched (statically linked: use --via trap) (2 processes)\n" in err, err
+    assert f"closewatch: {go}: not watched (Go program: use --via trap) (2 processes)\n" in err, err
+    assert "closewatch: 0 socket closes logged by 0 processes" in err, err
+
+
+def test_run_posix_spawn_and_path_search(ctx):
+    """posix_spawnp finds the program in PATH like execvp; the pid is the child's."""
+    d = ctx.path("bin")
+    os.mkdir(d)
+    shutil.copy(prog("cwprog-static"), os.path.join(d, "srv"))
+    code = ("import os\n"
+            "pid = os.posix_spawnp('srv', ['srv', 'say', 'x'], os.environ)\n"
+            "print('child', pid, flush=True)\n"
+            "os.waitpid(pid, 0)\n")
+    env = cwtest.plain_env()
+    env["PATH"] = d + ":" + env.get("PATH", "/usr/bin:/bin")
+    r = run_cli(ctx, sys.executable, "-c", code, env=env)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"child (\d+)", r.stdout)
+    assert m, (r.stdout, r.stderr)
+    pid = int(m.group(1))
+    assert f"closewatch: {d}/srv: not watched (statically linked: use --via trap)\n" in r.stderr, r.stderr
+    assert re.search(r"watched via preload: 1 process: python3[.\d]*\[\d+\]", r.stderr), r.stderr
+    assert pid > 0
+
+
+def test_run_names_a_top_program_it_cannot_watch(ctx):
+    """--via preload forced on a static program: said up front and in the summary."""
+    static = prog("cwprog-static")
+    r = run_cli(ctx, static, "say", "hi", via="preload")
+    assert r.returncode == 0 and r.stdout == "hi\n", r
+    line = f"closewatch: {static}: not watched (statically linked: use --via trap)\n"
+    # Up front, and again in the summary; no process watched.
+    assert r.stderr.count(line) == 2, r.stderr
+    assert "watched via preload" not in r.stderr, r.stderr
+
+
+def test_run_refuses_preload_for_musl(ctx):
+    """musl's loader cannot load the glibc-built shim (the program would exit 127):
+    refused up front, the program is not started."""
+    p = need("cwprog-musl", "musl-gcc (musl-tools)")
+    marker = ctx.path("started")
+    r = run_cli(ctx, p, "open", marker, via="preload", preload=False)
+    assert r.returncode == 125, r
+    assert "cannot be watched with LD_PRELOAD (musl loader /lib/ld-musl-" in r.stderr, r.stderr
+    assert not os.path.exists(marker)
+
+
+def test_run_summary_glibc_program(ctx):
+    r = run_cli(ctx, prog("cwprog"), "say", "hi")
+    assert r.returncode == 0, r
+    assert re.search(r"^closewatch: watched via preload: 1 process: cwprog\[\d+\]$", r.stderr, re.M), r.stderr
+    assert "not watched" not in r.stderr, r.stderr
+
+
+def test_no_status_channel_no_lines(ctx):
+    """Under a plain LD_PRELOAD (no run), exec'ing a static program writes nothing anywhere
+    and changes nothing the program sees."""
+    static = prog("cwprog-static")
+    r = subprocess.run(["sh", "-c", f"exec {static} say ok"], env=cwtest.shim_env(),
+                       text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ok\n", ""), r
+
+
+def test_run_auto_picks_the_trap(ctx):
+    """Without --via, a static, a musl and a Go program are watched through the trap, and
+    the summary says so instead of a bare count."""
+    for name, what in (("cwprog-static", "gcc -static"), ("cwprog-musl", "musl-gcc (musl-tools)"),
+                       ("cwgo-static", "go (golang-go)"), ("cwgo-cgo", "go (golang-go)")):
+        p = need(name, what)
+        r = run_cli(ctx, p, "say", "hi", preload=False)
+        assert r.returncode == 0 and r.stdout == "hi\n", (name, r)
+        assert f"closewatch: watched via trap: {p}" in r.stderr, (name, r.stderr)
+        assert "not watched" not in r.stderr and "watched via preload" not in r.stderr, r.stderr

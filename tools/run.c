@@ -8,6 +8,7 @@
 #include "runstatus.h"
 #include "util.h"
 #include "via.h"
+#include "watched.h"
 #include "../trap/trap.h"
 
 #include <errno.h>
@@ -347,6 +348,23 @@ int cw_cmd_run(int argc, char **argv)
 			return RUN_FAIL;
 		}
 	}
+	/* A program LD_PRELOAD cannot reach (--via preload) is named up front and
+	 * in the summary; one whose loader is not glibc's would not even start
+	 * with the shim (musl's exits 127): refused. */
+	char pwhy[256];
+	const char *cmd_why = NULL;
+	if (!trap && cw_via_auto(argv[ci], pwhy, sizeof(pwhy)) == CW_VIA_TRAP) {
+		if (strstr(pwhy, "loader ") == pwhy || strstr(pwhy, "musl loader ") == pwhy) {
+			cw_err("%s: cannot be watched with LD_PRELOAD (%s: it cannot load "
+			       "libclosewatch.so, built for glibc): use --via trap", argv[ci], pwhy);
+			if (cap)
+				cw_capture_close(cap, NULL, NULL);
+			cw_runlog_end(&log);
+			return RUN_FAIL;
+		}
+		cw_err("%s: not watched (%s: use --via trap)", argv[ci], pwhy);
+		cmd_why = pwhy;
+	}
 	struct cw_runstatus rstat; /* what the watched processes tell us (records lost...) */
 	cw_runstatus_begin(&rstat);
 	int status = trap ? cw_trap_run(argv + ci, &old_mask) : spawn(argv + ci, &old_mask);
@@ -371,6 +389,7 @@ int cw_cmd_run(int argc, char **argv)
 		fputc('\n', stderr);
 	}
 	if (status >= 0) {
+		cw_watched_summarize(stderr, rstat.path, argv[ci], cmd_why, trap);
 		cw_runlog_summarize(&log, stderr);
 		cw_runstatus_summarize(&rstat, stderr);
 	}

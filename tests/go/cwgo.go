@@ -9,13 +9,15 @@
 //	listen HOST PORT [BACKLOG]  raw TCP listener; prints "fd N", "port P"
 //	accept                      accept on the listener; prints "fd N", "pport P"
 //	connect HOST PORT           prints "fd N", "lport P"
+//	open PATH                   open a file read-write (e.g. /dev/null); prints "fd N"
 //	read N | write N            exactly N bytes on the current fd
 //	waitinq N | waitoutq0       poll SIOCINQ / SIOCOUTQ (10 s bound)
 //	waitbacklog N               poll TCP_INFO of the listener until N are queued
 //	linger ON SECS              SO_LINGER on the current fd
 //	close | close-listener      close(cur) / close(listener)
 //	shutdown rd|wr|rdwr         prints "shutdown R"
-//	dup2 FD                     dup2(cur, FD) (dup3 on arm64); prints "dup2 R"
+//	as NAME                     name the current fd (an FD argument may be a NAME)
+//	dup2 FD                     dup3(cur, FD, 0); prints "dup2 R"
 //	close-range LO HI           close_range(LO, HI, 0); prints "close_range R"
 //	cloexec                     FD_CLOEXEC on cur
 //	exec PROG ARGS...           execve: the rest of argv is the new program's
@@ -44,6 +46,7 @@ import (
 )
 
 var (
+	names    = map[string]int{}
 	cur, lfd = -1, -1
 	action   string
 	stdin    = bufio.NewReader(os.Stdin)
@@ -66,6 +69,13 @@ func num(s string) int {
 		die("bad number " + s)
 	}
 	return v
+}
+
+func fdarg(s string) int {
+	if fd, ok := names[s]; ok {
+		return fd
+	}
+	return num(s)
 }
 
 func out(f string, a ...interface{}) { fmt.Printf(f+"\n", a...) }
@@ -225,6 +235,13 @@ func main() {
 			cur = fd
 			out("fd %d", fd)
 			out("lport %d", portOf(got))
+		case "open":
+			need(i, 1)
+			i++
+			fd, err := syscall.Open(args[i], syscall.O_RDWR|syscall.O_CREAT, 0o600)
+			check(err, "open")
+			cur = fd
+			out("fd %d", fd)
 		case "read", "write":
 			need(i, 1)
 			i++
@@ -289,8 +306,8 @@ func main() {
 		case "dup2":
 			need(i, 1)
 			i++
-			err := syscall.Dup3(cur, num(args[i]), 0)
-			if err != nil && cur == num(args[i]) {
+			err := syscall.Dup3(cur, fdarg(args[i]), 0)
+			if err != nil && cur == fdarg(args[i]) {
 				err = nil // dup3 refuses oldfd == newfd where dup2 returns it
 			}
 			if err != nil {
@@ -312,6 +329,10 @@ func main() {
 			} else {
 				out("close_range 0")
 			}
+		case "as":
+			need(i, 1)
+			i++
+			names[args[i]] = cur
 		case "cloexec":
 			_, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(cur), syscall.F_SETFD, syscall.FD_CLOEXEC)
 			if e != 0 {

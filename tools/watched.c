@@ -1,0 +1,169 @@
+/* See watched.h. Lines (one per process, appended with one write each):
+ *   watched pid=N via=V exe=PATH
+ *   notwatched pid=N exe=PATH why=REASON
+ * PATH may hold spaces: exe runs to the end of a "watched" line, and to the
+ * last " why=" of a "notwatched" one (a reason never holds " why="). */
+#include "watched.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define LINE_MAX_BYTES 8192
+#define MAX_LINES 100000   /* bounded reading, whatever is in the file */
+#define MAX_ENTRIES 256    /* distinct entries kept; more are counted */
+#define MAX_NAMED 8        /* processes named per way in; more are counted */
+
+struct entry {
+	char *via, *exe, *why; /* why: NULL for a watched process */
+	long pid;
+	unsigned long count;   /* notwatched: processes with this exe and reason */
+};
+
+static const char *base(const char *path)
+{
+	const char *s = strrchr(path, '/');
+	return s && s[1] ? s + 1 : path;
+}
+
+static int parse(char *line, struct entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	int watched = !strncmp(line, "watched ", 8);
+	if (!watched && strncmp(line, "notwatched ", 11))
+		return -1;
+	char *p = strstr(line, " pid=");
+	char *x = strstr(line, " exe=");
+	if (!p || !x || x < p)
+		return -1;
+	e->pid = strtol(p + 5, NULL, 10);
+	if (watched) {
+		char *v = strstr(line, " via=");
+		if (!v || v > x)
+			return -1;
+		*x = 0;
+		char *sp = strchr(v + 5, ' ');
+		if (sp)
+			*sp = 0;
+		e->via = v + 5;
+		e->exe = x + 5;
+		return 0;
+	}
+	char *w = NULL;
+	for (char *q = x; (q = strstr(q, " why=")); q++)
+		w = q;
+	if (!w)
+		return -1;
+	*w = 0;
+	e->exe = x + 5;
+	e->why = w + 5;
+	return 0;
+}
+
+static void print_not_watched(FILE *f, const char *exe, const char *why, unsigned long count)
+{
+	fprintf(f, "closewatch: %s: not watched (%s: use --via trap)", exe, why);
+	if (count > 1)
+		fprintf(f, " (%lu processes)", count);
+	fputc('\n', f);
+}
+
+void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const char *cmd_why,
+			  int trap)
+{
+	struct entry *es = cw_xcalloc(MAX_ENTRIES, sizeof(*es));
+	size_t n = 0;
+	unsigned long dropped = 0;
+	FILE *in = status && *status ? fopen(status, "r") : NULL;
+	char buf[LINE_MAX_BYTES];
+	for (long k = 0; in && k < MAX_LINES && fgets(buf, sizeof(buf), in); k++) {
+		size_t len = strlen(buf);
+		if (!len || buf[len - 1] != '\n') {
+			int c;
+			while ((c = fgetc(in)) != EOF && c != '\n')
+				;
+			continue;
+		}
+		buf[len - 1] = 0;
+		struct entry e;
+		if (parse(buf, &e) != 0)
+			continue;
+		size_t i = 0;
+		if (e.why) /* one entry per program and reason */
+			while (i < n && !(es[i].why && !strcmp(es[i].exe, e.exe) && !strcmp(es[i].why, e.why)))
+				i++;
+		else
+			i = n;
+		if (i < n) {
+			es[i].count++;
+			continue;
+		}
+		if (n == MAX_ENTRIES) {
+			dropped++;
+			continue;
+		}
+		es[n].via = e.via ? cw_xstrdup(e.via) : NULL;
+		es[n].exe = cw_xstrdup(e.exe);
+		es[n].why = e.why ? cw_xstrdup(e.why) : NULL;
+		es[n].pid = e.pid;
+		es[n].count = 1;
+		n++;
+	}
+	if (in)
+		fclose(in);
+	int any = 0;
+	if (trap) {
+		int said = 0;
+		for (size_t i = 0; i < n && !said; i++)
+			said = !es[i].why && es[i].via && !strcmp(es[i].via, "trap");
+		if (!said) {
+			fprintf(f, "closewatch: watched via trap: %s and every process it started\n", cmd);
+			any = 1;
+		}
+	}
+	/* Watched processes, grouped by way in, in order of first appearance. */
+	for (size_t i = 0; i < n; i++) {
+		if (es[i].why || !es[i].via)
+			continue;
+		size_t total = 0, named = 0;
+		for (size_t j = i; j < n; j++)
+			if (!es[j].why && es[j].via && !strcmp(es[j].via, es[i].via))
+				total++;
+		fprintf(f, "closewatch: watched via %s: %zu process%s:", es[i].via, total,
+			total == 1 ? "" : "es");
+		const char *via = es[i].via;
+		for (size_t j = i; j < n; j++) {
+			if (es[j].why || !es[j].via || strcmp(es[j].via, via))
+				continue;
+			if (named++ < MAX_NAMED)
+				fprintf(f, "%s %s[%ld]", named > 1 ? "," : "", base(es[j].exe), es[j].pid);
+			if (j != i) {
+				free(es[j].via);
+				es[j].via = NULL; /* printed */
+			}
+		}
+		if (total > MAX_NAMED)
+			fprintf(f, " and %zu more", total - MAX_NAMED);
+		fputc('\n', f);
+		any = 1;
+	}
+	if (cmd && cmd_why) {
+		print_not_watched(f, cmd, cmd_why, 1);
+		any = 1;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (es[i].why) {
+			print_not_watched(f, es[i].exe, es[i].why, es[i].count);
+			any = 1;
+		}
+	if (dropped)
+		fprintf(f, "closewatch: %lu more processes (not listed)\n", dropped);
+	if (!any && status && *status)
+		fputs("closewatch: no process was watched\n", f);
+	for (size_t i = 0; i < n; i++) {
+		free(es[i].via);
+		free(es[i].exe);
+		free(es[i].why);
+	}
+	free(es);
+}
