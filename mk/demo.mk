@@ -8,7 +8,7 @@
 # CAP_NET_RAW): without it the acts run without --pcap, the `wire` check is
 # skipped and the demo says so.
 
-DEMO_PACKAGES ?= build-essential pkg-config libpcap-dev python3
+DEMO_PACKAGES ?= build-essential pkg-config libpcap-dev libseccomp-dev libunwind-dev zlib1g-dev python3
 DEMO_FLAGS    ?=
 
 .PHONY: demo demo-deps demo-build
