@@ -1,4 +1,4 @@
-/* Fuzz harness: the record writer of the shim (shim/record.c,
+/* Fuzz harness: the record writer of the shim (core/record.c,
  * cw_record_format) against the parser of the CLI (tools/logparse.c): every
  * record the shim can write must come back from the parser with the same
  * values, in both formats.

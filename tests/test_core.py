@@ -298,7 +298,7 @@ def test_bad_values_one_warning_each(ctx):
     assert read_records(p.log) == [], "events fell back to risky: a no_conn close is not logged"
 
 
-# One rule for every numeric variable (shim/config.c's table): a bad value means the default,
+# One rule for every numeric variable (core/config.c's table): a bad value means the default,
 # with exactly one warning naming the variable and the value used; an empty value is unset.
 NUMERIC = (  # variable, default, a value out of its range
     ("CLOSEWATCH_BACKTRACE", "0", "17"),
@@ -770,9 +770,9 @@ def test_library_has_soname(ctx):
 
 def test_exports_only_the_interposed_symbols(ctx):
     """-fvisibility=hidden: the library exports the functions it interposes
-    (every one bound in shim/real.h, plus the execl* wrappers) and the public
+    (every one bound in core/real.h, plus the execl* wrappers) and the public
     API of include/closewatch.h, nothing else."""
-    src = open(os.path.join(cwtest.ROOT, "shim", "real.h")).read()
+    src = open(os.path.join(cwtest.ROOT, "core", "real.h")).read()
     hooked = set(re.findall(r"^\s*X\((\w+),", src, re.M)) | {"execl", "execle", "execlp"}
     api = set(re.findall(r"\b(closewatch_\w+)\(", open(os.path.join(cwtest.ROOT, "include",
                                                                      "closewatch.h")).read()))

@@ -22,12 +22,12 @@
 #include "trap.h"
 #include "filter.h"
 #include "procfds.h"
-#include "../shim/config.h"
-#include "../shim/fdtable.h"
-#include "../shim/inspect.h"
-#include "../shim/logwriter.h"
-#include "../shim/verdict.h"
-#include "../shim/warn.h"
+#include "../core/config.h"
+#include "../core/fdtable.h"
+#include "../core/inspect.h"
+#include "../core/logwriter.h"
+#include "../core/verdict.h"
+#include "../core/warn.h"
 
 #include <errno.h>
 #include <fcntl.h>
