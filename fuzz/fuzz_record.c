@@ -91,6 +91,8 @@ static void check(const struct cw_event *ev, int json)
 	SAME_STR(r->ts, ts, json);
 	FUZZ_CHECK(r->pid == ev->pid && r->tid == ev->tid);
 	SAME_STR(r->comm, ev->comm, json);
+	SAME_STR(r->host, ev->host, json);
+	SAME_STR(r->exe, ev->exe, json);
 	SAME_STR(r->call, cw_call_name(ev->call), json);
 	FUZZ_CHECK(r->fd == c->fd);
 	SAME_STR(r->proto, c->proto == CLOSEWATCH_PROTO_UNIX ? "unix" : "tcp", json);
@@ -171,6 +173,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!ev->frames[i][0]) /* the shim's frames are never empty */
 			strcpy(ev->frames[i], "?");
 	}
+	/* last, so that older corpus entries keep their meaning */
+	char host[65], exe[256];
+	take_str(&in, host, sizeof host);
+	take_str(&in, exe, sizeof exe);
+	ev->host = host;
+	ev->exe = exe;
 	check(ev, 1);
 	check(ev, 0);
 	free(ev);
