@@ -20,6 +20,7 @@ UNWIND_CFLAGS := $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null)
 UNWIND_LIBS   := $(shell $(PKG_CONFIG) --libs libunwind 2>/dev/null || echo -lunwind)
 PCAP_CFLAGS   := $(shell $(PKG_CONFIG) --cflags libpcap 2>/dev/null)
 PCAP_LIBS     := $(shell $(PKG_CONFIG) --libs libpcap 2>/dev/null || echo -lpcap)
+SECCOMP_LIBS  := $(shell $(PKG_CONFIG) --libs libseccomp 2>/dev/null || echo -lseccomp)
 
 OPT        ?= -O2
 SAN        ?=
@@ -33,7 +34,13 @@ TOOL_MAINS := tools/closewatch.c tools/cw-pcap.c
 TOOL_LIB_SRC := $(filter-out $(TOOL_MAINS),$(wildcard tools/*.c))
 TOOL_LIB_OBJ := $(TOOL_LIB_SRC:%.c=$(BUILD)/%.o)
 # Pure shim units the CLI shares (names of verdicts and states, record parsing helpers).
-SHIM_SHARED_OBJ := $(BUILD)/shim/verdict.o
+SHIM_SHARED_OBJ := $(BUILD)/shim/verdict.o $(BUILD)/shim/elfkind.o
+# The trap (seccomp supervisor, trap/) runs inside the CLI on the shim's core:
+# inspection, verdicts, records, the log writer, the variables. trap/real_libc.c
+# stands in for shim/real.c (the CLI has no hooks to look behind).
+TRAP_SRC  := $(wildcard trap/*.c)
+TRAP_OBJ  := $(TRAP_SRC:%.c=$(BUILD)/%.o)
+CORE_OBJ  := $(addprefix $(BUILD)/shim/,inspect.o record.o logwriter.o config.o fdtable.o warn.o)
 PROG_SRC  := $(wildcard tests/progs/*.c)
 PROG_BIN  := $(PROG_SRC:tests/progs/%.c=$(BUILD)/tests/%)
 DEMO_SRC  := $(wildcard demo/*.c)
@@ -62,11 +69,18 @@ $(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/closewatch.h
 # The installed CLI also looks for the library where `make install` puts it.
 $(BUILD)/tools/preload.o: CFLAGS_ALL += -DCW_LIBDIR='"$(LIBDIR)"'
 
-$(CLI): $(BUILD)/tools/closewatch.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) -lpthread
+$(BUILD)/trap/%.o: trap/%.c trap/*.h shim/*.h include/closewatch.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(PCAPTOOL): $(BUILD)/tools/cw-pcap.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) -lpthread
+# Takes the address of _Exit, which GCC treats as a builtin otherwise.
+$(BUILD)/trap/real_libc.o: CFLAGS_ALL += -fno-builtin
+
+$(CLI): $(BUILD)/tools/closewatch.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ) $(TRAP_OBJ) $(CORE_OBJ)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) -lpthread
+
+$(PCAPTOOL): $(BUILD)/tools/cw-pcap.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ) $(TRAP_OBJ) $(CORE_OBJ)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) -lpthread
 
 # Test programs are ordinary programs: they know nothing of closewatch, except
 # the ones named *inspect* which call closewatch_inspect() themselves.

@@ -7,7 +7,8 @@ that a noisy machine moves both sides of a ratio together.
 Usage: bench/run.py [--build DIR] [--lib SO] [--rounds N] [--only NAME[,NAME]]
                     [--out FILE] [--smoke] [--no-netns] [--keep]
 
-Benchmarks (--only): openclose, churn (incl. strace), nginx, closelat, rss.
+Benchmarks (--only): openclose, churn (incl. strace), nginx, closelat, rss,
+trap (closewatch run --via trap on open+close and TCP churn, beside strace).
 --smoke runs each once in a tiny configuration (what `make test` does): the
 numbers mean nothing then, only that every program still runs.
 --lib measures another build of the shim (e.g. a patched copy) against none.
@@ -41,7 +42,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GROUPS = ["openclose", "churn", "nginx", "closelat", "rss"]
+GROUPS = ["openclose", "churn", "nginx", "closelat", "rss", "trap"]
 
 
 class BenchError(Exception):
@@ -392,8 +393,55 @@ def bench_rss(R, rounds):
     return rows, res
 
 
+def bench_trap(R, rounds):
+    """The second way in (seccomp user notification, closewatch as the supervisor) on the
+    same two programs, beside strace (ptrace stops) on the same calls. Every close is a
+    trapped call, answered by the supervisor pinned to the program's CPU."""
+    cli = os.path.join(R.build, "closewatch")
+    if not os.access(cli, os.X_OK):
+        raise BenchError(f"{cli} not built")
+    log = os.path.join(R.tmp, "cw.log")
+    trap = [cli, "run", "--via", "trap", "--log", log, "--"]
+    strace = shutil.which("strace")
+    st = [strace, "-f", "-qq", "-e", "trace=close,shutdown", "-o", os.path.join(R.tmp, "strace.out")]
+    env_trap = R.env()
+    env_trap["CLOSEWATCH_LOG"] = log
+    oc = [R.bin("openclose")] + (["-n", "200", "-k", "2"] if R.smoke else ["-n", "20000", "-k", "5"])
+    ch = [R.bin("churn")] + (["-d", "0.05", "-n", "50"] if R.smoke else ["-d", "0.3"])
+    variants = {"none": [], "trap": trap}
+    if strace:
+        variants["strace"] = st
+
+    def run(argv):
+        def one(v, r):
+            env = env_trap if v == "trap" else R.env()
+            out = R.run_json(variants[v] + argv, env, cpu=R.cpu_main)
+            if v == "strace":
+                os.unlink(os.path.join(R.tmp, "strace.out"))
+            return out
+        return interleave(list(variants), scaled(rounds, 1), one)
+
+    res_oc, res_ch = run(oc), run(ch)
+    rows = [ratio_row("trap_openclose", "open+close of a file, trap", "ns/iter trap/none", res_oc,
+                      "ns_per_iter", "trap", "none", ("<=", 6.0), " ns"),
+            ratio_row("trap_churn", "TCP churn, trap (observe)", "conn/s none/trap", res_ch,
+                      "conns_per_s", "none", "trap", ("<=", 1.5), "/s",
+                      also=(("p50_conn_us", "p50 conn"), ("cpu_us_per_conn", "CPU/conn")))]
+    if strace:
+        rows += [ratio_row("trap_openclose_strace", "open+close of a file, strace",
+                           "ns/iter strace/none", res_oc, "ns_per_iter", "strace", "none", None, " ns"),
+                 ratio_row("trap_churn_strace", "TCP churn, strace (same rounds)",
+                           "conn/s none/strace", res_ch, "conns_per_s", "none", "strace", None, "/s")]
+    else:
+        rows += [skipped_row("trap_openclose_strace", "open+close, strace", "strace is not installed"),
+                 skipped_row("trap_churn_strace", "TCP churn, strace", "strace is not installed")]
+    raw = {f"openclose_{v}": x for v, x in res_oc.items()}
+    raw.update({f"churn_{v}": x for v, x in res_ch.items()})
+    return rows, raw
+
+
 BENCHES = {"openclose": bench_openclose, "churn": bench_churn, "nginx": bench_nginx,
-           "closelat": bench_closelat, "rss": bench_rss}
+           "closelat": bench_closelat, "rss": bench_rss, "trap": bench_trap}
 
 
 def skipped_row(rid, title, why):

@@ -12,9 +12,9 @@ BENCH_FLAGS  ?=
 $(BENCH_BIN): $(wildcard bench/*.h)
 
 .PHONY: bench bench-smoke
-bench: $(LIB) $(BENCH_BIN)
+bench: $(LIB) $(CLI) $(BENCH_BIN)
 	$(PYTHON) bench/run.py --build $(BUILD) --rounds $(BENCH_ROUNDS) --out $(BENCH_OUT) \
 	  $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(BENCH_FLAGS)
 
-bench-smoke: $(LIB) $(BENCH_BIN)
+bench-smoke: $(LIB) $(CLI) $(BENCH_BIN)
 	$(PYTHON) bench/run.py --build $(BUILD) --smoke --out $(BUILD)/bench-smoke.json $(BENCH_FLAGS)

@@ -18,6 +18,7 @@ GROUPS = {
     "nginx": ["nginx_observe", "nginx_drain"],
     "closelat": ["closelat_none", "closelat_observe", "closelat_drain_async", "closelat_drain_sync"],
     "rss": ["rss_observe", "rss_drain"],
+    "trap": ["trap_openclose", "trap_churn", "trap_openclose_strace", "trap_churn_strace"],
 }
 
 
@@ -71,3 +72,9 @@ def test_closelat(ctx):
 
 def test_rss(ctx):
     smoke(ctx, "rss")
+
+
+def test_trap(ctx):
+    if not shutil.which("strace"):
+        cwtest.skip("strace is not installed")
+    smoke(ctx, "trap")

@@ -279,3 +279,34 @@ def test_real_rsyslogd_gives_the_json_file_totals(ctx):
     with open(os.path.join(d, "rfc3339.log")) as f:
         first = next(line for line in f if "closewatch: ts=" in line)
     assert first[:4].isdigit() and first[10] == "T", first
+
+
+# ---------------------------------------------------------------- through the trap
+
+def test_trap_records_carry_host_and_exe_across_exec(ctx):
+    """`closewatch run --via trap`: the supervisor writes the records of another process;
+    they name its host and its program (/proc/PID/exe), and after the program exec()s
+    another one (a static cwprog, which LD_PRELOAD cannot reach), the new one. The sockets
+    closed by the exec itself (close-on-exec) are the old program's."""
+    import test_trap
+    test_trap.have_trap()
+    static = os.path.realpath(prog(test_trap.STATIC))
+    script = ctx.path("exec.py")
+    with open(script, "w") as f:
+        f.write("import os, socket, sys\n"
+                "socket.socket().close()\n"
+                "keep = socket.socket()  # close-on-exec: closed by the exec\n"
+                "os.execv(sys.argv[1], [sys.argv[1], 'socket', 'tcp4', 'close'])\n")
+    py = os.path.realpath(sys.executable)
+    log = ctx.path("trap.log")
+    r = subprocess.run([cwtest.CLI, "run", "--via", "trap", "--json", "--events", "all",
+                        "--log", log, "--", py, script, static], env=test_trap.trap_env(log),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=90)
+    assert r.returncode == 0, r
+    recs = read_records(log)
+    assert all(rec["host"] == HOST for rec in recs), recs
+    by_exe = {}
+    for rec in recs:
+        by_exe.setdefault(rec["exe"], []).append(rec["call"])
+    assert sorted(by_exe.get(py, [])) == ["close", "exit"], (by_exe, recs)
+    assert by_exe.get(static) == ["close"], (by_exe, recs)

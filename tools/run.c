@@ -5,6 +5,8 @@
 #include "preload.h"
 #include "runlog.h"
 #include "util.h"
+#include "via.h"
+#include "../trap/trap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +25,7 @@
 struct run_opts {
 	const char *mode, *log, *events, *pcap, *iface;
 	const char *backtrace;
+	const char *via;
 	int json;
 };
 
@@ -42,14 +45,19 @@ static void handled_signals(sigset_t *set)
 
 static void usage(FILE *f)
 {
-	fputs("usage: closewatch run [--mode observe|warn|drain] [--log PATH] [--json]\n"
+	fputs("usage: closewatch run [--via auto|preload|trap] [--mode observe|warn|drain]\n"
+	      "                      [--log PATH] [--json]\n"
 	      "                      [--events all|risky] [--backtrace N] [--pcap FILE [--iface IF]]\n"
 	      "                      -- CMD [ARGS...]\n"
 	      "Run CMD with libclosewatch.so preloaded (found next to this program or in ../lib;\n"
-	      "added in front of any LD_PRELOAD already set) and print a summary on stderr at the\n"
+	      "added in front of any LD_PRELOAD already set), or under a seccomp filter with\n"
+	      "closewatch as the supervisor (--via trap), and print a summary on stderr at the\n"
 	      "end: closes and shutdowns by verdict; what risky closes threw away (answer bytes\n"
 	      "never sent, bytes in flight at the reset, request bytes not read); drains by result.\n"
-	      "  --mode M        CLOSEWATCH_MODE (observe, warn, drain)\n"
+	      "  --via W         the way in: preload (libclosewatch.so), trap (seccomp user\n"
+	      "                  notification, closewatch supervises: static, musl and Go\n"
+	      "                  programs), auto (default: preload where it sees the closes)\n"
+	      "  --mode M        CLOSEWATCH_MODE (observe, warn, drain; drain: preload only)\n"
 	      "  --log PATH      CLOSEWATCH_LOG: a file (%p = pid; made absolute, and checked to\n"
 	      "                  be writable: exit 125 if not), stderr or syslog. Without it\n"
 	      "                  (and without CLOSEWATCH_LOG set), records go to a temporary file\n"
@@ -61,6 +69,7 @@ static void usage(FILE *f)
 	      "                  before CMD starts until shortly after it ends (needs root or\n"
 	      "                  CAP_NET_RAW); check it with 'closewatch wire LOG FILE'\n"
 	      "  --iface IF      interface to capture on (default: any)\n"
+	      "Through the trap, do not SIGKILL closewatch: CMD's closes would fail with ENOSYS.\n"
 	      "SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to CMD. Exit status: CMD's, or\n"
 	      "128+N if it was killed by signal N; 125 if closewatch failed, 126/127 if CMD could\n"
 	      "not be run; 2 on bad usage.\n", f);
@@ -94,6 +103,7 @@ static int parse(int argc, char **argv, struct run_opts *o)
 		{"--backtrace", offsetof(struct run_opts, backtrace)},
 		{"--pcap", offsetof(struct run_opts, pcap)},
 		{"--iface", offsetof(struct run_opts, iface)},
+		{"--via", offsetof(struct run_opts, via)},
 	};
 	int i = 0;
 	for (; i < argc; i++) {
@@ -131,6 +141,8 @@ static int parse(int argc, char **argv, struct run_opts *o)
 	}
 	if (o->mode && strcmp(o->mode, "observe") && strcmp(o->mode, "warn") && strcmp(o->mode, "drain"))
 		return -cw_usage_error("run", "--mode must be observe, warn or drain");
+	if (o->via && strcmp(o->via, "auto") && strcmp(o->via, "preload") && strcmp(o->via, "trap"))
+		return -cw_usage_error("run", "--via must be auto, preload or trap");
 	if (o->events && strcmp(o->events, "all") && strcmp(o->events, "risky"))
 		return -cw_usage_error("run", "--events must be all or risky");
 	unsigned long bt;
@@ -154,11 +166,15 @@ static int set_env(const char *name, const char *value)
 	return 0;
 }
 
+/* lib NULL: the trap watches, nothing is preloaded. */
 static int setup_env(const struct run_opts *o, const char *lib)
 {
-	char *preload = cw_preload_compose(lib, getenv("LD_PRELOAD"));
-	int rc = set_env("LD_PRELOAD", preload);
-	free(preload);
+	int rc = 0;
+	if (lib) {
+		char *preload = cw_preload_compose(lib, getenv("LD_PRELOAD"));
+		rc = set_env("LD_PRELOAD", preload);
+		free(preload);
+	}
 	if (o->mode)
 		rc |= set_env("CLOSEWATCH_MODE", o->mode);
 	if (o->json)
@@ -246,8 +262,21 @@ int cw_cmd_run(int argc, char **argv)
 		return 0;
 	if (ci < 0)
 		return -ci;
+	char why[256] = "";
+	int trap = o.via && !strcmp(o.via, "trap");
+	if (!o.via || !strcmp(o.via, "auto"))
+		trap = cw_via_auto(argv[ci], why, sizeof(why)) == CW_VIA_TRAP;
+	const char *mode = o.mode ? o.mode : getenv("CLOSEWATCH_MODE");
+	if (trap && mode && !strcmp(mode, "drain")) {
+		cw_err("drain mode is not available through the trap (seccomp) yet%s%s%s: "
+		       "nothing was run; use --via preload for a dynamically linked program, "
+		       "or --mode observe|warn", why[0] ? " (" : "", why, why[0] ? ")" : "");
+		return 2;
+	}
 	char lib[4096], err[8192];
-	if (cw_find_library(lib, sizeof(lib), err, sizeof(err)) != 0) {
+	if (trap)
+		lib[0] = 0;
+	else if (cw_find_library(lib, sizeof(lib), err, sizeof(err)) != 0) {
 		cw_err("%s", err);
 		return RUN_FAIL;
 	}
@@ -259,7 +288,7 @@ int cw_cmd_run(int argc, char **argv)
 	const char *spec = o.log ? o.log : getenv("CLOSEWATCH_LOG");
 	if (cw_runlog_begin(&log, spec && *spec ? spec : NULL) != 0)
 		return RUN_FAIL;
-	if (set_env("CLOSEWATCH_LOG", log.spec) != 0 || setup_env(&o, lib) != 0) {
+	if (set_env("CLOSEWATCH_LOG", log.spec) != 0 || setup_env(&o, trap ? NULL : lib) != 0) {
 		cw_runlog_end(&log);
 		return RUN_FAIL;
 	}
@@ -276,7 +305,7 @@ int cw_cmd_run(int argc, char **argv)
 			return RUN_FAIL;
 		}
 	}
-	int status = spawn(argv + ci, &old_mask);
+	int status = trap ? cw_trap_run(argv + ci, &old_mask) : spawn(argv + ci, &old_mask);
 	int rc;
 	if (status < 0)
 		rc = -status;

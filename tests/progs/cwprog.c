@@ -72,6 +72,8 @@
  *   sleep MS | say TEXT | pid (prints "pid N") | wait (read one line from stdin)
  *   exit CODE       exit(CODE) without closing anything (atexit handlers run).
  *   _exit CODE      _exit(CODE).
+ *   cloexec         set FD_CLOEXEC on cur.
+ *   exec PROG ARGS… execv(PROG, PROG ARGS…): the rest of argv is the new program's.
  * A failing action prints "error ACTION: reason" on stderr and exits 99 without
  * closing anything. At the end of the scenario, the program returns 0.
  *
@@ -857,6 +859,14 @@ int main(int argc, char **argv)
 		} else if (strcmp(a, "_exit") == 0) {
 			NEED(1);
 			_exit((int)numarg(argv[++i]));
+		} else if (strcmp(a, "cloexec") == 0) {
+			if (fcntl(cur, F_SETFD, FD_CLOEXEC) != 0)
+				die_errno("fcntl");
+		} else if (strcmp(a, "exec") == 0) {
+			NEED(1);
+			fflush(stdout);
+			execv(argv[i + 1], argv + i + 1);
+			die_errno("execv");
 		} else {
 #ifdef CWPROG_EXTRA
 			int k = CWPROG_EXTRA(a, argv + i + 1, argc - i - 1);

@@ -1,0 +1,53 @@
+# Test programs that LD_PRELOAD cannot reach, for the trap (seccomp) tests:
+#   $(BUILD)/tests/cwprog-static   tests/progs/cwprog.c, gcc -static
+#   $(BUILD)/tests/cwprog-musl     the same with musl-gcc (musl-tools)
+#   $(BUILD)/tests/cwgo-cgo        tests/go/cwgo.go, go build (cgo: loads glibc)
+#   $(BUILD)/tests/cwgo-static     the same, CGO_ENABLED=0 (static)
+# Each is built only when its toolchain is there; the tests that need a
+# missing one skip (and fail under CI=true). Built without $(SAN): they
+# stand for programs built elsewhere, and a static binary cannot carry the
+# sanitizer runtimes.
+
+MUSL_GCC ?= $(shell command -v musl-gcc 2>/dev/null)
+GO       ?= $(shell command -v go 2>/dev/null)
+LANG_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE -Itests/progs
+CWPROG_DEPS := tests/progs/cwprog.c $(wildcard tests/progs/*.h)
+
+all: $(BUILD)/tests/cwprog-static $(BUILD)/tests/via_probe
+$(BUILD)/tests/cwprog-static: $(CWPROG_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LANG_CFLAGS) -static -o $@ $< -lpthread
+
+# musl-gcc brings no kernel headers: the few cwprog needs (linux/, asm/,
+# asm-generic/) are linked from the system's into a directory of their own,
+# so that no glibc header can be picked up by mistake.
+MUSL_INC := $(BUILD)/musl-include
+ifneq ($(MUSL_GCC),)
+all: $(BUILD)/tests/cwprog-musl
+$(BUILD)/tests/cwprog-musl: $(CWPROG_DEPS)
+	@mkdir -p $(dir $@) $(MUSL_INC)
+	ln -sfn /usr/include/linux $(MUSL_INC)/linux
+	ln -sfn /usr/include/asm-generic $(MUSL_INC)/asm-generic
+	asm=/usr/include/$$($(CC) -dumpmachine)/asm; [ -d $$asm ] || asm=/usr/include/asm; \
+	  ln -sfn $$asm $(MUSL_INC)/asm
+	$(MUSL_GCC) $(LANG_CFLAGS) -I$(MUSL_INC) -include tests/progs/musl_compat.h -o $@ $< -lpthread
+endif
+
+# Go: everything inside $(BUILD) (cache, GOPATH) so that a fresh clone builds
+# as root in CI; GOPATH mode, no modules, no network.
+GO_ENV := GOCACHE=$(abspath $(BUILD))/go-cache GOPATH=$(abspath $(BUILD))/go-path \
+	GO111MODULE=off GOTOOLCHAIN=local GOPROXY=off GOFLAGS=
+ifneq ($(GO),)
+all: $(BUILD)/tests/cwgo-cgo $(BUILD)/tests/cwgo-static
+$(BUILD)/tests/cwgo-cgo: tests/go/cwgo.go
+	@mkdir -p $(dir $@)
+	$(GO_ENV) CGO_ENABLED=1 $(GO) build -o $@ $<
+$(BUILD)/tests/cwgo-static: tests/go/cwgo.go
+	@mkdir -p $(dir $@)
+	$(GO_ENV) CGO_ENABLED=0 $(GO) build -o $@ $<
+endif
+
+# What `run --via auto` chooses, for tests/test_via.py.
+$(BUILD)/tests/via_probe: tests/unit/via_probe.c $(BUILD)/tools/via.o $(BUILD)/shim/elfkind.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDFLAGS_ALL)
