@@ -215,8 +215,11 @@ static void field_int_n(struct fmt *f, const char *k, size_t klen, int64_t v)
 }
 #define field_str(f, k, v) field_str_n(f, k, sizeof(k) - 1, v, (size_t)-1)
 /* exe: a path of up to CW_EXE_MAX bytes, each up to 6 when escaped; cut at
- * this many bytes so that the fields after it always fit in the line. */
-#define CW_EXE_OUT 1100
+ * this many bytes so that the fields after it always fit in the line. The
+ * budget of 4096: about 500 for the fixed fields and keys, comm 96, host 384,
+ * local and peer 768 each at worst (128 bytes, all escaped), exe 1536; frames
+ * come last and are dropped when they do not fit. */
+#define CW_EXE_OUT 1536
 #define field_int(f, k, v) field_int_n(f, k, sizeof(k) - 1, v)
 
 size_t cw_format_time(char *out, const struct timespec *ts)
