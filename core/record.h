@@ -29,6 +29,7 @@ struct cw_event {
 	struct timespec ts;  /* CLOCK_REALTIME */
 	pid_t pid, tid;
 	char comm[17];
+	const char *host, *exe; /* where it comes from (NULL: "") */
 	int nframes;
 	char frames[CW_BT_LIMIT][CW_FRAME_TEXT]; /* "symbol+0xoff (object)" */
 	/* call == CW_CALL_DRAIN only: */

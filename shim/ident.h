@@ -15,4 +15,14 @@ void cw_ident_after_fork_child(void);
  * reads its comm again. */
 void cw_ident_names_changed(void);
 
+/* Where the records come from: the host name (uname, read once) and the
+ * program's path (readlink /proc/self/exe, read once; an exec'd image runs
+ * the constructor again and reads its own). Read at the first call, which is
+ * the constructor or an earlier hook (another library's constructor), so
+ * both are right before our constructor too. NUL-terminated, never NULL;
+ * async-signal-safe, no syscall after the first call. A thread (or a signal
+ * handler) that comes while another one is reading them gets "" for both. */
+#define CW_EXE_MAX 1024 /* longer paths are cut (the record stays one line) */
+void cw_ident_where(const char **host, const char **exe);
+
 #endif

@@ -17,8 +17,8 @@ from cwtest import (Capture, addr_str, check_fields, count_flag, cwprog, finish,
                     read_records, read_to_end, records_for, tell)
 
 H4 = "127.0.0.1"
-FIELDS = ("ts", "pid", "tid", "comm", "call", "fd", "proto", "local", "peer", "state", "recvq",
-          "sendq", "unsent", "backlog", "linger", "verdict", "lost", "action")
+FIELDS = ("ts", "pid", "tid", "comm", "host", "exe", "call", "fd", "proto", "local", "peer",
+          "state", "recvq", "sendq", "unsent", "backlog", "linger", "verdict", "lost", "action")
 
 
 def start(ctx, *actions, log=None, name="cwprog", pass_fds=(), preexec_fn=None, **envkw):
@@ -805,3 +805,6 @@ def test_records_name_the_closing_process_and_thread(ctx):
                    (me, me, "three", fds[3]), (child, child, "three", fds[4]),
                    (me, me, "three", fds[4])], got
     assert recs[4]["verdict"] == "shared" and recs[5]["verdict"] == "no_conn", recs
+    # host and exe are read once; a forked child (even without atfork handlers) has the same
+    where = {(r["host"], r["exe"]) for r in recs}
+    assert where == {(os.uname().nodename, os.path.realpath(cwtest.prog("cwprog")))}, where

@@ -46,6 +46,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <sched.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -83,6 +84,7 @@ static int listener = -1;
 struct task {
 	pid_t tid, tgid;
 	int pidfd;
+	char *exe; /* its process's /proc/PID/exe, read at its first record; NULL: not yet */
 };
 #define NTASKS 4096
 static struct task tasks[NTASKS];
@@ -93,6 +95,48 @@ static void task_drop(struct task *t)
 		close(t->pidfd);
 	t->pidfd = -1;
 	t->tid = 0;
+	free(t->exe);
+	t->exe = NULL;
+}
+
+/* The program's path for t's records: read once per task (its pidfd keeps a
+ * reused tid from getting another program's), and again after an exec. */
+static const char *task_exe(struct task *t)
+{
+	if (!t->exe) {
+		char path[48], buf[CW_EXE_MAX];
+		snprintf(path, sizeof path, "/proc/%d/exe", (int)t->tgid);
+		ssize_t n = readlink(path, buf, sizeof buf - 1);
+		buf[n > 0 ? n : 0] = 0;
+		t->exe = strdup(buf);
+	}
+	return t->exe ? t->exe : "";
+}
+
+/* An exec of process tgid: its threads' paths are read again (the thread
+ * that execs may take the leader's tid; the others are gone). */
+static void exe_forget(pid_t tgid)
+{
+	for (size_t i = 0; i < NTASKS; i++)
+		if (tasks[i].exe && tasks[i].tgid == tgid) {
+			free(tasks[i].exe);
+			tasks[i].exe = NULL;
+		}
+}
+
+/* The host name, read once (the program runs on our host). */
+static const char *host_name(void)
+{
+	static char host[sizeof(((struct utsname *)0)->nodename)];
+	static int done;
+	if (!done) {
+		struct utsname u;
+		if (uname(&u) == 0)
+			memcpy(host, u.nodename, sizeof host);
+		host[sizeof host - 1] = 0;
+		done = 1;
+	}
+	return host;
 }
 
 /* The task behind notification req, or NULL when it is gone. */
@@ -137,6 +181,7 @@ struct slot {
 	struct cw_event ev;
 	unsigned long ino;
 	pid_t exec_tid; /* pending exec records: the thread that called exec */
+	char exe[CW_EXE_MAX]; /* the program's path when the record was made (ev.exe at emit) */
 };
 
 static struct slot *batch;
@@ -160,8 +205,12 @@ static struct slot *batch_slot(void)
 	return grow(&batch, nbatch, &capbatch);
 }
 
-static void emit(const struct cw_event *ev)
+/* Slots move (realloc, copies): ev's exe points into its own slot only now. */
+static void emit(struct slot *s)
 {
+	struct cw_event *ev = &s->ev;
+	ev->host = host_name();
+	ev->exe = s->exe;
 	cw_log_event(ev);
 	if (ev->action == CW_ACTION_WARNED)
 		cw_warn(ev);
@@ -188,7 +237,7 @@ static void pending_resolve(pid_t tgid, pid_t tid)
 			continue;
 		}
 		if (cw_proc_fd_socket(s->ev.pid, s->ev.rec.fd) != s->ino)
-			emit(&s->ev); /* closed by the exec (or the process is gone) */
+			emit(s); /* closed by the exec (or the process is gone) */
 		else if (!(tid && tid == s->exec_tid))
 			pending[k++] = *s; /* not known yet */
 		/* else: the exec failed, the socket lives on: no record */
@@ -250,6 +299,11 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 	ev->pid = t->tgid;
 	ev->tid = t->tid;
 	cw_proc_comm(t->tid, ev->comm);
+	const char *exe = task_exe(t);
+	size_t elen = strnlen(exe, sizeof slot->exe - 1);
+	memcpy(slot->exe, exe, elen);
+	slot->exe[elen] = 0;
+	ev->host = ev->exe = NULL; /* set at emit */
 	ev->nframes = 0;
 	if (cw_cfg.backtrace && cw_trap_backtrace)
 		cw_trap_backtrace(t->tgid, t->tid, ev, cw_cfg.backtrace);
@@ -345,6 +399,7 @@ static void examine(const struct seccomp_notif *req)
 		fds_going(t, 0, ~0U, CW_CALL_EXIT, 1);
 		for (size_t i = 0; i < nbatch; i++)
 			batch[i].exec_tid = t->tid;
+		exe_forget(t->tgid); /* these records keep the old path; later ones read the new */
 	}
 }
 
@@ -360,7 +415,7 @@ static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 	for (size_t i = 0; i < nbatch; i++) {
 		struct slot *p;
 		if (!is_exec(req->data.nr))
-			emit(&batch[i].ev);
+			emit(&batch[i]);
 		else if ((p = grow(&pending, npending, &cappending)))
 			pending[npending++] = batch[i];
 	}
