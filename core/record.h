@@ -12,6 +12,7 @@
 #include <time.h>
 
 #define CW_LINE_MAX 4096 /* a record is one line of at most this many bytes */
+#define CW_EXE_MAX 1024  /* the exe field: longer paths are cut (the record stays one line) */
 #define CW_FRAME_TEXT 128
 
 enum cw_call {

@@ -2,6 +2,8 @@
 #ifndef CW_IDENT_H
 #define CW_IDENT_H
 
+#include "record.h" /* CW_EXE_MAX */
+
 #include <sys/types.h>
 
 /* pid, tid and comm (NUL-terminated, 16 bytes at most) of the calling
@@ -22,7 +24,6 @@ void cw_ident_names_changed(void);
  * both are right before our constructor too. NUL-terminated, never NULL;
  * async-signal-safe, no syscall after the first call. A thread (or a signal
  * handler) that comes while another one is reading them gets "" for both. */
-#define CW_EXE_MAX 1024 /* longer paths are cut (the record stays one line) */
 void cw_ident_where(const char **host, const char **exe);
 
 #endif
