@@ -161,14 +161,21 @@ def pump_holding_fin(c, upload, srv):
     Returns (pump result, closed line)."""
     release = threading.Event()
     out = {}
-    t = threading.Thread(target=lambda: out.update(res=pump(c, upload, timeout=2 * HANG_S,
-                                                            fin_after=release)))
+
+    def run():
+        try:
+            out["res"] = pump(c, upload, timeout=2 * HANG_S, fin_after=release)
+        except Exception as e:  # noqa: BLE001 — raised again in the test's thread
+            out["error"] = e
+    t = threading.Thread(target=run)
     t.start()
     try:
         closed = closed_line_first(srv)
     finally:
         release.set()
         t.join()
+    if "error" in out:
+        raise out["error"]
     return out["res"], closed
 
 
@@ -196,7 +203,8 @@ def early_answer(ctx, mode, sync=False, nonblock=False):
     args = ["--read", HEAD, "--write", ANSWER, "--wait"] + (["--nonblock"] if nonblock else [])
     hold = mode == "drain" and not sync  # async: the FIN waits for close() to return
     srv = start(ctx, "drain_server", *args,
-                env=drain_env(log, mode=mode, sync=sync, idle=LONG_IDLE_MS if hold else None))
+                env=drain_env(log, mode=mode, sync=sync, idle=LONG_IDLE_MS if hold else None,
+                              total=LONG_IDLE_MS if hold else None))
     port = int(srv.expect("port "))
     before = kernel_counters()
     drained_at_close = None
@@ -489,7 +497,7 @@ def test_async_close_returns_at_once(ctx):
     that waited for its drain would wait for LONG_IDLE_MS, and the test would give up."""
     log = ctx.path("log")
     srv = start(ctx, "drain_server", "--conns", 2, "--batch", "--read", 0, "--waitinq", 100, "--wait",
-                env=drain_env(log, idle=LONG_IDLE_MS))
+                env=drain_env(log, idle=LONG_IDLE_MS, total=LONG_IDLE_MS))
     port = int(srv.expect("port "))
     cs = [client(port), client(port)]
     for c in cs:
