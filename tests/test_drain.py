@@ -18,6 +18,7 @@ from cwtest import (Capture, count_flag, counter_delta, finish, kernel_counters,
 UPLOAD = 4 << 20     # what the client sends
 HEAD = 1024          # what the server reads of it
 ANSWER = 64 << 10    # what the server answers
+FIRST = HEAD + (16 << 10)  # sent before the server closes (unread: FIRST - HEAD)
 # No test decides pass or fail from how fast something ran (machines are noisy): each
 # checks the order of events instead. Where a test waits for an event that comes at once
 # on a correct build (a close() that must not wait for its drain), the drain's idle
@@ -64,20 +65,16 @@ def clients_with_unread(port, n, nbytes=100):
     return cs
 
 
-def pump(s, upload, timeout=30, fin_after=None):
+def pump(s, upload, timeout=30):
     """Send `upload` bytes while reading whatever comes back, then
     shutdown(SHUT_WR), and read to the end. Returns a dict: sent, got, read
     ('eof' | 'reset' | 'timeout'), write ('done' | 'reset' | 'pipe'), and
-    reset (True when ECONNRESET or EPIPE was seen on either side).
-    fin_after: a threading.Event; the FIN waits until it is set (reading goes on)."""
+    reset (True when ECONNRESET or EPIPE was seen on either side)."""
     s.setblocking(False)
     data = b"u" * 65536
     res = {"sent": 0, "got": 0, "read": None, "write": None if upload else "done"}
-    fin_held = fin_after is not None and not fin_after.is_set()
     if not upload:
-        res["write"] = None if fin_held else "done"
-        if not fin_held:
-            s.shutdown(socket.SHUT_WR)
+        s.shutdown(socket.SHUT_WR)
     deadline = time.monotonic() + timeout
     while res["read"] is None or res["write"] is None:
         left = deadline - time.monotonic()
@@ -85,18 +82,8 @@ def pump(s, upload, timeout=30, fin_after=None):
             res["read"] = res["read"] or "timeout"
             res["write"] = res["write"] or "timeout"
             break
-        if fin_held and res["sent"] == upload and res["write"] is None:
-            if fin_after.is_set():  # all sent, and the FIN may go now
-                fin_held = False
-                try:
-                    s.shutdown(socket.SHUT_WR)
-                    res["write"] = "done"
-                except OSError:
-                    res["write"] = "reset"
-                continue
-        sending = res["write"] is None and not (fin_held and res["sent"] == upload)
         r, w, _ = select.select([s] if res["read"] is None else [],
-                                [s] if sending else [], [], min(left, 0.05 if fin_held else 1))
+                                [s] if res["write"] is None else [], [], min(left, 1))
         if r:
             try:
                 b = s.recv(65536)
@@ -111,7 +98,7 @@ def pump(s, upload, timeout=30, fin_after=None):
         if w:
             try:
                 res["sent"] += s.send(data[:min(len(data), upload - res["sent"])])
-                if res["sent"] == upload and not fin_held:
+                if res["sent"] == upload:
                     s.shutdown(socket.SHUT_WR)
                     res["write"] = "done"
             except ConnectionResetError:
@@ -155,30 +142,6 @@ def closed_line_first(srv):
                              f"for the drain ({e})") from None
 
 
-def pump_holding_fin(c, upload, srv):
-    """pump(), the client's FIN withheld until the server's close() has returned (its
-    'closed fd' line): the drain can end `delivered` only after that close() returned.
-    Returns (pump result, closed line)."""
-    release = threading.Event()
-    out = {}
-
-    def run():
-        try:
-            out["res"] = pump(c, upload, timeout=2 * HANG_S, fin_after=release)
-        except Exception as e:  # noqa: BLE001 — raised again in the test's thread
-            out["error"] = e
-    t = threading.Thread(target=run)
-    t.start()
-    try:
-        closed = closed_line_first(srv)
-    finally:
-        release.set()
-        t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["res"], closed
-
-
 def drain_ended_before(log, srv, timeout):
     """For a sync close(): its 'closed fd' line, and whether the drain record was already
     in the log when that line came (a sync close() returns only after its drain ended, and
@@ -195,26 +158,35 @@ def linger0_close(s):
 # ---------------------------------------------------------------- early answer, unread upload
 
 def early_answer(ctx, mode, sync=False, nonblock=False):
-    """Server reads HEAD bytes of an UPLOAD, answers ANSWER bytes, closes.
-    The client reads through a small receive buffer, so that part of the
-    answer is still queued at the server when it closes."""
+    """Server reads HEAD bytes of an UPLOAD, answers ANSWER bytes, closes once
+    FIRST - HEAD bytes more are unread. The client sends FIRST bytes and,
+    unless the close() drains synchronously, reads nothing until the server's
+    close() has returned: the answer is still queued at the server when it
+    closes (its send buffer holds it all), whatever the speed of either side.
+    Then the client sends the rest of the upload, and reads through a small
+    receive buffer. Async: the client's FIN (which ends the drain) comes only
+    after close() returned, and a close() that waited for its drain would wait
+    for LONG_IDLE_MS: the test gives up first."""
     require_root()
     log = ctx.path("log")
-    args = ["--read", HEAD, "--write", ANSWER, "--wait"] + (["--nonblock"] if nonblock else [])
-    hold = mode == "drain" and not sync  # async: the FIN waits for close() to return
+    args = ["--read", HEAD, "--write", ANSWER, "--sndbuf", 1 << 20, "--waitinq", FIRST - HEAD,
+            "--wait"] + (["--nonblock"] if nonblock else [])
     srv = start(ctx, "drain_server", *args,
-                env=drain_env(log, mode=mode, sync=sync, idle=LONG_IDLE_MS if hold else None,
-                              total=LONG_IDLE_MS if hold else None))
+                env=drain_env(log, mode=mode, sync=sync, idle=None if sync else LONG_IDLE_MS,
+                              total=None if sync else LONG_IDLE_MS))
     port = int(srv.expect("port "))
     before = kernel_counters()
     drained_at_close = None
     with Capture(ctx, f"tcp port {port}") as cap:
         c = client(port, rcvbuf=4096)
-        if hold:
-            res, (fd, ns, rc) = pump_holding_fin(c, UPLOAD, srv)
-        else:
-            res = pump(c, UPLOAD)
+        c.sendall(b"h" * FIRST)
+        if sync:  # close() returns when the drain has ended: the client's FIN ends it
+            res = pump(c, UPLOAD - FIRST)
             (fd, ns, rc), drained_at_close = drain_ended_before(log, srv, timeout=HANG_S)
+        else:
+            fd, ns, rc = closed_line_first(srv)
+            res = pump(c, UPLOAD - FIRST)
+        res["sent"] += FIRST
         c.close()
         if mode == "drain":
             wait_drains(log, 1)
