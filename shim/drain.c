@@ -24,7 +24,15 @@
 #define THREAD_STACK (256 * 1024)
 #define EXIT_GRACE_NS (500 * 1000000LL) /* for the thread to write the last records */
 #define MAX_PROGRAM_EPOLLS 64
-#define THREAD_UP_WAIT_NS (1000 * 1000000LL) /* bound on waiting for it to run */
+
+/* A sanitizer build (make check): see wait_thread_up. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CW_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CW_SANITIZED 1
+#endif
+#endif
 
 struct cw_drain_slot *cw_drain_slots;
 struct cw_event *cw_drain_events;
@@ -165,11 +173,17 @@ static int hide(int fd)
 	return h;
 }
 
-/* Return only once the new thread runs our code. Its start-up may allocate
- * (ASan's thread setup does, in the new thread), and an allocator that is not
- * fork-safe (ASan's in GCC 12 is not) leaves its lock held in a child the
- * program forks meanwhile: the child hangs in its first malloc. Once, at the
- * first drain; bounded, so a thread that is slow to run only costs time. */
+/* Sanitizer builds only: return once the new thread runs our code. Its
+ * start-up allocates in a sanitizer's runtime (ASan's thread setup does, in
+ * the new thread), and that allocator is not fork-safe (ASan's in GCC 12 is
+ * not): a child the program forks meanwhile inherits its lock held and hangs
+ * in its first malloc. Once per process, at the first drain; bounded, so a
+ * thread that is slow to run only costs time. glibc's pthread_create and the
+ * thread's start-up are fork-safe, so a production build does not wait: a
+ * process's first drained close (every close of a fork-per-connection
+ * server's child) costs the thread's creation, not its scheduling. */
+#ifdef CW_SANITIZED
+#define THREAD_UP_WAIT_NS (1000 * 1000000LL)
 static void wait_thread_up(void)
 {
 	int64_t give_up = cw_drain_now_ns() + THREAD_UP_WAIT_NS;
@@ -178,6 +192,11 @@ static void wait_thread_up(void)
 	       cw_drain_now_ns() < give_up)
 		nanosleep(&tick, NULL);
 }
+#else
+static void wait_thread_up(void)
+{
+}
+#endif
 
 static int engine_start_locked(void)
 {

@@ -16,7 +16,8 @@ GROUPS = {
     "openclose": ["openclose"],
     "churn": ["churn_observe", "churn_all_json", "churn_strace"],
     "nginx": ["nginx_observe", "nginx_drain"],
-    "closelat": ["closelat_none", "closelat_observe", "closelat_drain_async", "closelat_drain_sync"],
+    "closelat": ["closelat_none", "closelat_observe", "closelat_drain_async", "closelat_drain_sync",
+                 "closelat_first_drain"],
     "rss": ["rss_observe", "rss_drain"],
     "backtrace": ["backtrace_8"],
 }
