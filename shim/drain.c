@@ -6,6 +6,7 @@
 #include "drain_int.h"
 #include "fdtable.h"
 #include "logwriter.h"
+#include "verdict.h"
 #include "real.h"
 
 #include <errno.h>
@@ -94,6 +95,16 @@ int cw_drain_wanted(const struct cw_event *ev)
 	default:
 		return 0;
 	}
+}
+
+/* Under EVENTS=risky a drain is an event when its close would have thrown
+ * data away (a risky verdict), or when the drain itself ends otherwise than
+ * delivered with nothing discarded. A clean close in ESTABLISHED (every
+ * answer of a Connection: close server) whose drain ends delivered, with
+ * nothing discarded, lost nothing and had nothing at risk: no record. */
+int cw_drain_quiet(const struct cw_event *ev)
+{
+	return !cw_cfg.events_all && !closewatch_verdict_is_risky(ev->rec.verdict);
 }
 
 /* ---- locks ----------------------------------------------------------------- */
@@ -384,6 +395,7 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 		sl->tcp = ev->rec.proto == CLOSEWATCH_PROTO_TCP;
 		sl->seqpacket = ev->rec.sotype == SOCK_SEQPACKET;
 		sl->linger = ev->rec.linger;
+		sl->quiet = cw_drain_quiet(ev);
 		sl->result = -1;
 		sl->start_ns = sl->last_ns = cw_drain_now_ns();
 		sl->discarded = 0;
@@ -408,7 +420,11 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 		return;
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	memcpy(&cw_drain_events[s], ev, sizeof *ev);
-	if (cw_cfg.drain_sync) { /* close() wrote the close record, as usual */
+	if (cw_cfg.drain_sync) {
+		/* close() wrote the close record, as usual; a quiet one is
+		 * written at the end, if the drain's outcome makes it due. */
+		if (sl->quiet)
+			atomic_store(&sl->close_logged, CLOSE_RECORD_DUE);
 		cw_drain_run_sync(s);
 		return;
 	}
@@ -457,8 +473,18 @@ void cw_drain_finish(int s)
 {
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	int is_async = atomic_load(&sl->state) == CW_SLOT_ASYNC;
-	if (is_async)
+	int silent = sl->quiet && sl->result == CW_DRAIN_DELIVERED && sl->discarded == 0;
+	if (silent) {
+		/* Its close record is not written either, unless a flush (exec,
+		 * _exit) has written it already: then the drain record follows. */
+		int due = CLOSE_RECORD_DUE;
+		if (!atomic_compare_exchange_strong(&sl->close_logged, &due, CLOSE_RECORD_WRITTEN)) {
+			cw_drain_log_close(s); /* waits for a flush writing it */
+			silent = 0;
+		}
+	} else if (is_async || sl->quiet) {
 		cw_drain_log_close(s); /* the close record always comes first */
+	}
 	/* Our fd goes under the slot's busy flag, not the engine lock: a
 	 * closing thread (cw_drain_prepare) must never wait for this thread.
 	 * A relocation (dup2 onto our number) and fork_prepare take busy too,
@@ -493,7 +519,8 @@ void cw_drain_finish(int s)
 	ev->discarded = sl->discarded;
 	ev->waited_ms = waited > 0 ? (uint64_t)(waited / 1000000) : 0;
 	clock_gettime(CLOCK_REALTIME, &ev->ts);
-	cw_log_event(ev);
+	if (!silent)
+		cw_log_event(ev);
 	if (is_async)
 		atomic_fetch_sub(&cw_drain_async_pending, 1);
 	release_slot(s);

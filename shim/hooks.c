@@ -197,8 +197,9 @@ static void socket_going_away(int fd, uint8_t entry, int call, int may_drain)
 	/* Forget fd before the real close: another thread may get the number
 	 * back from socket() the moment it is closed. */
 	cw_fd_clear(fd);
-	/* An async drain's close record is written by the drain thread. */
-	if (ev.action != CW_ACTION_DRAINED || cw_cfg.drain_sync)
+	/* An async drain's close record is written by the drain thread; a
+	 * quiet drain's only if its outcome makes it an event (drain.c). */
+	if (ev.action != CW_ACTION_DRAINED || (cw_cfg.drain_sync && !cw_drain_quiet(&ev)))
 		cw_log_event(&ev);
 	if (ev.action == CW_ACTION_WARNED)
 		cw_warn(&ev);
