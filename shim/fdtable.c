@@ -121,7 +121,7 @@ void cw_fd_scan_inherited(void)
 			/* Inherited: the parent (inetd, systemd, a shell that
 			 * passed it) may still hold the same socket. */
 			if (kind)
-				cw_fd_set(fd, kind | CW_FD_FORKED | CW_FD_LINGER);
+				cw_fd_set(fd, kind | CW_FD_FORKED | CW_FD_LINGER | (cw_fd_get(fd) & CW_FD_DUPED));
 		}
 	}
 	REAL(close)(dir);

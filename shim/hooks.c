@@ -8,6 +8,7 @@
 #include "config.h"
 #include "drain.h"
 #include "fdtable.h"
+#include "forkgate.h"
 #include "ident.h"
 #include "inspect.h"
 #include "logwriter.h"
@@ -67,8 +68,13 @@ static atomic_int self_pid;
 static void after_fork_child(void)
 {
 	atomic_store(&self_pid, (int)getpid());
+	cw_forkgate_after_fork_child();
 	cw_ident_after_fork_child();
 	cw_fd_mark_all_sockets(CW_FD_FORKED);
+	/* Another thread had a socket made and not yet noted (rare): ask the
+	 * kernel which of our fds are sockets (all shared with the parent). */
+	if (cw_forkgate_child_missed_fds())
+		cw_fd_scan_inherited();
 	cw_relatives_reset_to_parent();
 	cw_log_after_fork_child();
 }
@@ -238,10 +244,15 @@ HOOK int close(int fd)
 		return REAL(close)(fd);
 	}
 	SHIM_BEGIN();
-	socket_going_away(fd, entry, CW_CALL_CLOSE, 1);
+	cw_forkgate_close_begin(); /* no child created from the look to the close */
+	/* Read again: a fork we waited for has marked it FORKED. */
+	uint8_t now = cw_fd_get(fd);
+	socket_going_away(fd, now ? now : entry, CW_CALL_CLOSE, 1);
 	SHIM_END();
 	/* Never retried on EINTR: on Linux the fd is gone either way. */
-	return REAL(close)(fd);
+	int rc = REAL(close)(fd);
+	cw_forkgate_close_end();
+	return rc;
 }
 
 /* ---- shutdown -------------------------------------------------------------------- */
@@ -490,26 +501,45 @@ HOOK int fcntl64(int fd, int cmd, ...)
 
 /* ---- where sockets come from ------------------------------------------------------- */
 
+/* A new socket fd's entry: marked FORKED too if a fork overlapped the call
+ * (the child may have it, and the fork's marking ran before this entry). */
+static void note_new(int fd, uint8_t entry, unsigned gen)
+{
+	cw_fd_set(fd, entry);
+	/* After the entry is visible: a fork that marked before it is seen. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (entry && cw_forkgate_raced(gen))
+		cw_fd_or(fd, CW_FD_FORKED | CW_FD_LINGER);
+}
+
 HOOK int socket(int domain, int type, int protocol)
 {
+	cw_forkgate_make_begin();
+	unsigned gen = cw_forkgate_gen();
 	int fd = REAL(socket)(domain, type, protocol);
+	int saved = errno;
 	if (fd >= 0)
-		cw_fd_set(fd, cw_fd_kind_from_args(domain, type, protocol));
+		note_new(fd, cw_fd_kind_from_args(domain, type, protocol), gen);
+	cw_forkgate_make_end();
+	errno = saved;
 	return fd;
 }
 
 HOOK int socketpair(int domain, int type, int protocol, int sv[2])
 {
+	cw_forkgate_make_begin();
+	unsigned gen = cw_forkgate_gen();
 	int rc = REAL(socketpair)(domain, type, protocol, sv);
 	if (rc == 0) {
 		uint8_t kind = cw_fd_kind_from_args(domain, type, protocol);
-		cw_fd_set(sv[0], kind);
-		cw_fd_set(sv[1], kind);
+		note_new(sv[0], kind, gen);
+		note_new(sv[1], kind, gen);
 	}
+	cw_forkgate_make_end();
 	return rc;
 }
 
-static void note_accepted(int listener, int fd)
+static void note_accepted(int listener, int fd, unsigned gen)
 {
 	if (fd < 0)
 		return;
@@ -523,7 +553,7 @@ static void note_accepted(int listener, int fd)
 		errno = saved;
 		linger = CW_FD_LINGER;
 	}
-	cw_fd_set(fd, kind ? kind | linger : 0);
+	note_new(fd, kind ? kind | linger : 0, gen);
 }
 
 /* SO_LINGER on: from now on the close path asks the kernel (it never asks
@@ -540,15 +570,21 @@ HOOK int setsockopt(int fd, int level, int optname, const void *optval, socklen_
 
 HOOK int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
+	cw_forkgate_make_begin();
+	unsigned gen = cw_forkgate_gen();
 	int rc = REAL(accept)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len);
-	note_accepted(fd, rc);
+	note_accepted(fd, rc, gen);
+	cw_forkgate_make_end();
 	return rc;
 }
 
 HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
+	cw_forkgate_make_begin();
+	unsigned gen = cw_forkgate_gen();
 	int rc = REAL(accept4)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len, flags);
-	note_accepted(fd, rc);
+	note_accepted(fd, rc, gen);
+	cw_forkgate_make_end();
 	return rc;
 }
 
@@ -611,6 +647,9 @@ HOOK int epoll_create1(int flags)
 
 HOOK pid_t fork(void)
 {
+	/* The child's pid is known, and the sockets marked, before any close
+	 * of another thread looks at them (forkgate.h). */
+	cw_forkgate_fork_begin();
 	pid_t pid = REAL(fork)();
 	int saved = errno;
 	if (pid == 0 && !ready()) {
@@ -619,6 +658,7 @@ HOOK pid_t fork(void)
 		cw_fd_mark_all_sockets(CW_FD_FORKED);
 		cw_relatives_add(pid);
 	}
+	cw_forkgate_fork_end();
 	errno = saved;
 	return pid;
 }
@@ -698,8 +738,10 @@ HOOK int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_action
 {
 	pid_t local;
 	pid_t *p = pid ? pid : &local;
+	cw_forkgate_fork_begin();
 	int rc = REAL(posix_spawn)(p, path, fa, attr, argv, envp);
 	note_spawned(rc, p);
+	cw_forkgate_fork_end();
 	return rc;
 }
 
@@ -708,8 +750,10 @@ HOOK int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actio
 {
 	pid_t local;
 	pid_t *p = pid ? pid : &local;
+	cw_forkgate_fork_begin();
 	int rc = REAL(posix_spawnp)(p, file, fa, attr, argv, envp);
 	note_spawned(rc, p);
+	cw_forkgate_fork_end();
 	return rc;
 }
 
