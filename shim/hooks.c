@@ -343,9 +343,12 @@ HOOK int close_range(unsigned int first, unsigned int last, int flags)
 	    (flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)))
 		return REAL(close_range)(first, last, flags);
 	SHIM_BEGIN();
+	cw_forkgate_close_begin();
 	sockets_in_range_going_away(first, last, CW_CALL_CLOSE_RANGE);
 	SHIM_END();
-	return close_range_around_private(first, last, flags);
+	int rc = close_range_around_private(first, last, flags);
+	cw_forkgate_close_end();
+	return rc;
 }
 
 HOOK void closefrom(int lowfd)
@@ -358,6 +361,7 @@ HOOK void closefrom(int lowfd)
 	if (lowfd < 0)
 		lowfd = 0;
 	SHIM_BEGIN();
+	cw_forkgate_close_begin();
 	sockets_in_range_going_away((unsigned)lowfd, ~0U, CW_CALL_CLOSEFROM);
 	/* Close below each private fd; the tail goes to the real closefrom. */
 	int lo = lowfd, p;
@@ -369,6 +373,7 @@ HOOK void closefrom(int lowfd)
 	}
 	SHIM_END();
 	REAL(closefrom)(lo);
+	cw_forkgate_close_end();
 }
 
 /* ---- dup family ------------------------------------------------------------------ */
@@ -672,8 +677,13 @@ HOOK int fclose(FILE *stream)
 		uint8_t entry = cw_fd_get(fd);
 		if (needs_look(fd, entry) && !(entry & CW_FD_PRIVATE)) {
 			SHIM_BEGIN();
-			socket_going_away(fd, entry, CW_CALL_FCLOSE, 0);
+			cw_forkgate_close_begin();
+			uint8_t now = cw_fd_get(fd);
+			socket_going_away(fd, now ? now : entry, CW_CALL_FCLOSE, 0);
 			SHIM_END();
+			int rc = REAL(fclose)(stream);
+			cw_forkgate_close_end();
+			return rc;
 		}
 	}
 	return REAL(fclose)(stream);
