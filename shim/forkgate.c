@@ -121,7 +121,7 @@ int cw_forkgate_child_missed_fds(void)
 
 void cw_forkgate_after_fork_child(void)
 {
-	child_missed = atomic_load(&making) > my_making;
+	child_missed |= atomic_load(&making) > my_making;
 	atomic_store(&making, my_making);
 	atomic_store(&closing, my_closing);
 	atomic_store(&forking, my_forking);

@@ -29,7 +29,8 @@ int cw_forkgate_raced(unsigned gen);
  * child forked meanwhile may hold fds its copy of the table does not know. */
 void cw_forkgate_make_begin(void);
 void cw_forkgate_make_end(void);
-/* In a child: was a socket being made when it was forked? */
+/* In a child (or its children): was a socket being made in another thread
+ * when it was forked? Then the fd table may miss a socket it holds. */
 int cw_forkgate_child_missed_fds(void);
 /* In a child (fork): no close or fork of the parent's threads is in flight here. */
 void cw_forkgate_after_fork_child(void);

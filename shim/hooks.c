@@ -71,10 +71,6 @@ static void after_fork_child(void)
 	cw_forkgate_after_fork_child();
 	cw_ident_after_fork_child();
 	cw_fd_mark_all_sockets(CW_FD_FORKED);
-	/* Another thread had a socket made and not yet noted (rare): ask the
-	 * kernel which of our fds are sockets (all shared with the parent). */
-	if (cw_forkgate_child_missed_fds())
-		cw_fd_scan_inherited();
 	cw_relatives_reset_to_parent();
 	cw_log_after_fork_child();
 }
@@ -696,6 +692,12 @@ __attribute__((destructor)) static void closewatch_destructor(void)
 	if (!ready() || depth)
 		return;
 	SHIM_BEGIN();
+	/* Forked while another thread was making a socket (rare): our table
+	 * may not know it, so ask the kernel which fds are sockets. Not at the
+	 * fork: a thread blocked in accept() would make every fork pay. (A
+	 * child that execs finds its sockets at start-up anyway.) */
+	if (cw_forkgate_child_missed_fds())
+		cw_fd_scan_inherited();
 	int limit = cw_fd_limit();
 	for (int fd = 0; fd < limit; fd++) {
 		uint8_t e = cw_fd_get(fd);
