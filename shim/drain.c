@@ -5,6 +5,7 @@
 #include "config.h"
 #include "drain_int.h"
 #include "fdtable.h"
+#include "forkgate.h"
 #include "logwriter.h"
 #include "verdict.h"
 #include "real.h"
@@ -425,7 +426,11 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 		 * written at the end, if the drain's outcome makes it due. */
 		if (sl->quiet)
 			atomic_store(&sl->close_logged, CLOSE_RECORD_DUE);
+		/* The drain may take seconds: forks of other threads do not
+		 * wait for it (forkgate.h; the socket is judged already). */
+		int paused = cw_forkgate_close_pause();
 		cw_drain_run_sync(s);
+		cw_forkgate_close_resume(paused);
 		return;
 	}
 	atomic_store(&sl->close_logged, CLOSE_RECORD_DUE); /* after the copy */

@@ -73,6 +73,20 @@ void cw_forkgate_close_end(void)
 	atomic_fetch_sub(&closing, 1);
 }
 
+int cw_forkgate_close_pause(void)
+{
+	if (my_closing <= 0)
+		return 0;
+	cw_forkgate_close_end();
+	return 1;
+}
+
+void cw_forkgate_close_resume(int paused)
+{
+	if (paused)
+		cw_forkgate_close_begin();
+}
+
 void cw_forkgate_fork_begin(void)
 {
 	int saved = errno;

@@ -9,14 +9,19 @@
  * among the relatives and the sockets are marked, exclude each other.
  * Counters, not locks (as in drain.c): closing threads never wait for each
  * other, only for a fork in flight, and a fork waits for the closes in
- * flight. Both waits are bounded (a close that blocks, SO_LINGER {1,N} or a
- * synchronous drain, only loses that exactness). Async-signal-safe: a
+ * flight. Both waits are bounded (a close that blocks in the kernel,
+ * SO_LINGER {1,N}, only loses that exactness; a synchronous drain pauses
+ * its close's share). Async-signal-safe: a
  * handler that interrupts its own thread's fork or close never waits for it. */
 #ifndef CW_FORKGATE_H
 #define CW_FORKGATE_H
 
 void cw_forkgate_close_begin(void);
 void cw_forkgate_close_end(void);
+/* Around a long wait inside a close (a synchronous drain): forks need not
+ * wait for it. pause returns whether this thread was inside a close. */
+int cw_forkgate_close_pause(void);
+void cw_forkgate_close_resume(int paused);
 void cw_forkgate_fork_begin(void);
 void cw_forkgate_fork_end(void);
 /* A socket fd made (socket, accept, dup...) while a fork was in flight may
