@@ -47,7 +47,7 @@ SHIM_SHARED_OBJ := $(BUILD)/shim/verdict.o $(BUILD)/shim/config.o $(BUILD)/shim/
 # stands in for shim/real.c (the CLI has no hooks to look behind).
 TRAP_SRC  := $(wildcard trap/*.c)
 TRAP_OBJ  := $(TRAP_SRC:%.c=$(BUILD)/%.o)
-CORE_OBJ  := $(addprefix $(BUILD)/shim/,inspect.o record.o logwriter.o runstatus.o fdtable.o warn.o)
+CORE_OBJ  := $(addprefix $(BUILD)/shim/,inspect.o record.o logwriter.o runstatus.o fdtable.o warn.o drain.o drain_loop.o)
 PROG_SRC  := $(wildcard tests/progs/*.c)
 PROG_BIN  := $(PROG_SRC:tests/progs/%.c=$(BUILD)/tests/%)
 DEMO_SRC  := $(wildcard demo/*.c)

@@ -20,6 +20,7 @@
  *  - If this process dies, every trapped call of the program fails with
  *    ENOSYS: we forward the usual signals and outlive the program. */
 #include "trap.h"
+#include "drains.h"
 #include "filter.h"
 #include "procfds.h"
 #include "../shim/config.h"
@@ -137,6 +138,7 @@ struct slot {
 	struct cw_event ev;
 	unsigned long ino;
 	pid_t exec_tid; /* pending exec records: the thread that called exec */
+	struct cw_drain_ticket ticket; /* action drained: the engine's slot */
 };
 
 static struct slot *batch;
@@ -196,6 +198,15 @@ static void pending_resolve(pid_t tgid, pid_t tid)
 	npending = k;
 }
 
+/* Drain mode: the calls the shim drains too (never exit, exec or a
+ * shutdown). */
+static int drainable(int call)
+{
+	return cw_cfg.mode == CW_MODE_DRAIN &&
+	       (call == CW_CALL_CLOSE || call == CW_CALL_CLOSE_RANGE || call == CW_CALL_DUP2 ||
+		call == CW_CALL_DUP3);
+}
+
 /* fd of task t goes away in call (for a range, exit or exec, closing lists
  * every fd that goes in the same call). Inspect our duplicate like the shim's
  * close path does; keep a record if one is due. The duplicate is closed
@@ -215,6 +226,8 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 	struct closewatch_record *r = &ev->rec;
 	slot->ino = 0;
 	slot->exec_tid = 0;
+	slot->ticket.fd = slot->ticket.slot = -1;
+	int drain = 0;
 	if (call == CW_CALL_SHUTDOWN) {
 		if (cw_inspect(dup, kind, r, CW_INSPECT_ALL) < 0)
 			goto skip;
@@ -222,13 +235,16 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict))
 			goto skip;
 	} else {
-		int parts = cw_cfg.events_all ? CW_INSPECT_ALL : CW_INSPECT_VERDICT;
+		int parts = cw_cfg.events_all || drainable(call) ? CW_INSPECT_ALL : CW_INSPECT_VERDICT;
 		if (cw_inspect(dup, kind, r, parts) < 0)
 			goto skip;
 		cw_verdict_close(r);
-		/* Sharing only ever turns a verdict into "shared" (not risky):
-		 * when no record is due anyway, /proc is not read. */
-		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict))
+		r->shared = 0;
+		drain = drainable(call) && cw_drain_wanted(ev);
+		/* Sharing only ever turns a verdict into "shared" (not risky,
+		 * never drained): when no record is due anyway, /proc is not
+		 * read. */
+		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict) && !drain)
 			goto skip;
 		struct stat st;
 		slot->ino = fstat(dup, &st) == 0 ? (unsigned long)st.st_ino : 0;
@@ -236,7 +252,8 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 		if (parts != CW_INSPECT_ALL)
 			cw_inspect_rest(dup, r);
 		cw_verdict_close(r);
-		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict))
+		drain = drain && cw_drain_wanted(ev);
+		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict) && !drain)
 			goto skip;
 	}
 	r->fd = fd;
@@ -253,6 +270,11 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 	ev->nframes = 0;
 	if (cw_cfg.backtrace && cw_trap_backtrace)
 		cw_trap_backtrace(t->tgid, t->tid, ev, cw_cfg.backtrace);
+	/* The engine takes its own duplicate of ours and keeps it: the
+	 * program's close is then not the last reference, nothing is sent,
+	 * and the engine sends the queue and FIN itself (answer()). */
+	if (drain)
+		ev->action = cw_drain_prepare(dup, ev, &slot->ticket);
 	nbatch++;
 skip:
 	close(dup);
@@ -348,6 +370,49 @@ static void examine(const struct seccomp_notif *req)
 	}
 }
 
+/* ---- CLOSEWATCH_DRAIN_SYNC: the call is answered when its drains end ---------- */
+
+/* The engine runs every drain in its thread (drain_sync is cleared for it):
+ * a notification whose drains are in this list is answered once they are
+ * all over, and other notifications are answered meanwhile. */
+static int drain_sync;
+struct held {
+	uint64_t id;    /* the notification */
+	int slot;       /* one of its drains */
+	int64_t drain;  /* cw_trap_drain_id */
+};
+static struct held *held;
+static size_t nheld, capheld;
+
+/* Answer the notifications whose drains have all ended (the answer may
+ * fail: the thread was killed meanwhile, and its call never happens). */
+static void held_resolve(void)
+{
+	for (size_t i = 0; i < nheld; i++)
+		if (cw_trap_drain_over(held[i].slot, held[i].drain))
+			held[i].slot = -1;
+	for (size_t i = 0; i < nheld; i++) {
+		if (held[i].slot != -1)
+			continue;
+		int due = 1;
+		for (size_t j = 0; j < nheld && due; j++)
+			if (held[j].id == held[i].id && (held[j].slot != -1 || j < i))
+				due = 0; /* a drain still going, or answered at j */
+		if (due) {
+			struct seccomp_notif_resp r;
+			memset(&r, 0, sizeof r);
+			r.id = held[i].id;
+			r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+			(void)seccomp_notify_respond(listener, &r);
+		}
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < nheld; i++)
+		if (held[i].slot != -1)
+			held[k++] = held[i];
+	nheld = k;
+}
+
 static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 {
 	nbatch = 0;
@@ -355,11 +420,45 @@ static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 	memset(resp, 0, sizeof *resp);
 	resp->id = req->id;
 	resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-	if (seccomp_notify_respond(listener, resp) != 0)
-		return; /* aborted: the call did not happen (or is trapped again) */
+	int hold = 0;
+	for (size_t i = 0; drain_sync && i < nbatch; i++)
+		hold |= batch[i].ev.action == CW_ACTION_DRAINED;
+	if (hold) {
+		/* Sync: the drains run now, with the program's fd still open
+		 * (its close waits), and the call goes ahead when they end. */
+		for (size_t i = 0; i < nbatch; i++) {
+			struct slot *b = &batch[i];
+			if (b->ev.action != CW_ACTION_DRAINED) {
+				emit(&b->ev);
+				continue;
+			}
+			struct held h = {req->id, b->ticket.slot, cw_trap_drain_id(&b->ticket)};
+			if (nheld == capheld) {
+				size_t c = capheld ? capheld * 2 : 16;
+				struct held *g = realloc(held, c * sizeof *g);
+				if (g) {
+					held = g;
+					capheld = c;
+				}
+			}
+			if (nheld < capheld)
+				held[nheld++] = h;
+			cw_drain_go(&b->ticket, &b->ev);
+		}
+		return;
+	}
+	if (seccomp_notify_respond(listener, resp) != 0) {
+		/* aborted: the call did not happen (or is trapped again) */
+		for (size_t i = 0; i < nbatch; i++)
+			if (batch[i].ev.action == CW_ACTION_DRAINED)
+				cw_trap_drain_abandon(&batch[i].ticket);
+		return;
+	}
 	for (size_t i = 0; i < nbatch; i++) {
 		struct slot *p;
-		if (!is_exec(req->data.nr))
+		if (batch[i].ev.action == CW_ACTION_DRAINED)
+			cw_drain_go(&batch[i].ticket, &batch[i].ev); /* the engine logs it */
+		else if (!is_exec(req->data.nr))
 			emit(&batch[i].ev);
 		else if ((p = grow(&pending, npending, &cappending)))
 			pending[npending++] = batch[i];
@@ -464,6 +563,12 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	}
 	cw_config_parse(&cw_cfg, lookup_env, NULL, warn_cfg, NULL);
 	cw_log_open();
+	/* Drain mode: the shim's engine, in a thread of ours (the program was
+	 * forked before: it inherits nothing of it). Sync drains too run in
+	 * that thread; the call waits for them in held_resolve(). */
+	drain_sync = cw_cfg.drain_sync;
+	cw_cfg.drain_sync = 0;
+	cw_drain_init();
 	cw_watch_root(pid);
 
 	sigset_t handled;
@@ -488,8 +593,11 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	while (!(reaped && hup)) {
 		if (npending)
 			pending_resolve(0, 0);
-		/* While exec records wait, look again every few milliseconds. */
-		if (poll(p, 2, npending ? 5 : -1) < 0) {
+		if (nheld)
+			held_resolve();
+		/* While exec records or sync drains wait, look again every few
+		 * milliseconds. */
+		if (poll(p, 2, nheld ? 1 : npending ? 5 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
@@ -522,6 +630,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 		}
 	}
 	pending_resolve(0, 0); /* every process has ended: their sockets are gone */
+	cw_trap_drain_wait_all(); /* drains go on after the program, within their timeouts */
 	seccomp_notify_free(req, resp);
 	close(sfd);
 	close(listener);
