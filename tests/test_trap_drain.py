@@ -271,3 +271,64 @@ def test_many_drains_leave_no_fd(ctx):
         recs = t.finish()
         assert len(records_for(recs, call="drain", result="delivered")) == n
     each(one_prog, names=("cwprog-static",))
+
+
+# ---------------------------------------------------------------- a program with its own epoll
+
+def drain_records(log):
+    return [r for r in read_records(log) if r["call"] == "drain"]
+
+
+def epoll_program(ctx, et):
+    """drain_epoll (tests/progs/drain_epoll.c) closes each connection without removing it from
+    its epoll set, and counts every event for a connection it has closed ("stale"). The
+    drained connection keeps receiving, then closes; meanwhile its fd number is reused. Our
+    duplicate keeps the socket, and so its registration, alive: the supervisor removes it
+    as the program's close would have. No stale event may reach the program."""
+    cwtest.require_root()
+    log = ctx.path(f"epoll-{et}.log")
+    argv = [cwtest.CLI, "run", "--via", "trap", "--mode", "drain", "--json", "--log", log, "--",
+            prog("drain_epoll")] + (["--et"] if et else [])
+    env = cwtest.plain_env()
+    env.update({"CLOSEWATCH_DRAIN_IDLE_MS": "60000", "CLOSEWATCH_DRAIN_TIMEOUT_MS": "60000"})
+    srv = ProcKw(argv, env=env, stdin=subprocess.PIPE)
+    ctx.procs.append(srv)
+    port = int(srv.expect("port "))
+    a = cwtest.connect(H4, port)
+    a.sendall(b"a" * 1024)
+    fd_a = int(srv.expect("closed fd ").split()[0])
+    extra = 0
+    for _ in range(5):  # the drained connection keeps receiving
+        a.sendall(b"A" * 4096)
+        extra += 4096
+        time.sleep(0.02)
+    b = cwtest.connect(H4, port)
+    acc = srv.expect("accepted fd ").split()
+    assert int(acc[0]) == fd_a, f"fd number not reused: {fd_a} {acc}"
+    b.sendall(b"b" * 10)
+    for _ in range(5):
+        a.sendall(b"A" * 4096)
+        extra += 4096
+        time.sleep(0.02)
+    a.shutdown(socket.SHUT_WR)  # EOF (and HUP) on the drained connection
+    assert read_to_end(a) == (1000, "eof")
+    cwtest.wait_for(lambda: len(drain_records(log)) >= 1, what="first drain record")
+    b.sendall(b"b" * 1014)
+    srv.expect("closed fd ")
+    b.shutdown(socket.SHUT_WR)
+    assert read_to_end(b) == (1000, "eof")
+    cwtest.wait_for(lambda: len(drain_records(log)) >= 2, what="second drain record")
+    tell(srv, "quit")
+    assert srv.expect("stale ") == "0", srv.lines
+    assert srv.wait(30) == 0, srv.stderr
+    ds = drain_records(log)
+    assert all(d["result"] == "delivered" for d in ds), ds
+    assert ds[0]["discarded"] == extra and ds[1]["discarded"] == 0, ds
+
+
+def test_epoll_program_level_triggered(ctx):
+    epoll_program(ctx, et=False)
+
+
+def test_epoll_program_edge_triggered(ctx):
+    epoll_program(ctx, et=True)

@@ -42,6 +42,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -198,6 +199,78 @@ static void pending_resolve(pid_t tgid, pid_t tid)
 	npending = k;
 }
 
+/* ---- drain mode: the program's epoll sets ------------------------------------- */
+
+/* epoll keys a registration by file and fd number, and it goes only when the
+ * file's last reference does: our duplicate keeps a drained socket alive,
+ * so the program's epoll sets would go on reporting it after its close.
+ * Remove it as its close would have: for each epoll instance of the program
+ * that lists (fd, inode) (/proc/PID/fdinfo), EPOLL_CTL_DEL through a
+ * duplicate of that epoll fd, from a fd table where fd is that socket. Our
+ * own table cannot be used (fd may be taken there, and the drain thread
+ * opens and closes fds): a vfork child, which has a copy of our table,
+ * puts the socket at fd in its copy, removes, and exits. */
+static int epoll_lists(pid_t pid, int epfd, int fd, unsigned long ino)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", (int)pid, epfd);
+	int f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0)
+		return 0;
+	int found = 0;
+	size_t have = 0;
+	ssize_t n;
+	/* "tfd: N events: E data: D pos:P ino:I sdev:S" per registration. */
+	while (!found && (n = read(f, buf + have, sizeof buf - 1 - have)) > 0) {
+		have += (size_t)n;
+		buf[have] = 0;
+		char *line = buf, *nl;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = 0;
+			int tfd;
+			char *i = strstr(line, " ino:");
+			if (sscanf(line, "tfd: %d", &tfd) == 1 && tfd == fd && i &&
+			    strtoul(i + 5, NULL, 16) == ino)
+				found = 1;
+			line = nl + 1;
+		}
+		have = strlen(line);
+		memmove(buf, line, have);
+	}
+	close(f);
+	return found;
+}
+
+static void leave_program_epolls(struct task *t, int fd, int sock, unsigned long ino)
+{
+	static int *fds;
+	static size_t cap;
+	long n = ino ? cw_proc_fds(t->tgid, 0, ~0U, &fds, &cap) : 0;
+	for (long k = 0; k < n; k++) {
+		char path[64], link[64];
+		snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)t->tgid, fds[k]);
+		ssize_t l = readlink(path, link, sizeof link - 1);
+		if (l < 0)
+			continue;
+		link[l] = 0;
+		if (strcmp(link, "anon_inode:[eventpoll]") || !epoll_lists(t->tgid, fds[k], fd, ino))
+			continue;
+		int ep = getfd(t, fds[k]);
+		if (ep < 0)
+			continue;
+		pid_t c = vfork();
+		if (c == 0) {
+			struct epoll_event unused;
+			if (dup2(sock, fd) == fd)
+				epoll_ctl(ep, EPOLL_CTL_DEL, fd, &unused);
+			_exit(0);
+		}
+		if (c > 0)
+			waitpid(c, NULL, __WALL);
+		close(ep);
+	}
+}
+
 /* Drain mode: the calls the shim drains too (never exit, exec or a
  * shutdown). */
 static int drainable(int call)
@@ -275,6 +348,8 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 	 * and the engine sends the queue and FIN itself (answer()). */
 	if (drain)
 		ev->action = cw_drain_prepare(dup, ev, &slot->ticket);
+	if (ev->action == CW_ACTION_DRAINED)
+		leave_program_epolls(t, fd, dup, slot->ino);
 	nbatch++;
 skip:
 	close(dup);
