@@ -332,3 +332,33 @@ def test_epoll_program_level_triggered(ctx):
 
 def test_epoll_program_edge_triggered(ctx):
     epoll_program(ctx, et=True)
+
+
+def test_supervisor_killed_during_a_drain(ctx):
+    """closewatch killed (SIGKILL) while it drains: the drain ends with it (its duplicate is
+    closed by the kernel, no drain record), the client already has the whole answer and
+    EOF, and the program goes on (README: from then on its trapped calls fail with ENOSYS;
+    its output and its exit still work)."""
+    def one_prog(name):
+        t = Drain(ctx, name, "pid", "listen", H4, 0, "accept", "waitinq", 100, "write", 1000,
+                  "close", "say", "closed", "wait", "say", "alive", "exit", 0)
+        pid = int(t.expect("pid"))
+        t.expect("fd")
+        port = int(t.expect("port"))
+        c = cwtest.connect(H4, port)
+        c.sendall(b"u" * 100)
+        t.expect("fd")
+        t.expect("closed")
+        assert read_to_end(c) == (1000, "eof")
+        cwtest.wait_for(lambda: records_for(read_records(t.log), call="close", action="drained"),
+                        what="close record")
+        t.p.p.kill()
+        t.p.p.wait(10)
+        tell(t.p)
+        t.expect("alive")
+        cwtest.wait_for(lambda: not os.path.exists(f"/proc/{pid}/status") or
+                        "zombie" in open(f"/proc/{pid}/status").read(), timeout=20,
+                        what="program ended")
+        c.close()
+        assert not records_for(read_records(t.log), call="drain")
+    each(one_prog, names=("cwprog-static",))
