@@ -3,7 +3,7 @@
 #   make test       the whole suite on the real kernel (root: network namespace + capture);
 #                   first builds what it runs (test-build: test programs, demo, bench, fuzz replays)
 #   make check      the suite under ASan+UBSan, then under TSan
-#   make demo       the three-act demonstration
+#   make demo       the demonstration (three acts in C, a fourth in Go)
 #   make bench      side-by-side benchmarks
 #   make install    PREFIX=/usr/local DESTDIR=
 
