@@ -76,3 +76,11 @@ $(BUILD)/demo/server-go: demo/server.go
 	$(GO_ENV) CGO_ENABLED=0 $(GO) build -o $@ $<
 test-build demo-build: $(BUILD)/demo/server-go
 endif
+
+# make bench's Go server (bench/run.py, group gohttp): net/http under wrk.
+ifneq ($(GO),)
+$(BUILD)/bench/gohttp: bench/go/gohttp.go
+	@mkdir -p $(dir $@)
+	$(GO_ENV) CGO_ENABLED=0 $(GO) build -o $@ $<
+test-build bench bench-smoke: $(BUILD)/bench/gohttp
+endif
