@@ -362,3 +362,55 @@ def test_supervisor_killed_during_a_drain(ctx):
         c.close()
         assert not records_for(read_records(t.log), call="drain")
     each(one_prog, names=("cwprog-static",))
+
+
+def test_10000_drains_leave_no_fd(ctx):
+    """10,000 connections in a row to a Go net/http server (bench/go/gohttp.go) answering
+    Connection: close, every close drained by closewatch: every client gets its answer and
+    EOF, every drain ends delivered, and afterwards neither closewatch nor the program holds
+    one fd more than before. (1,000 under a sanitizer, where each costs much more.)"""
+    cwtest.require_root()
+    go = os.path.join(cwtest.BUILD, "bench", "gohttp")
+    if not os.path.exists(go):
+        cwtest.skip("bench/gohttp not built: go (golang-go) missing")
+    n = 1000 if os.environ.get("CW_SANITIZER") else 10000
+    log = ctx.path("10k.log")
+    argv = [cwtest.CLI, "run", "--via", "trap", "--mode", "drain", "--json", "--log", log,
+            "--", go, "0"]
+    env = cwtest.plain_env()
+    env.update({"CLOSEWATCH_DRAIN_IDLE_MS": "60000", "CLOSEWATCH_DRAIN_TIMEOUT_MS": "60000"})
+    t = ProcKw(argv, env=env, stdin=subprocess.PIPE)
+    ctx.procs.append(t)
+    port = int(t.expect("port"))
+    cw = t.p.pid
+    prog_pid = int(open(f"/proc/{cw}/task/{cw}/children").read().split()[0])
+
+    def fds(pid):
+        """Open fds, but closewatch's pidfds: one per thread of the program that has trapped
+        (kept while that thread lives), a number the Go runtime's threads decide."""
+        links = (os.readlink(f"/proc/{pid}/fd/{f}") for f in os.listdir(f"/proc/{pid}/fd"))
+        return sorted(l for l in links if l != "anon_inode:[pidfd]")
+
+    def one_request():
+        c = cwtest.connect(H4, port)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = read_to_end(c)
+        c.close()
+        return got
+
+    assert one_request()[1] == "eof"
+    cwtest.wait_for(lambda: len(drain_records(log)) == 1, what="first drain")
+    cw_before, prog_before = len(fds(cw)), len(fds(prog_pid))
+    for i in range(n):
+        got = one_request()
+        assert got[1] == "eof" and got[0] > 500, (i, got)
+    cwtest.wait_for(lambda: len(fds(cw)) == cw_before, timeout=30,
+                    what=f"closewatch back to {cw_before} fds")
+    assert len(fds(prog_pid)) == prog_before, (prog_before, fds(prog_pid))
+    t.p.send_signal(signal.SIGTERM)
+    assert t.wait(60) == 128 + signal.SIGTERM, t.stderr
+    recs = read_records(log)
+    ds = [r for r in recs if r["call"] == "drain"]
+    assert len(ds) == n + 1 and all(d["result"] == "delivered" for d in ds), \
+        [d for d in ds if d["result"] != "delivered"][:5]
+    assert len([r for r in recs if r["call"] == "close" and r["action"] == "drained"]) == n + 1
