@@ -13,7 +13,7 @@ GO       ?= $(shell command -v go 2>/dev/null)
 LANG_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -g -D_GNU_SOURCE -Itests/progs
 CWPROG_DEPS := tests/progs/cwprog.c $(wildcard tests/progs/*.h)
 
-all: $(BUILD)/tests/cwprog-static $(BUILD)/tests/via_probe
+test-build: $(BUILD)/tests/cwprog-static $(BUILD)/tests/via_probe
 $(BUILD)/tests/cwprog-static: $(CWPROG_DEPS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LANG_CFLAGS) -static -o $@ $< -lpthread
@@ -23,7 +23,7 @@ $(BUILD)/tests/cwprog-static: $(CWPROG_DEPS)
 # so that no glibc header can be picked up by mistake.
 MUSL_INC := $(BUILD)/musl-include
 ifneq ($(MUSL_GCC),)
-all: $(BUILD)/tests/cwprog-musl
+test-build: $(BUILD)/tests/cwprog-musl
 $(BUILD)/tests/cwprog-musl: $(CWPROG_DEPS)
 	@mkdir -p $(dir $@) $(MUSL_INC)
 	ln -sfn /usr/include/linux $(MUSL_INC)/linux
@@ -38,7 +38,7 @@ endif
 GO_ENV := GOCACHE=$(abspath $(BUILD))/go-cache GOPATH=$(abspath $(BUILD))/go-path \
 	GO111MODULE=off GOTOOLCHAIN=local GOPROXY=off GOFLAGS=
 ifneq ($(GO),)
-all: $(BUILD)/tests/cwgo-cgo $(BUILD)/tests/cwgo-static
+test-build: $(BUILD)/tests/cwgo-cgo $(BUILD)/tests/cwgo-static
 $(BUILD)/tests/cwgo-cgo: tests/go/cwgo.go
 	@mkdir -p $(dir $@)
 	$(GO_ENV) CGO_ENABLED=1 $(GO) build -o $@ $<
@@ -57,7 +57,7 @@ $(BUILD)/tests/via_probe: tests/unit/via_probe.c $(BUILD)/tools/via.o $(BUILD)/s
 # $(SAN) is: under make check the sanitizer flags would add frame pointers,
 # whose unwind rules need rbp, a register a thread stopped in a system call
 # does not show from outside (README: bt through the trap).
-all: $(BUILD)/tests/remote_bt_probe $(BUILD)/tests/btchain $(BUILD)/tests/btchain-static
+test-build: $(BUILD)/tests/remote_bt_probe $(BUILD)/tests/btchain $(BUILD)/tests/btchain-static
 $(BUILD)/tests/remote_bt_probe: tests/unit/remote_bt_probe.c $(BUILD)/trap/remote_bt.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDFLAGS_ALL) $(UNWIND_REMOTE_LIBS)
