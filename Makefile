@@ -30,24 +30,27 @@ SECCOMP_LIBS  := $(shell $(PKG_CONFIG) --libs libseccomp 2>/dev/null || echo -ls
 OPT        ?= -O2
 SAN        ?=
 WARN       := -Wall -Wextra -Werror
-CFLAGS_ALL := -std=gnu11 $(WARN) $(OPT) -g -fPIC -D_GNU_SOURCE -Iinclude $(SAN) $(CFLAGS)
+CFLAGS_ALL := -std=gnu11 $(WARN) $(OPT) -g -fPIC -D_GNU_SOURCE -Iinclude -Icore $(SAN) $(CFLAGS)
 LDFLAGS_ALL := $(SAN) $(LDFLAGS)
 
+# Two ways in over one core. core/: what both do with a socket being closed
+# (inspection, verdict, record, log writer, variables, fd classification, the
+# ELF reader). shim/: the preloaded library's front end (hooks, drain engine,
+# backtraces). trap/: the seccomp supervisor's front end, inside the CLI;
+# trap/real_libc.c binds core/real.h to plain libc where shim/real.c uses dlsym.
+CORE_SRC  := $(wildcard core/*.c)
+CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
 SHIM_SRC  := $(wildcard shim/*.c)
 SHIM_OBJ  := $(SHIM_SRC:%.c=$(BUILD)/%.o)
 TOOL_MAINS := tools/closewatch.c tools/cw-pcap.c
 TOOL_LIB_SRC := $(filter-out $(TOOL_MAINS),$(wildcard tools/*.c))
 TOOL_LIB_OBJ := $(TOOL_LIB_SRC:%.c=$(BUILD)/%.o)
-# Pure shim units the CLI shares (names of verdicts and states, record parsing helpers;
-# the table of CLOSEWATCH_* settings, so that `run` checks values as the library does;
-# the ELF reader that picks the way in).
-SHIM_SHARED_OBJ := $(BUILD)/shim/verdict.o $(BUILD)/shim/config.o $(BUILD)/shim/elfkind.o
-# The trap (seccomp supervisor, trap/) runs inside the CLI on the shim's core:
-# inspection, verdicts, records, the log writer, the variables. trap/real_libc.c
-# stands in for shim/real.c (the CLI has no hooks to look behind).
 TRAP_SRC  := $(wildcard trap/*.c)
 TRAP_OBJ  := $(TRAP_SRC:%.c=$(BUILD)/%.o)
-CORE_OBJ  := $(addprefix $(BUILD)/shim/,inspect.o record.o logwriter.o runstatus.o fdtable.o warn.o drain.o drain_loop.o)
+# The drain engine (shim/drain.c, drain_loop.c: slots, the drain thread, the
+# discard loop, timeouts, results, records) runs in the supervisor too, as
+# it is: drain mode through the trap (trap/drains.c).
+DRAIN_OBJ := $(BUILD)/shim/drain.o $(BUILD)/shim/drain_loop.o
 PROG_SRC  := $(wildcard tests/progs/*.c)
 PROG_BIN  := $(PROG_SRC:tests/progs/%.c=$(BUILD)/tests/%)
 DEMO_SRC  := $(wildcard demo/*.c)
@@ -67,7 +70,11 @@ all: $(LIB) $(CLI) $(PCAPTOOL)
 test-build: all $(PROG_BIN) $(DEMO_BIN) $(BENCH_BIN)
 	@:
 
-$(BUILD)/shim/%.o: shim/%.c shim/*.h include/closewatch.h
+$(BUILD)/core/%.o: core/%.c core/*.h include/closewatch.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -c $< -o $@
+
+$(BUILD)/shim/%.o: shim/%.c shim/*.h core/*.h include/closewatch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fvisibility=hidden -c $< -o $@
 
@@ -75,11 +82,11 @@ $(BUILD)/shim/%.o: shim/%.c shim/*.h include/closewatch.h
 # -lclosewatch (for closewatch_inspect) records that name, and ldconfig at
 # install has no other link to make. Unversioned on purpose: the interface is
 # the interposed libc calls plus a small C API, shipped together with the CLI.
-$(LIB): $(SHIM_OBJ)
+$(LIB): $(SHIM_OBJ) $(CORE_OBJ)
 	$(CC) -shared $(LDFLAGS_ALL) -Wl,-soname,libclosewatch.so -Wl,-z,defs -Wl,-z,now -o $@ $^ \
 	  -lgcc_s -ldl -lpthread
 
-$(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) include/closewatch.h
+$(BUILD)/tools/%.o: tools/%.c $(wildcard tools/*.h) core/*.h include/closewatch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(PCAP_CFLAGS) -c $< -o $@
 
@@ -88,22 +95,22 @@ $(BUILD)/tools/closewatch.o: CFLAGS_ALL += -DCW_VERSION='"$(VERSION)"'
 $(BUILD)/tools/closewatch.o: Makefile
 
 # run.c checks its options against the settings table.
-$(BUILD)/tools/run.o: shim/config.h
+$(BUILD)/tools/run.o: core/config.h
 
 # The installed CLI also looks for the library where `make install` puts it.
 $(BUILD)/tools/preload.o: CFLAGS_ALL += -DCW_LIBDIR='"$(LIBDIR)"'
 
-$(BUILD)/trap/%.o: trap/%.c trap/*.h shim/*.h include/closewatch.h
+$(BUILD)/trap/%.o: trap/%.c trap/*.h core/*.h include/closewatch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 # Takes the address of _Exit, which GCC treats as a builtin otherwise.
 $(BUILD)/trap/real_libc.o: CFLAGS_ALL += -fno-builtin
 
-$(CLI): $(BUILD)/tools/closewatch.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ) $(TRAP_OBJ) $(CORE_OBJ)
+$(CLI): $(BUILD)/tools/closewatch.o $(TOOL_LIB_OBJ) $(TRAP_OBJ) $(CORE_OBJ) $(DRAIN_OBJ)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) $(UNWIND_REMOTE_LIBS) -lpthread
 
-$(PCAPTOOL): $(BUILD)/tools/cw-pcap.o $(TOOL_LIB_OBJ) $(SHIM_SHARED_OBJ) $(TRAP_OBJ) $(CORE_OBJ)
+$(PCAPTOOL): $(BUILD)/tools/cw-pcap.o $(TOOL_LIB_OBJ) $(TRAP_OBJ) $(CORE_OBJ) $(DRAIN_OBJ)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) $(UNWIND_REMOTE_LIBS) -lpthread
 
 # Test programs are ordinary programs: they know nothing of closewatch, except

@@ -1,4 +1,4 @@
-/* Fuzz harness: the CLOSEWATCH_* parser (shim/config.c, cw_config_parse).
+/* Fuzz harness: the CLOSEWATCH_* parser (core/config.c, cw_config_parse).
  *
  * Input: assignments "NAME=VALUE" separated by NUL bytes, NAME being the part
  * after "CLOSEWATCH_" (MODE, LOG, FORMAT, …). A later assignment to the same

@@ -31,6 +31,8 @@ static void check_record(const struct cw_rec *r)
 {
 	TERMINATED(r->ts);
 	TERMINATED(r->comm);
+	TERMINATED(r->host);
+	TERMINATED(r->exe);
 	TERMINATED(r->call);
 	TERMINATED(r->how);
 	TERMINATED(r->proto);
@@ -79,7 +81,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(line, data + start, len);
 		lineno++;
 		int rc = cw_log_parse_line(line, len, a);
-		FUZZ_CHECK(rc == CW_LINE_BLANK || rc == CW_LINE_RECORD || rc == CW_LINE_MALFORMED);
+		FUZZ_CHECK(rc == CW_LINE_BLANK || rc == CW_LINE_RECORD || rc == CW_LINE_MALFORMED ||
+			   rc == CW_LINE_OTHER);
 		int rc2 = cw_log_parse_line(line, len, b);
 		FUZZ_CHECK(rc == rc2);
 		if (rc == CW_LINE_RECORD) {
@@ -92,6 +95,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (!st.malformed)
 				snprintf(st.first_bad, sizeof st.first_bad, "fuzz:%lu", lineno);
 			st.malformed++;
+			st.lines++;
+		} else if (rc == CW_LINE_OTHER) {
+			st.other++;
 			st.lines++;
 		}
 		free(line);

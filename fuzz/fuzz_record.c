@@ -1,4 +1,4 @@
-/* Fuzz harness: the record writer of the shim (shim/record.c,
+/* Fuzz harness: the record writer of the shim (core/record.c,
  * cw_record_format) against the parser of the CLI (tools/logparse.c): every
  * record the shim can write must come back from the parser with the same
  * values, in both formats.
@@ -10,6 +10,7 @@
  * reads back as their UTF-8 encoding: compared that way). */
 #include "fuzz.h"
 #include "logparse.h"
+#include "ident.h"
 #include "record.h"
 
 #include <string.h>
@@ -65,6 +66,38 @@ static void expected(const char *s, int json, char *out, size_t cap)
 		}                                                                      \
 	} while (0)
 
+/* Bytes the writer needs for s (escaped; text: quoted unless plain). */
+static size_t escaped_len(const char *s, int json)
+{
+	size_t n = 0;
+	int plain = !json && *s;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < 0x20 || *p >= 0x7f)
+			n += json ? 6 : 4;
+		else if (*p == '"' || *p == '\\')
+			n += 2;
+		else
+			n += 1;
+		if (*p <= 0x20 || *p >= 0x7f || *p == '"' || *p == '\\' || *p == '=')
+			plain = 0;
+	}
+	return plain ? strlen(s) : n;
+}
+
+/* exe is cut at 1536 written bytes (record.c, CW_EXE_OUT): what is read back
+ * is then a prefix of it, and the whole of it when it fitted. */
+static void same_exe(const char *got, const char *want, int json)
+{
+	static char exp_[CW_REC_EXE + 8];
+	expected(want, json, exp_, sizeof exp_);
+	size_t n = strlen(got);
+	int fits = escaped_len(want, json) <= 1536;
+	if ((fits && strcmp(got, exp_)) || strncmp(got, exp_, n) || (!fits && n >= strlen(exp_))) {
+		fprintf(stderr, "exe: wrote \"%s\", read \"%s\"\n", exp_, got);
+		abort();
+	}
+}
+
 static void check(const struct cw_event *ev, int json)
 {
 	char line[CW_LINE_MAX + 64];
@@ -91,6 +124,8 @@ static void check(const struct cw_event *ev, int json)
 	SAME_STR(r->ts, ts, json);
 	FUZZ_CHECK(r->pid == ev->pid && r->tid == ev->tid);
 	SAME_STR(r->comm, ev->comm, json);
+	SAME_STR(r->host, ev->host, json);
+	same_exe(r->exe, ev->exe, json);
 	SAME_STR(r->call, cw_call_name(ev->call), json);
 	FUZZ_CHECK(r->fd == c->fd);
 	SAME_STR(r->proto, c->proto == CLOSEWATCH_PROTO_UNIX ? "unix" : "tcp", json);
@@ -171,6 +206,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!ev->frames[i][0]) /* the shim's frames are never empty */
 			strcpy(ev->frames[i], "?");
 	}
+	/* last, so that older corpus entries keep their meaning */
+	char host[65], exe[CW_EXE_MAX];
+	take_str(&in, host, sizeof host);
+	/* a path: up to CW_EXE_MAX - 1 bytes, its length in two bytes */
+	size_t elen = (size_t)(take(&in, 2) % CW_EXE_MAX), k = 0;
+	for (size_t i = 0; i < elen && in.p < in.end; i++)
+		if (*in.p++)
+			exe[k++] = (char)in.p[-1];
+	exe[k] = 0;
+	ev->host = host;
+	ev->exe = exe;
 	check(ev, 1);
 	check(ev, 0);
 	free(ev);

@@ -93,12 +93,12 @@ check-tsan:
 # One harness per pure parser, fuzz/fuzz_NAME.c, each linked with the sources
 # it exercises; seeds in fuzz/corpus/NAME/.
 FUZZ_NAMES := config logparse wire record
-FUZZ_SRC_config   := shim/config.c
+FUZZ_SRC_config   := core/config.c
 FUZZ_SRC_logparse := tools/logparse.c tools/report.c tools/report_print.c tools/table.c \
 		     tools/strmap.c tools/util.c
 FUZZ_SRC_wire     := tools/logparse.c tools/pkt.c tools/wire.c tools/util.c
-FUZZ_SRC_record   := shim/record.c shim/verdict.c tools/logparse.c
-FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -g -D_GNU_SOURCE -Iinclude -Ishim -Itools $(PCAP_CFLAGS)
+FUZZ_SRC_record   := core/record.c core/verdict.c tools/logparse.c
+FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -g -D_GNU_SOURCE -Iinclude -Icore -Ishim -Itools $(PCAP_CFLAGS)
 
 # Replay binaries: the harness with fuzz/replay_main.c instead of libFuzzer,
 # built like everything else in $(BUILD) (with $(SAN) under make check).
@@ -106,7 +106,7 @@ FUZZ_REPLAY := $(FUZZ_NAMES:%=$(BUILD)/fuzz/%-replay)
 test-build: $(FUZZ_REPLAY)
 
 # One rule pair per harness (no .SECONDEXPANSION: it would leak into later fragments).
-FUZZ_DEPS := fuzz/fuzz.h $(wildcard shim/*.h tools/*.h) include/closewatch.h
+FUZZ_DEPS := fuzz/fuzz.h $(wildcard core/*.h shim/*.h tools/*.h) include/closewatch.h
 define fuzz_rules
 $$(BUILD)/fuzz/$(1)-replay: fuzz/fuzz_$(1).c fuzz/replay_main.c $$(FUZZ_SRC_$(1)) $$(FUZZ_DEPS)
 	@mkdir -p $$(dir $$@)

@@ -48,7 +48,7 @@ $(BUILD)/tests/cwgo-static: tests/go/cwgo.go
 endif
 
 # What `run --via auto` chooses, for tests/test_via.py.
-$(BUILD)/tests/via_probe: tests/unit/via_probe.c $(BUILD)/tools/via.o $(BUILD)/shim/elfkind.o
+$(BUILD)/tests/via_probe: tests/unit/via_probe.c $(BUILD)/tools/via.o $(BUILD)/core/elfkind.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDFLAGS_ALL)
 

@@ -78,6 +78,8 @@ static void init_body(void)
 {
 	atomic_store(&self_pid, (int)getpid());
 	cw_real_bind();
+	const char *host, *exe;
+	cw_ident_where(&host, &exe); /* read once, now: no syscall per record */
 	cw_config_parse(&cw_cfg, env_lookup, NULL, warn_stderr, NULL);
 	cw_backtrace_init();
 	cw_runstatus_init(env_lookup("CLOSEWATCH_RUN_STATUS", NULL));
@@ -144,6 +146,7 @@ static void fill_meta(struct cw_event *ev, int call, int how)
 	ev->discarded = ev->waited_ms = 0;
 	clock_gettime(CLOCK_REALTIME, &ev->ts);
 	cw_ident_get(&ev->pid, &ev->tid, ev->comm);
+	cw_ident_where(&ev->host, &ev->exe);
 	if (cw_cfg.backtrace && !nested())
 		cw_backtrace(ev, cw_cfg.backtrace);
 }

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 static atomic_int known_pid;         /* 0: not read yet */
@@ -57,4 +58,34 @@ void cw_ident_after_fork_child(void)
 void cw_ident_names_changed(void)
 {
 	atomic_fetch_add_explicit(&names_generation, 1, memory_order_release);
+}
+
+/* The host name and the program's path do not change at fork, and exec
+ * starts a new image with fresh values. What the shim does not follow: a
+ * process that enters a new UTS namespace (unshare, setns) and renames its
+ * host keeps the old name in its records (README, Limits). */
+static atomic_int where_state; /* 0 not read, 1 being read, 2 ready */
+static char host_name[sizeof(((struct utsname *)0)->nodename)];
+static char exe_path[CW_EXE_MAX];
+
+void cw_ident_where(const char **host, const char **exe)
+{
+	int st = atomic_load_explicit(&where_state, memory_order_acquire);
+	if (st != 2) {
+		int expected = 0;
+		if (!atomic_compare_exchange_strong(&where_state, &expected, 1)) {
+			*host = *exe = ""; /* another thread, or we interrupted our own read */
+			return;
+		}
+		struct utsname u;
+		if (uname(&u) == 0) {
+			memcpy(host_name, u.nodename, sizeof host_name);
+			host_name[sizeof host_name - 1] = 0;
+		}
+		ssize_t n = readlink("/proc/self/exe", exe_path, sizeof exe_path - 1);
+		exe_path[n > 0 ? n : 0] = 0;
+		atomic_store_explicit(&where_state, 2, memory_order_release);
+	}
+	*host = host_name;
+	*exe = exe_path;
 }

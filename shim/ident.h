@@ -2,6 +2,8 @@
 #ifndef CW_IDENT_H
 #define CW_IDENT_H
 
+#include "record.h" /* CW_EXE_MAX */
+
 #include <sys/types.h>
 
 /* pid, tid and comm (NUL-terminated, 16 bytes at most) of the calling
@@ -14,5 +16,14 @@ void cw_ident_after_fork_child(void);
 /* A thread was renamed (PR_SET_NAME, pthread_setname_np): every thread
  * reads its comm again. */
 void cw_ident_names_changed(void);
+
+/* Where the records come from: the host name (uname, read once) and the
+ * program's path (readlink /proc/self/exe, read once; an exec'd image runs
+ * the constructor again and reads its own). Read at the first call, which is
+ * the constructor or an earlier hook (another library's constructor), so
+ * both are right before our constructor too. NUL-terminated, never NULL;
+ * async-signal-safe, no syscall after the first call. A thread (or a signal
+ * handler) that comes while another one is reading them gets "" for both. */
+void cw_ident_where(const char **host, const char **exe);
 
 #endif

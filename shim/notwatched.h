@@ -1,7 +1,7 @@
 /* Telling `closewatch run` which processes the shim watches and which
  * programs exec'd later it cannot enter (static, another loader such as
  * musl's, Go, setuid): one line each on run's status channel
- * (CLOSEWATCH_RUN_STATUS, shim/runstatus.c), read by tools/watched.c:
+ * (CLOSEWATCH_RUN_STATUS, core/runstatus.c), read by tools/watched.c:
  *   watched pid=N via=preload exe=PATH
  *   notwatched pid=N exe=PATH why=REASON
  * Nothing at all without the channel (a plain LD_PRELOAD): no file is read. */

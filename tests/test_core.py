@@ -17,8 +17,8 @@ from cwtest import (Capture, addr_str, check_fields, count_flag, cwprog, finish,
                     read_records, read_to_end, records_for, tell)
 
 H4 = "127.0.0.1"
-FIELDS = ("ts", "pid", "tid", "comm", "call", "fd", "proto", "local", "peer", "state", "recvq",
-          "sendq", "unsent", "backlog", "linger", "verdict", "lost", "action")
+FIELDS = ("ts", "pid", "tid", "comm", "host", "exe", "call", "fd", "proto", "local", "peer",
+          "state", "recvq", "sendq", "unsent", "backlog", "linger", "verdict", "lost", "action")
 
 
 def start(ctx, *actions, log=None, name="cwprog", pass_fds=(), preexec_fn=None, **envkw):
@@ -298,7 +298,7 @@ def test_bad_values_one_warning_each(ctx):
     assert read_records(p.log) == [], "events fell back to risky: a no_conn close is not logged"
 
 
-# One rule for every numeric variable (shim/config.c's table): a bad value means the default,
+# One rule for every numeric variable (core/config.c's table): a bad value means the default,
 # with exactly one warning naming the variable and the value used; an empty value is unset.
 NUMERIC = (  # variable, default, a value out of its range
     ("CLOSEWATCH_BACKTRACE", "0", "17"),
@@ -770,9 +770,9 @@ def test_library_has_soname(ctx):
 
 def test_exports_only_the_interposed_symbols(ctx):
     """-fvisibility=hidden: the library exports the functions it interposes
-    (every one bound in shim/real.h, plus the execl* wrappers) and the public
+    (every one bound in core/real.h, plus the execl* wrappers) and the public
     API of include/closewatch.h, nothing else."""
-    src = open(os.path.join(cwtest.ROOT, "shim", "real.h")).read()
+    src = open(os.path.join(cwtest.ROOT, "core", "real.h")).read()
     hooked = set(re.findall(r"^\s*X\((\w+),", src, re.M)) | {"execl", "execle", "execlp"}
     api = set(re.findall(r"\b(closewatch_\w+)\(", open(os.path.join(cwtest.ROOT, "include",
                                                                      "closewatch.h")).read()))
@@ -805,3 +805,6 @@ def test_records_name_the_closing_process_and_thread(ctx):
                    (me, me, "three", fds[3]), (child, child, "three", fds[4]),
                    (me, me, "three", fds[4])], got
     assert recs[4]["verdict"] == "shared" and recs[5]["verdict"] == "no_conn", recs
+    # host and exe are read once; a forked child (even without atfork handlers) has the same
+    where = {(r["host"], r["exe"]) for r in recs}
+    assert where == {(os.uname().nodename, os.path.realpath(cwtest.prog("cwprog")))}, where

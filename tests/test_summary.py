@@ -217,14 +217,30 @@ def test_report_over_long_line_is_malformed_in_bounded_memory(ctx):
         assert got["records"] == 1 and got["malformed"] == 1 and got["lines"] == 2, (path, got)
         assert got["first_malformed"] == f"{path}:{1 if path == first else 2}", got
         assert got["closes"] == 1 and got["lost"] == 65636, got
-    # a line just at the limit (a record behind a long syslog-like prefix) still counts
+    # a line just at the limit (a record behind a syslog header) still counts; a line that
+    # starts with '{' (a record, or a journal entry carrying one) may be 20480 bytes
     edge = ctx.path("edge.log")
-    n = len(record_line(pad="", pad2="x" * 2000))  # unknown fields pad the record
+    head = "Dec  2 02:20:18 web1 cw[1]: "
+
+    def sized(total, prefix=""):  # total bytes with the newline; pads under 4096 each
+        pads = {f"pad{i}": "" for i in range(6)}
+        n = len(prefix + record_line(**pads))
+        for i in range(6):
+            take = min(4000, total - n)
+            pads[f"pad{i}"] = "x" * take
+            n += take
+        line = prefix + record_line(**pads)
+        assert len(line) == total, (len(line), total)
+        return line
+
     with open(edge, "w") as f:
-        f.write(record_line(pad="x" * (4096 + 512 + 1 - n), pad2="x" * 2000))  # 4608 + newline
-        f.write(record_line(pad="x" * (4096 + 512 + 2 - n), pad2="x" * 2000))  # one byte over
+        f.write(sized(4096 + 512 + 1, head))   # 4608 + newline
+        f.write(sized(4096 + 512 + 2, head))   # one byte over
+        f.write(sized(20480 + 1))              # 20480 + newline
+        f.write(sized(20480 + 2))              # one byte over
     got = report_json(edge)
-    assert got["records"] == 1 and got["malformed"] == 1, got
+    assert got["records"] == 2 and got["malformed"] == 2, got
+    assert got["first_malformed"] == f"{edge}:2", got
 
 
 def test_run_log_to_device_gets_no_summary(ctx):

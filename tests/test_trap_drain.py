@@ -77,6 +77,8 @@ def check_drained(recs, fd, verdict, discarded):
     d = one(recs, call="drain", fd=fd)
     assert d["result"] == "delivered" and d["discarded"] == discarded, d
     assert recs.index(close) < recs.index(d), recs
+    # Written by the engine's thread from its copy of the event: the same program path.
+    assert close.get("exe") and d.get("exe") == close["exe"] and d.get("host") == close["host"], (close, d)
 
 
 def rst_unread_scenario(ctx, name, mode, before_close=None):

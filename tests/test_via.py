@@ -1,5 +1,5 @@
 """The way in chosen for a program (`closewatch run --via auto`): tools/via.c over
-shim/elfkind.c, checked against real binaries — a glibc program, gcc -static,
+core/elfkind.c, checked against real binaries — a glibc program, gcc -static,
 musl-gcc, Go with and without cgo, a setuid copy, scripts — and the facts that make
 the choice necessary: a musl program does not even start with the glibc-built shim
 preloaded, and a Go program built with cgo loads the shim yet none of its closes

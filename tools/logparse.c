@@ -12,11 +12,18 @@ enum {
 	H_ACTION = 1 << 9, H_RESULT = 1 << 10,
 };
 
+/* A journal entry's MESSAGE holds one record line: the shim's 4096 bytes,
+ * with room to spare; a longer one is not ours. */
+#define MSG_MAX 8192
+
 struct parser {
 	const char *p, *end;
 	struct cw_rec *r;
 	unsigned have;
 	int bad;
+	char *msg;       /* non-NULL: keep a journal entry's MESSAGE here (MSG_MAX bytes) */
+	long msg_len;    /* -1: no MESSAGE */
+	char jhost[256]; /* its _HOSTNAME */
 };
 
 static int known(const char *s, const char *const *list)
@@ -107,6 +114,14 @@ static int copy_str(char *dst, size_t cap, const char *s, size_t n)
 	return 0;
 }
 
+/* s into dst, cut to fit. */
+static void copy_cut(char *dst, size_t cap, const char *s)
+{
+	size_t n = strnlen(s, cap - 1);
+	memcpy(dst, s, n);
+	dst[n] = 0;
+}
+
 static int parse_i64(const char *s, int allow_neg, long long *out)
 {
 	const char *p = s;
@@ -154,6 +169,7 @@ static void set_field(struct parser *ps, const char *key, const char *val, size_
 	struct cw_rec *r = ps->r;
 	struct { const char *k; char *dst; size_t cap; unsigned bit; } strs[] = {
 		{"ts", r->ts, sizeof(r->ts), H_TS}, {"comm", r->comm, sizeof(r->comm), 0},
+		{"host", r->host, sizeof(r->host), 0}, {"exe", r->exe, sizeof(r->exe), 0},
 		{"call", r->call, sizeof(r->call), H_CALL}, {"how", r->how, sizeof(r->how), 0},
 		{"proto", r->proto, sizeof(r->proto), H_PROTO},
 		{"local", r->local, sizeof(r->local), H_LOCAL},
@@ -378,6 +394,44 @@ static int json_bt(struct parser *ps)
 	return -1;
 }
 
+/* A journal entry's MESSAGE: a string, or (journalctl's way to show bytes
+ * that are not UTF-8) an array of byte values. */
+static int json_message(struct parser *ps)
+{
+	if (*ps->p == '"') {
+		ps->msg_len = json_string(ps, ps->msg, MSG_MAX);
+		return ps->msg_len < 0 ? -1 : 0;
+	}
+	if (*ps->p != '[')
+		return json_skip_value(ps, 1); /* null, or a field with several values */
+	ps->p++;
+	size_t n = 0;
+	for (;;) {
+		skip_ws(ps);
+		if (ps->p < ps->end && *ps->p == ']' && n == 0) {
+			ps->p++;
+			break;
+		}
+		char num[8];
+		long long v;
+		if (json_number(ps, num, sizeof(num)) < 0 || parse_i64(num, 0, &v) != 0 || v > 255 ||
+		    n + 1 >= MSG_MAX)
+			return -1;
+		ps->msg[n++] = (char)v;
+		skip_ws(ps);
+		if (ps->p >= ps->end)
+			return -1;
+		char c = *ps->p++;
+		if (c == ']')
+			break;
+		if (c != ',')
+			return -1;
+	}
+	ps->msg[n] = 0;
+	ps->msg_len = (long)n;
+	return 0;
+}
+
 static int parse_json(struct parser *ps)
 {
 	char key[64], val[CW_REC_BT];
@@ -397,7 +451,15 @@ static int parse_json(struct parser *ps)
 		skip_ws(ps);
 		if (ps->p >= ps->end)
 			return -1;
-		if (*ps->p == '"') {
+		if (ps->msg && !strcmp(key, "MESSAGE")) {
+			if (json_message(ps) != 0)
+				return -1;
+		} else if (ps->msg && !strcmp(key, "_HOSTNAME") && *ps->p == '"') {
+			long n = json_string(ps, val, sizeof(val));
+			if (n < 0)
+				return -1;
+			copy_cut(ps->jhost, sizeof(ps->jhost), val);
+		} else if (*ps->p == '"') {
 			long n = json_string(ps, val, sizeof(val));
 			if (n < 0)
 				return -1;
@@ -532,25 +594,111 @@ static const char *find_text_start(const char *s, const char *end)
 	return NULL;
 }
 
-int cw_log_parse_line(const char *line, size_t len, struct cw_rec *out)
+/* A line that carries (part of) a closewatch record: the text tag, or a JSON
+ * record's opening, as written or as escaped once more inside a journal
+ * entry. A line with none of them that is no record is another program's. */
+static int looks_ours(const char *s, const char *end)
 {
-	struct parser ps = {.p = line, .end = line + len, .r = out};
+	static const char *const marks[] = {"closewatch: ts=", "{\"ts\":", "{\\\"ts\\\":"};
+	for (int i = 0; i < 3; i++)
+		if (memmem(s, (size_t)(end - s), marks[i], strlen(marks[i])))
+			return 1;
+	return 0;
+}
+
+/* rsyslog's file formats: "Mmm dd hh:mm:ss HOST TAG: MSG" (traditional) and
+ * "2026-12-02T02:20:18.123456+00:00 HOST TAG: MSG" (RFC 3339). On a match,
+ * *msg points at MSG and host holds HOST. */
+static int syslog_header(const char *s, const char *end, const char **msg, char *host, size_t cap)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	const char *p;
+	size_t n = (size_t)(end - s);
+	if (n > 16 && s[3] == ' ' && s[6] == ' ' && s[9] == ':' && s[12] == ':' && s[15] == ' ' &&
+	    (s[4] == ' ' || (s[4] >= '0' && s[4] <= '9')) && s[5] >= '0' && s[5] <= '9' &&
+	    digits(s + 7, 2) >= 0 && digits(s + 10, 2) >= 0 && digits(s + 13, 2) >= 0) {
+		int month = 0;
+		for (int i = 0; i < 12 && !month; i++)
+			if (!memcmp(s, months + 3 * i, 3))
+				month = i + 1;
+		if (!month)
+			return 0;
+		p = s + 16;
+	} else {
+		const char *sp = memchr(s, ' ', n);
+		char ts[48];
+		double t;
+		if (!sp || (size_t)(sp - s) >= sizeof(ts))
+			return 0;
+		memcpy(ts, s, (size_t)(sp - s));
+		ts[sp - s] = 0;
+		if (cw_parse_rfc3339(ts, &t) != 0)
+			return 0;
+		p = sp + 1;
+	}
+	const char *h = p;
+	while (p < end && *p != ' ')
+		p++;
+	if (p == h || p >= end || (size_t)(p - h) >= cap)
+		return 0;
+	memcpy(host, h, (size_t)(p - h));
+	host[p - h] = 0;
+	const char *tag = ++p;
+	while (p < end && *p != ' ')
+		p++;
+	if (p == tag || p[-1] != ':')
+		return 0;
+	while (p < end && *p == ' ')
+		p++;
+	*msg = p;
+	return 1;
+}
+
+/* A record's fields are checked here; framing (syslog header, journal entry)
+ * is taken off first, at depth 0 only. */
+static int parse_at(const char *line, size_t len, struct cw_rec *out, int depth)
+{
+	struct parser ps = {.p = line, .end = line + len, .r = out, .msg_len = -1};
 	memset(out, 0, sizeof(*out));
 	out->linger = -1;
 	while (ps.end > ps.p && (ps.end[-1] == '\r' || ps.end[-1] == ' ' || ps.end[-1] == '\t'))
 		ps.end--;
 	skip_ws(&ps);
 	if (ps.p == ps.end)
-		return CW_LINE_BLANK;
+		return depth ? CW_LINE_OTHER : CW_LINE_BLANK; /* an empty message */
 	if (memchr(ps.p, 0, (size_t)(ps.end - ps.p)))
 		return CW_LINE_MALFORMED;
+	const char *start = ps.p;
 	int rc;
 	if (*ps.p == '{') {
+		char msg[MSG_MAX];
+		if (!depth)
+			ps.msg = msg;
 		rc = parse_json(&ps);
+		if (rc != 0)
+			return looks_ours(start, ps.end) ? CW_LINE_MALFORMED : CW_LINE_OTHER;
+		if (ps.msg_len >= 0 && !(ps.have & (H_TS | H_CALL))) { /* a journal entry */
+			char jhost[sizeof(ps.jhost)];
+			memcpy(jhost, ps.jhost, sizeof(jhost));
+			rc = parse_at(msg, (size_t)ps.msg_len, out, depth + 1);
+			if (rc == CW_LINE_RECORD && !out->host[0])
+				copy_cut(out->host, sizeof(out->host), jhost);
+			return rc;
+		}
+		if (!(ps.have & (H_TS | H_CALL)) && strncmp(start, "{\"ts\":", 6))
+			return CW_LINE_OTHER; /* some other program's JSON */
 	} else {
+		const char *msg;
+		char host[256];
+		if (!depth && syslog_header(ps.p, ps.end, &msg, host, sizeof(host))) {
+			rc = parse_at(msg, (size_t)(ps.end - msg), out, depth + 1);
+			if (rc == CW_LINE_RECORD && !out->host[0])
+				copy_cut(out->host, sizeof(out->host), host);
+			return rc;
+		}
 		const char *t = find_text_start(ps.p, ps.end);
 		if (!t)
-			return CW_LINE_MALFORMED;
+			return CW_LINE_OTHER;
 		ps.p = t;
 		rc = parse_text(&ps);
 	}
@@ -570,4 +718,9 @@ int cw_log_parse_line(const char *line, size_t len, struct cw_rec *out)
 	if (cw_parse_rfc3339(out->ts, &out->t) != 0)
 		return CW_LINE_MALFORMED;
 	return CW_LINE_RECORD;
+}
+
+int cw_log_parse_line(const char *line, size_t len, struct cw_rec *out)
+{
+	return parse_at(line, len, out, 0);
 }

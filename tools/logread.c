@@ -1,8 +1,9 @@
 /* Reading closewatch log files line by line into records, in bounded memory.
  *
  * A record is at most CW_REC_LINE_MAX bytes (the shim's limit) and may sit
- * behind a syslog prefix; lines are read with read(2) into a fixed buffer and
- * a line longer than CW_LOG_LINE_MAX is consumed up to its newline without
+ * behind a syslog prefix, or inside a journal entry; lines are read with
+ * read(2) into a fixed buffer and a line longer than CW_LOG_LINE_MAX
+ * (CW_JSON_LINE_MAX for a line that starts with '{') is consumed up to its newline without
  * being kept, and counted as malformed. So a log that is one endless line
  * (a device, a corrupted file) costs the same memory as a good one. */
 #include "logread.h"
@@ -50,6 +51,8 @@ static void one_line(struct line_state *ls, const char *line, size_t len, int to
 	if (rc == CW_LINE_RECORD) {
 		ls->st->records++;
 		ls->fn(ls->r, ls->arg);
+	} else if (rc == CW_LINE_OTHER) {
+		ls->st->other++;
 	} else {
 		bad_line(ls);
 	}
@@ -68,7 +71,7 @@ int cw_log_read_file(const char *path, off_t start, cw_rec_fn fn, void *arg, str
 	}
 	struct line_state ls = {path, 0, cw_xmalloc(sizeof(struct cw_rec)), fn, arg, st};
 	char *buf = cw_xmalloc(READ_CHUNK);
-	char *line = cw_xmalloc(CW_LOG_LINE_MAX);
+	char *line = cw_xmalloc(CW_JSON_LINE_MAX);
 	size_t len = 0;   /* bytes of the current line kept in `line` */
 	int too_long = 0; /* the current line passed CW_LOG_LINE_MAX: skipping to its newline */
 	int err = 0;
@@ -87,7 +90,9 @@ int cw_log_read_file(const char *path, off_t start, cw_rec_fn fn, void *arg, str
 		while (p < end) {
 			const char *nl = memchr(p, '\n', (size_t)(end - p));
 			size_t take = (size_t)((nl ? nl : end) - p);
-			if (!too_long && take > CW_LOG_LINE_MAX - len)
+			/* a journal entry ('{' first) may be longer than a syslog line */
+			size_t max = (len ? line[0] : *p) == '{' ? CW_JSON_LINE_MAX : CW_LOG_LINE_MAX;
+			if (!too_long && take > max - len)
 				too_long = 1;
 			if (!too_long) {
 				memcpy(line + len, p, take);

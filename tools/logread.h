@@ -11,9 +11,15 @@
  * are skipped to their newline and counted as malformed. */
 #define CW_REC_LINE_MAX 4096
 #define CW_LOG_LINE_MAX (CW_REC_LINE_MAX + 512)
+/* A `journalctl -o json` entry carries the record in MESSAGE, escaped once
+ * more (a JSON record's quotes and \u00XX), or as an array of byte values
+ * ("255," for each), among the journal's own fields: lines that start with
+ * '{' may be this long. */
+#define CW_JSON_LINE_MAX (CW_REC_LINE_MAX * 5)
 
 struct cw_logstats {
 	unsigned long files, lines, records, malformed;
+	unsigned long other;      /* lines of other programs (syslog, journal), skipped */
 	char first_bad[600];     /* "FILE:LINE" of the first malformed line */
 };
 

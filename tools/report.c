@@ -99,8 +99,8 @@ static void count(struct cw_item *it, uint64_t lost, const struct cw_split *s, i
 
 void cw_report_add(struct cw_report *r, const struct cw_rec *rec)
 {
-	char pid[32];
-	snprintf(pid, sizeof(pid), "%ld", rec->pid);
+	char pid[300]; /* a pid is a process of one host */
+	snprintf(pid, sizeof(pid), "%ld@%s", rec->pid, rec->host);
 	if (cw_strmap_get(&r->pids, pid) == (size_t)-1)
 		cw_strmap_put(&r->pids, pid, 0);
 	if (!r->first_ts[0] || rec->t < r->first_t) {
@@ -111,7 +111,11 @@ void cw_report_add(struct cw_report *r, const struct cw_rec *rec)
 		r->last_t = rec->t;
 		snprintf(r->last_ts, sizeof(r->last_ts), "%s", rec->ts);
 	}
+	const char *host = rec->host[0] ? rec->host : CW_NOT_RECORDED;
+	const char *exe = rec->exe[0] ? rec->exe : CW_NOT_RECORDED;
 	if (!strcmp(rec->call, "drain")) {
+		group_item(&r->hosts, host)->drains++;
+		group_item(&r->programs, exe)->drains++;
 		struct cw_item *it = group_item(&r->drains, rec->result);
 		r->drain_records++;
 		it->count++;
@@ -143,9 +147,11 @@ void cw_report_add(struct cw_report *r, const struct cw_rec *rec)
 	count(group_item(&r->verdicts, rec->verdict), lost, &s, risky, vi);
 	count(group_item(&r->actions, rec->action), lost, &s, risky, vi);
 	count(group_item(&r->calls, rec->call), lost, &s, risky, vi);
-	char host[CW_REC_ADDR];
-	peer_host(rec->peer, host, sizeof(host));
-	count(group_item(&r->peers, host), lost, &s, risky, vi);
+	count(group_item(&r->hosts, host), lost, &s, risky, vi);
+	count(group_item(&r->programs, exe), lost, &s, risky, vi);
+	char peer[CW_REC_ADDR];
+	peer_host(rec->peer, peer, sizeof(peer));
+	count(group_item(&r->peers, peer), lost, &s, risky, vi);
 	if (rec->nbt)
 		count(group_item(&r->sites, rec->bt), lost, &s, risky, vi);
 	else
@@ -173,6 +179,8 @@ void cw_report_free(struct cw_report *r)
 	group_free(&r->sites);
 	group_free(&r->peers);
 	group_free(&r->drains);
+	group_free(&r->hosts);
+	group_free(&r->programs);
 	cw_strmap_free(&r->pids);
 }
 

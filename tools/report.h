@@ -38,6 +38,7 @@ struct cw_item {
 	unsigned long count, risky;
 	uint64_t lost, discarded, waited_ms, waited_max;
 	struct cw_split split;
+	unsigned long drains;                /* drain records (hosts, programs) */
 	unsigned long vc[CW_NVERDICT + 1];   /* per verdict; last: other */
 };
 
@@ -49,6 +50,7 @@ struct cw_group {
 
 struct cw_report {
 	struct cw_group verdicts, actions, calls, sites, peers, drains;
+	struct cw_group hosts, programs; /* by the records' host and exe */
 	struct cw_strmap pids;
 	/* closes: every record but drains and shutdowns (close, close_range, exit, …) */
 	unsigned long closes, shutdowns, risky, drain_records, no_bt;
@@ -56,6 +58,7 @@ struct cw_report {
 	uint64_t lost;  /* sum of `lost` (an upper bound) of risky closes that were not drained */
 	struct cw_split split; /* the same closes, split as peers see it */
 	uint64_t saved; /* what drained closes would have lost */
+	unsigned long outside; /* records left out by report --since/--until */
 	double first_t, last_t;
 	char first_ts[48], last_ts[48];
 };
@@ -65,6 +68,9 @@ void cw_report_add(struct cw_report *r, const struct cw_rec *rec);
 /* Matches cw_rec_fn: arg is the struct cw_report. */
 void cw_report_add_cb(const struct cw_rec *rec, void *arg);
 void cw_report_free(struct cw_report *r);
+
+/* The key of a record without host or exe (written before they existed). */
+#define CW_NOT_RECORDED "(not recorded)"
 
 /* Items of g sorted for "top" lists (most risky, then most closes, then key). */
 struct cw_item **cw_group_sorted(const struct cw_group *g);

@@ -53,7 +53,11 @@ static void header(FILE *f, const struct cw_report *r, const struct cw_logstats 
 	fprintf(f, "; malformed lines: %lu", st->malformed);
 	if (st->malformed)
 		fprintf(f, " (first at %s)", st->first_bad);
+	fprintf(f, "; other lines: %lu", st->other);
 	fputc('\n', f);
+	if (r->outside)
+		fprintf(f, "%lu record%s outside --since/--until left out\n", r->outside,
+			r->outside == 1 ? "" : "s");
 	if (r->first_ts[0])
 		fprintf(f, "from %s to %s\n", r->first_ts, r->last_ts);
 }
@@ -77,6 +81,23 @@ static void loss_lines(FILE *f, const struct cw_report *r)
 	fputc('\n', f);
 }
 
+/* Hosts or programs: closes, risky, the loss split, drains (most risky first). */
+static void where_table(FILE *f, const char *what, const struct cw_group *g)
+{
+	char a[32], b[32], c[32], d[32], e[32], h[32];
+	struct cw_item **v = cw_group_sorted(g);
+	struct cw_table t;
+	fputc('\n', f);
+	cw_table_init(&t, "rrrrrrl", "closes", "risky", "never sent", "in flight", "not read", "drains",
+		      what);
+	for (size_t i = 0; v[i]; i++)
+		cw_table_row(&t, NUM(a, v[i]->count), NUM(b, v[i]->risky), NUM(c, v[i]->split.never_sent),
+			     NUM(d, v[i]->split.in_flight), NUM(e, v[i]->split.not_read),
+			     NUM(h, v[i]->drains), v[i]->key);
+	free(v);
+	cw_table_print(&t, f, 0);
+}
+
 void cw_report_print_text(FILE *f, const struct cw_report *r, const struct cw_logstats *st, int top)
 {
 	char a[32], b[32], c[32], d[32];
@@ -98,6 +119,10 @@ void cw_report_print_text(FILE *f, const struct cw_report *r, const struct cw_lo
 	cw_table_row(&t, "total", NUM(a, r->closes + r->shutdowns), NUM(b, r->split.never_sent),
 		     NUM(c, r->split.in_flight), NUM(d, r->split.not_read), "");
 	cw_table_print(&t, f, 0);
+
+	if (r->hosts.n > 1)
+		where_table(f, "host", &r->hosts);
+	where_table(f, "program", &r->programs);
 
 	struct cw_item **v = cw_group_sorted(&r->calls);
 	fputc('\n', f);
@@ -175,6 +200,25 @@ static void json_split(FILE *f, const struct cw_split *s)
 		s->never_sent, s->in_flight, s->not_read);
 }
 
+static void json_items(FILE *f, const char *name, struct cw_item **v, int top, int with_verdicts);
+
+/* ,"hosts":[{"key":…,"count":…,…,"drains":N}] */
+static void json_where(FILE *f, const char *name, const struct cw_group *g)
+{
+	struct cw_item **v = cw_group_sorted(g);
+	fprintf(f, ",\"%s\":[", name);
+	for (size_t i = 0; v[i]; i++) {
+		fprintf(f, "%s{\"key\":", i ? "," : "");
+		cw_json_str(f, v[i]->key);
+		fprintf(f, ",\"count\":%lu,\"risky\":%lu,\"lost\":%" PRIu64, v[i]->count, v[i]->risky,
+			v[i]->lost);
+		json_split(f, &v[i]->split);
+		fprintf(f, ",\"drains\":%lu}", v[i]->drains);
+	}
+	fputc(']', f);
+	free(v);
+}
+
 static void json_items(FILE *f, const char *name, struct cw_item **v, int top, int with_verdicts)
 {
 	fprintf(f, ",\"%s\":[", name);
@@ -212,8 +256,9 @@ static void json_bt(FILE *f, const char *bt)
 
 void cw_report_print_json(FILE *f, const struct cw_report *r, const struct cw_logstats *st, int top)
 {
-	fprintf(f, "{\"files\":%lu,\"lines\":%lu,\"records\":%lu,\"malformed\":%lu,", st->files,
-		st->lines, st->records, st->malformed);
+	fprintf(f, "{\"files\":%lu,\"lines\":%lu,\"records\":%lu,\"malformed\":%lu,\"other\":%lu,"
+		"\"outside_window\":%lu,", st->files, st->lines, st->records, st->malformed, st->other,
+		r->outside);
 	fputs("\"first_malformed\":", f);
 	if (st->malformed)
 		cw_json_str(f, st->first_bad);
@@ -253,6 +298,8 @@ void cw_report_print_json(FILE *f, const struct cw_report *r, const struct cw_lo
 	json_items(f, "calls", cw_group_sorted(&r->calls), -1, 0);
 	json_items(f, "actions", cw_group_sorted(&r->actions), -1, 0);
 	json_items(f, "peers", cw_group_sorted(&r->peers), top, 1);
+	json_where(f, "hosts", &r->hosts);
+	json_where(f, "programs", &r->programs);
 	fprintf(f, ",\"no_backtrace\":%lu,\"call_sites\":[", r->no_bt);
 	struct cw_item **v = cw_group_sorted(&r->sites);
 	for (size_t i = 0; v[i] && (int)i < top; i++) {

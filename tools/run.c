@@ -1,6 +1,6 @@
 /* `closewatch run [options] -- CMD ARGS…`: run a program under the shim,
  * optionally capturing its packets, then summarise what it closed. */
-#include "../shim/config.h"
+#include "../core/config.h"
 #include "capture.h"
 #include "cmds.h"
 #include "preload.h"
@@ -97,7 +97,7 @@ static int opt_value(int argc, char **argv, int *i, const char *name, const char
 }
 
 /* An option that sets a CLOSEWATCH_* variable takes exactly the values the
- * library accepts (shim/config.c's table): anything else, empty included, is
+ * library accepts (core/config.c's table): anything else, empty included, is
  * a usage error here rather than a warning and a default in every process. */
 static int bad_setting(const char *opt, const char *value, int id)
 {

@@ -1,6 +1,6 @@
 /* The status channel of `closewatch run`: a file whose path run gives to the
  * watched processes in CLOSEWATCH_RUN_STATUS (internal). A process that has
- * something to say appends one line "KIND key=value ..." (shim/runstatus.c);
+ * something to say appends one line "KIND key=value ..." (core/runstatus.c);
  * run reads them for its summary. */
 #ifndef CW_TOOLS_RUNSTATUS_H
 #define CW_TOOLS_RUNSTATUS_H

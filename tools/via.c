@@ -1,10 +1,10 @@
 /* The way in chosen for a program: LD_PRELOAD where glibc's dynamic linker
  * starts it and it makes its system calls through libc, seccomp user
  * notification (trap) for everything else. The ELF reading is the shim's
- * (shim/elfkind.c), so that `run` and the shim's exec hooks agree. */
+ * (core/elfkind.c), so that `run` and the shim's exec hooks agree. */
 #include "via.h"
 
-#include "../shim/elfkind.h"
+#include "../core/elfkind.h"
 
 #include <stdlib.h>
 #include <string.h>

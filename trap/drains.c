@@ -10,9 +10,9 @@
  * (CLOSEWATCH_DRAIN_SYNC answers the call then), and wait for the pending
  * drains before `run` writes its summary. */
 #include "drains.h"
-#include "../shim/config.h"
+#include "../core/config.h"
 #include "../shim/drain_int.h"
-#include "../shim/fdtable.h"
+#include "../core/fdtable.h"
 
 #include <time.h>
 #include <unistd.h>

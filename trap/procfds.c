@@ -1,7 +1,7 @@
 /* /proc readers for the supervisor. See procfds.h. This runs in the
  * closewatch process, never in the program: it may allocate. */
 #include "procfds.h"
-#include "../shim/fdtable.h"
+#include "../core/fdtable.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -3,7 +3,7 @@
  * are asked for: allocation and stdio are fine here, every read is bounded. */
 #include "remote_bt.h"
 #include "trap.h"
-#include "../shim/put.h"
+#include "../core/put.h"
 
 #include <elf.h>
 #include <errno.h>

@@ -19,7 +19,7 @@
 
 #include <sys/types.h>
 
-#include "../shim/record.h"
+#include "../core/record.h"
 
 /* Fills ev->frames / ev->nframes with at most max frames ("symbol+0xoff
  * (object)" or "0xoff (object)"), innermost first: the function that made

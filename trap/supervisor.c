@@ -23,12 +23,12 @@
 #include "drains.h"
 #include "filter.h"
 #include "procfds.h"
-#include "../shim/config.h"
-#include "../shim/fdtable.h"
-#include "../shim/inspect.h"
-#include "../shim/logwriter.h"
-#include "../shim/verdict.h"
-#include "../shim/warn.h"
+#include "../core/config.h"
+#include "../core/fdtable.h"
+#include "../core/inspect.h"
+#include "../core/logwriter.h"
+#include "../core/verdict.h"
+#include "../core/warn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/epoll.h>
@@ -48,6 +49,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <sched.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -85,6 +87,7 @@ static int listener = -1;
 struct task {
 	pid_t tid, tgid;
 	int pidfd;
+	char *exe; /* its process's /proc/PID/exe, read at its first record; NULL: not yet */
 };
 #define NTASKS 4096
 static struct task tasks[NTASKS];
@@ -95,6 +98,48 @@ static void task_drop(struct task *t)
 		close(t->pidfd);
 	t->pidfd = -1;
 	t->tid = 0;
+	free(t->exe);
+	t->exe = NULL;
+}
+
+/* The program's path for t's records: read once per task (its pidfd keeps a
+ * reused tid from getting another program's), and again after an exec. */
+static const char *task_exe(struct task *t)
+{
+	if (!t->exe) {
+		char path[48], buf[CW_EXE_MAX];
+		snprintf(path, sizeof path, "/proc/%d/exe", (int)t->tgid);
+		ssize_t n = readlink(path, buf, sizeof buf - 1);
+		buf[n > 0 ? n : 0] = 0;
+		t->exe = strdup(buf);
+	}
+	return t->exe ? t->exe : "";
+}
+
+/* An exec of process tgid: its threads' paths are read again (the thread
+ * that execs may take the leader's tid; the others are gone). */
+static void exe_forget(pid_t tgid)
+{
+	for (size_t i = 0; i < NTASKS; i++)
+		if (tasks[i].exe && tasks[i].tgid == tgid) {
+			free(tasks[i].exe);
+			tasks[i].exe = NULL;
+		}
+}
+
+/* The host name, read once (the program runs on our host). */
+static const char *host_name(void)
+{
+	static char host[sizeof(((struct utsname *)0)->nodename)];
+	static int done;
+	if (!done) {
+		struct utsname u;
+		if (uname(&u) == 0)
+			memcpy(host, u.nodename, sizeof host);
+		host[sizeof host - 1] = 0;
+		done = 1;
+	}
+	return host;
 }
 
 /* The task behind notification req, or NULL when it is gone. */
@@ -139,6 +184,7 @@ struct slot {
 	struct cw_event ev;
 	unsigned long ino;
 	pid_t exec_tid; /* pending exec records: the thread that called exec */
+	char exe[CW_EXE_MAX]; /* the program's path when the record was made (ev.exe at emit) */
 	struct cw_drain_ticket ticket; /* action drained: the engine's slot */
 };
 
@@ -163,8 +209,12 @@ static struct slot *batch_slot(void)
 	return grow(&batch, nbatch, &capbatch);
 }
 
-static void emit(const struct cw_event *ev)
+/* Slots move (realloc, copies): ev's exe points into its own slot only now. */
+static void emit(struct slot *s)
 {
+	struct cw_event *ev = &s->ev;
+	ev->host = host_name();
+	ev->exe = s->exe;
 	cw_log_event(ev);
 	if (ev->action == CW_ACTION_WARNED)
 		cw_warn(ev);
@@ -191,7 +241,7 @@ static void pending_resolve(pid_t tgid, pid_t tid)
 			continue;
 		}
 		if (cw_proc_fd_socket(s->ev.pid, s->ev.rec.fd) != s->ino)
-			emit(&s->ev); /* closed by the exec (or the process is gone) */
+			emit(s); /* closed by the exec (or the process is gone) */
 		else if (!(tid && tid == s->exec_tid))
 			pending[k++] = *s; /* not known yet */
 		/* else: the exec failed, the socket lives on: no record */
@@ -340,6 +390,11 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 	ev->pid = t->tgid;
 	ev->tid = t->tid;
 	cw_proc_comm(t->tid, ev->comm);
+	const char *exe = task_exe(t);
+	size_t elen = strnlen(exe, sizeof slot->exe - 1);
+	memcpy(slot->exe, exe, elen);
+	slot->exe[elen] = 0;
+	ev->host = ev->exe = NULL; /* set at emit */
 	ev->nframes = 0;
 	if (cw_cfg.backtrace && cw_trap_backtrace)
 		cw_trap_backtrace(t->tgid, t->tid, ev, cw_cfg.backtrace);
@@ -442,7 +497,33 @@ static void examine(const struct seccomp_notif *req)
 		fds_going(t, 0, ~0U, CW_CALL_EXIT, 1);
 		for (size_t i = 0; i < nbatch; i++)
 			batch[i].exec_tid = t->tid;
+		exe_forget(t->tgid); /* these records keep the old path; later ones read the new */
 	}
+}
+
+/* Hand b's drain to the engine, which copies the event and writes its records
+ * later, from its thread: the exe the event points to must outlive the batch
+ * slot. One copy per engine slot (mapped once; only the pages of slots used
+ * get backed), rewritten only when that slot is claimed again, after its
+ * records were written. */
+static void drain_go(struct slot *b)
+{
+	static char *exes;
+	static int mapped;
+	if (!mapped) {
+		size_t len = (size_t)cw_cfg.drain_max * CW_EXE_MAX;
+		void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		exes = m == MAP_FAILED ? NULL : m;
+		mapped = 1;
+	}
+	int s = b->ticket.slot;
+	char *exe = exes && s >= 0 && s < cw_cfg.drain_max ? exes + (size_t)s * CW_EXE_MAX : NULL;
+	if (exe)
+		memcpy(exe, b->exe, CW_EXE_MAX);
+	b->ev.host = host_name();
+	b->ev.exe = exe; /* NULL: "" */
+	cw_drain_go(&b->ticket, &b->ev);
 }
 
 /* ---- CLOSEWATCH_DRAIN_SYNC: the call is answered when its drains end ---------- */
@@ -504,7 +585,7 @@ static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 		for (size_t i = 0; i < nbatch; i++) {
 			struct slot *b = &batch[i];
 			if (b->ev.action != CW_ACTION_DRAINED) {
-				emit(&b->ev);
+				emit(b);
 				continue;
 			}
 			struct held h = {req->id, b->ticket.slot, cw_trap_drain_id(&b->ticket)};
@@ -518,7 +599,7 @@ static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 			}
 			if (nheld < capheld)
 				held[nheld++] = h;
-			cw_drain_go(&b->ticket, &b->ev);
+			drain_go(b);
 		}
 		return;
 	}
@@ -532,9 +613,9 @@ static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 	for (size_t i = 0; i < nbatch; i++) {
 		struct slot *p;
 		if (batch[i].ev.action == CW_ACTION_DRAINED)
-			cw_drain_go(&batch[i].ticket, &batch[i].ev); /* the engine logs it */
+			drain_go(&batch[i]); /* the engine logs it */
 		else if (!is_exec(req->data.nr))
-			emit(&batch[i].ev);
+			emit(&batch[i]);
 		else if ((p = grow(&pending, npending, &cappending)))
 			pending[npending++] = batch[i];
 	}

@@ -8,17 +8,17 @@
  * process-creating calls (fork, vfork, clone without CLONE_THREAD, clone3),
  * which only tell the supervisor that the set of processes changed. For each
  * notification the supervisor takes a duplicate of the program's fd
- * (pidfd_getfd), inspects it with the shim's code (shim/inspect.c,
+ * (pidfd_getfd), inspects it with the shim's code (core/inspect.c,
  * verdict.c), closes the duplicate, lets the call go ahead
  * (SECCOMP_USER_NOTIF_FLAG_CONTINUE) and writes the same record as the shim
- * (shim/record.c, logwriter.c). */
+ * (core/record.c, logwriter.c). */
 #ifndef CW_TRAP_H
 #define CW_TRAP_H
 
 #include <signal.h>
 #include <sys/types.h>
 
-#include "../shim/record.h"
+#include "../core/record.h"
 
 /* Run cmd (execvp) under the trap, with signal mask child_mask in the
  * program; forward SIGINT, SIGTERM, SIGHUP and SIGQUIT (which the caller has

@@ -76,32 +76,56 @@ static const char hex[] = "0123456789abcdef";
  * \u00XX in JSON (so the line is valid JSON and valid UTF-8 whatever a path
  * or comm contains) and \xNN in text. Runs that need nothing go out in one
  * copy. */
-static void escaped(struct out *o, const char *s, int json, char also)
+static void escaped_max(struct out *o, const char *s, int json, char also, size_t limit)
 {
+	size_t start = o->len;
 	while (*s) {
 		const char *run = s;
 		while (*s >= 0x20 && *s < 0x7f && *s != '"' && *s != '\\' && *s != also)
 			s++;
-		if (s > run)
-			raw(o, run, (size_t)(s - run));
+		if (s > run) {
+			size_t n = (size_t)(s - run);
+			if (o->len - start + n > limit)
+				n = limit - (o->len - start); /* a cut value: the line stays valid */
+			raw(o, run, n);
+			if (o->len - start >= limit)
+				return;
+		}
 		if (!*s)
 			break;
 		unsigned char c = (unsigned char)*s++;
+		char e[6];
+		size_t n;
 		if (c == '"' || c == '\\') {
-			char e[2] = {'\\', (char)c};
-			raw(o, e, 2);
+			e[0] = '\\';
+			e[1] = (char)c;
+			n = 2;
 		} else if (json) {
-			char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-			raw(o, e, 6);
+			memcpy(e, "\\u00", 4);
+			e[4] = hex[c >> 4];
+			e[5] = hex[c & 15];
+			n = 6;
 		} else {
-			char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
-			raw(o, e, 4);
+			e[0] = '\\';
+			e[1] = 'x';
+			e[2] = hex[c >> 4];
+			e[3] = hex[c & 15];
+			n = 4;
 		}
+		if (o->len - start + n > limit)
+			return;
+		raw(o, e, n);
 	}
 }
 
-/* Text value: bare when it is a plain token, else "quoted". */
-static void text_value(struct out *o, const char *s)
+static void escaped(struct out *o, const char *s, int json, char also)
+{
+	escaped_max(o, s, json, also, (size_t)-1);
+}
+
+/* Text value: bare when it is a plain token, else "quoted" (escaped to at
+ * most limit bytes). */
+static void text_value(struct out *o, const char *s, size_t limit)
 {
 	int plain = *s != 0;
 	for (const char *p = s; *p; p++) {
@@ -110,11 +134,12 @@ static void text_value(struct out *o, const char *s)
 			plain = 0;
 	}
 	if (plain) {
-		str(o, s);
+		size_t n = strlen(s);
+		raw(o, s, n < limit ? n : limit);
 		return;
 	}
 	str(o, "\"");
-	escaped(o, s, 0, 0);
+	escaped_max(o, s, 0, 0, limit);
 	str(o, "\"");
 }
 
@@ -171,15 +196,15 @@ static void token_n(struct fmt *f, const char *k, size_t klen, const char *v)
 }
 #define field_tok(f, k, v) token_n(f, k, sizeof(k) - 1, v)
 
-static void field_str_n(struct fmt *f, const char *k, size_t klen, const char *v)
+static void field_str_n(struct fmt *f, const char *k, size_t klen, const char *v, size_t limit)
 {
 	key_n(f, k, klen);
 	if (f->json) {
 		str(&f->o, "\"");
-		escaped(&f->o, v, 1, 0);
+		escaped_max(&f->o, v, 1, 0, limit);
 		str(&f->o, "\"");
 	} else {
-		text_value(&f->o, v);
+		text_value(&f->o, v, limit);
 	}
 }
 
@@ -188,7 +213,13 @@ static void field_int_n(struct fmt *f, const char *k, size_t klen, int64_t v)
 	key_n(f, k, klen);
 	i64(&f->o, v);
 }
-#define field_str(f, k, v) field_str_n(f, k, sizeof(k) - 1, v)
+#define field_str(f, k, v) field_str_n(f, k, sizeof(k) - 1, v, (size_t)-1)
+/* exe: a path of up to CW_EXE_MAX bytes, each up to 6 when escaped; cut at
+ * this many bytes so that the fields after it always fit in the line. The
+ * budget of 4096: about 500 for the fixed fields and keys, comm 96, host 384,
+ * local and peer 768 each at worst (128 bytes, all escaped), exe 1536; frames
+ * come last and are dropped when they do not fit. */
+#define CW_EXE_OUT 1536
 #define field_int(f, k, v) field_int_n(f, k, sizeof(k) - 1, v)
 
 size_t cw_format_time(char *out, const struct timespec *ts)
@@ -250,6 +281,8 @@ size_t cw_record_format(char *buf, size_t cap, const struct cw_event *ev, int js
 	field_int(&f, "pid", ev->pid);
 	field_int(&f, "tid", ev->tid);
 	field_str(&f, "comm", ev->comm);
+	field_str(&f, "host", ev->host ? ev->host : "");
+	field_str_n(&f, "exe", 3, ev->exe ? ev->exe : "", CW_EXE_OUT);
 	field_tok(&f, "call", cw_call_name(ev->call));
 	if (ev->call == CW_CALL_SHUTDOWN)
 		field_tok(&f, "how", ev->how == SHUT_RD ? "rd" : ev->how == SHUT_WR ? "wr" : "rdwr");

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #define CW_LINE_MAX 4096 /* a record is one line of at most this many bytes */
+#define CW_EXE_MAX 1024  /* the exe field: longer paths are cut (the record stays one line) */
 #define CW_FRAME_TEXT 128
 
 enum cw_call {
@@ -29,6 +30,7 @@ struct cw_event {
 	struct timespec ts;  /* CLOCK_REALTIME */
 	pid_t pid, tid;
 	char comm[17];
+	const char *host, *exe; /* where it comes from (NULL: "") */
 	int nframes;
 	char frames[CW_BT_LIMIT][CW_FRAME_TEXT]; /* "symbol+0xoff (object)" */
 	/* call == CW_CALL_DRAIN only: */
