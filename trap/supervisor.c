@@ -291,21 +291,36 @@ static int epoll_lists(pid_t pid, int epfd, int fd, unsigned long ino)
 	return found;
 }
 
-static void leave_program_epolls(struct task *t, int fd, int sock, unsigned long ino)
+/* The epoll fds of t's process: those the sharing check just saw (it reads
+ * every fd of the process), else a look of our own. */
+static long program_epolls(struct task *t, const int **out)
 {
 	static int *fds;
 	static size_t cap;
-	long n = ino ? cw_proc_fds(t->tgid, 0, ~0U, &fds, &cap) : 0;
-	for (long k = 0; k < n; k++) {
+	long n = cw_watch_epolls(t->tgid, out);
+	if (n >= 0)
+		return n;
+	n = cw_proc_fds(t->tgid, 0, ~0U, &fds, &cap);
+	long k = 0;
+	for (long i = 0; i < n; i++) {
 		char path[64], link[64];
-		snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)t->tgid, fds[k]);
+		snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)t->tgid, fds[i]);
 		ssize_t l = readlink(path, link, sizeof link - 1);
-		if (l < 0)
+		if (l == 22 && memcmp(link, "anon_inode:[eventpoll]", 22) == 0)
+			fds[k++] = fds[i];
+	}
+	*out = fds;
+	return k;
+}
+
+static void leave_program_epolls(struct task *t, int fd, int sock, unsigned long ino)
+{
+	const int *eps;
+	long n = ino ? program_epolls(t, &eps) : 0;
+	for (long k = 0; k < n; k++) {
+		if (!epoll_lists(t->tgid, eps[k], fd, ino))
 			continue;
-		link[l] = 0;
-		if (strcmp(link, "anon_inode:[eventpoll]") || !epoll_lists(t->tgid, fds[k], fd, ino))
-			continue;
-		int ep = getfd(t, fds[k]);
+		int ep = getfd(t, eps[k]);
 		if (ep < 0)
 			continue;
 		pid_t c = vfork();
