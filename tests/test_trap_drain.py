@@ -48,7 +48,7 @@ class Drain:
         cwtest.require_root()
         self.log = ctx.path(f"{name}-{len(ctx.procs)}.log")
         argv = [cwtest.CLI, "run", "--via", "trap", "--mode", mode, "--json", "--log", self.log,
-                "--", prog(name)] + [str(a) for a in actions]
+                "--", prog(name) if name != "sh" else "/bin/sh"] + [str(a) for a in actions]
         e = cwtest.plain_env()
         e.update({"CLOSEWATCH_DRAIN_IDLE_MS": "60000", "CLOSEWATCH_DRAIN_TIMEOUT_MS": "60000"})
         e.update(env or {})
@@ -193,12 +193,13 @@ def test_curl_uploads_8mb_to_go(ctx):
 def test_sync_drain_close_returns_when_the_drain_ends(ctx):
     """CLOSEWATCH_DRAIN_SYNC=1: the client gets the whole answer and EOF while the program is
     still inside close(); close() returns (the program says "closed") only once the client
-    has closed and the drain ended, delivered. Other calls are answered meanwhile: a second
-    thread of the program is not involved here, but closewatch's own loop keeps running
-    (the drain record comes from it)."""
+    has closed and the drain ended, delivered. Meanwhile closewatch answers every other
+    trapped call: a second program under the same closewatch makes 200 socket closes and
+    ends while the first one's close() is still held."""
     def one_prog(name):
-        t = Drain(ctx, name, "listen", H4, 0, "accept", "waitinq", 100, "write", 1000,
-                  "close", "say", "closed", env={"CLOSEWATCH_DRAIN_SYNC": "1"})
+        script = (f"{prog(name)} listen {H4} 0 accept waitinq 100 write 1000 close say closed & "
+                  f"{prog('cwprog-static')} wait threads 2 100 sock say others-done; wait")
+        t = Drain(ctx, "sh", "-c", script, env={"CLOSEWATCH_DRAIN_SYNC": "1"})
         t.expect("fd")
         port = int(t.expect("port"))
         c = cwtest.connect(H4, port)
@@ -206,6 +207,8 @@ def test_sync_drain_close_returns_when_the_drain_ends(ctx):
         afd = int(t.expect("fd"))
         got = read_to_end(c)
         assert got == (1000, "eof"), got
+        tell(t.p)  # the second program starts its closes now, with the first one's held
+        t.expect("others-done", timeout=30)
         # The drain waits for this client's EOF (the idle timeout is a minute away): the
         # program cannot have left close() yet.
         assert not any(l.startswith("closed") for l in t.p.lines), t.p.lines
