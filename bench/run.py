@@ -367,7 +367,15 @@ def bench_closelat(R, rounds):
             "observe": R.env({"MODE": "observe"}),
             "drain_async": R.env({"MODE": "drain", "DRAIN_SYNC": "0"}),
             "drain_sync": R.env({"MODE": "drain", "DRAIN_SYNC": "1"})}
-    res = interleave(list(envs), rounds, lambda v, r: R.run_json(argv, envs[v]))
+    # -f: each close timed in a fresh process (a prefork server's child): its
+    # first close of a socket, then its second.
+    fresh = {"fresh_none": R.env(), "fresh_drain": R.env({"MODE": "drain", "DRAIN_SYNC": "0"})}
+    argv_fresh = argv + ["-f"]
+
+    def one(v, r):
+        return R.run_json(argv_fresh if v in fresh else argv, envs.get(v) or fresh[v])
+
+    res = interleave(list(envs) + list(fresh), rounds, one)
     rows = []
     titles = {"none": "no shim", "observe": "observe",
               "drain_async": "drain, async", "drain_sync": "drain, sync"}
@@ -379,6 +387,19 @@ def bench_closelat(R, rounds):
                              "p99 us", p99, [x["p99_us"] for x in res[v]],
                              ("<", 20.0) if v == "drain_async" else None, detail,
                              {"p50_us": p50, "p99_us": p99}))
+    # A process's first drained close (it starts the drain thread) against a
+    # steady-state drained close (drain_async of the same round).
+    per = [a["p50_us"] / b["p50_us"] if a and b and b.get("p50_us") else None
+           for a, b in zip(res["fresh_drain"], res["drain_async"])]
+    vals = {k: stats([x[m] for x in res[v]]) for k, v, m in
+            (("first_p50_us", "fresh_drain", "p50_us"), ("second_p50_us", "fresh_drain", "second_p50_us"),
+             ("steady_p50_us", "drain_async", "p50_us"), ("none_first_p50_us", "fresh_none", "p50_us"),
+             ("none_second_p50_us", "fresh_none", "second_p50_us"))}
+    detail = (f"first {vals['first_p50_us']['median']:.1f} us, steady {vals['steady_p50_us']['median']:.1f} us; "
+              f"same process's second {vals['second_p50_us']['median']:.1f} us; no shim: first "
+              f"{vals['none_first_p50_us']['median']:.1f} us, second {vals['none_second_p50_us']['median']:.1f} us")
+    rows.append(make_row("closelat_first_drain", "first drained close of a fresh process",
+                         "p50 first/steady", stats(per), per, ("<=", 2.0), detail, vals))
     return rows, res
 
 

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static _Atomic uint8_t table[CW_FDTAB_SIZE];
@@ -120,10 +121,37 @@ void cw_fd_scan_inherited(void)
 			/* Inherited: the parent (inetd, systemd, a shell that
 			 * passed it) may still hold the same socket. */
 			if (kind)
-				cw_fd_set(fd, kind | CW_FD_FORKED | CW_FD_LINGER);
+				cw_fd_set(fd, kind | CW_FD_FORKED | CW_FD_LINGER | (cw_fd_get(fd) & CW_FD_DUPED));
 		}
 	}
 	REAL(close)(dir);
+}
+
+/* Where private fds go: 128 below RLIMIT_NOFILE's soft limit (capped at the
+ * table's size). The limit is read at most once a second (a program that
+ * raises it at start-up sees our fds follow), and at once when the kernel
+ * refuses the number (it lowered it): a drained close pays no getrlimit. */
+static atomic_int private_base;
+static atomic_llong private_base_read_s;
+
+static long long coarse_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* the vDSO: no syscall */
+	return ts.tv_sec;
+}
+
+static int read_private_base(void)
+{
+	struct rlimit rl;
+	long top = CW_FDTAB_SIZE;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < (rlim_t)top)
+		top = (long)rl.rlim_cur;
+	int base = (int)(top > 256 ? top - 128 : top / 2);
+	atomic_store_explicit(&private_base, base, memory_order_relaxed);
+	atomic_store_explicit(&private_base_read_s, coarse_seconds(), memory_order_relaxed);
+	return base;
 }
 
 int cw_fd_dup_private(int fd)
@@ -131,13 +159,15 @@ int cw_fd_dup_private(int fd)
 	/* Near the top of the program's fd range, where close-all loops still
 	 * reach them (and find them "not open") but ordinary programs never
 	 * allocate. */
-	struct rlimit rl;
-	long top = CW_FDTAB_SIZE;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur < (rlim_t)top)
-		top = (long)rl.rlim_cur;
-	long base = top > 256 ? top - 128 : top / 2;
-	int hidden = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, (int)base);
+	int base = atomic_load_explicit(&private_base, memory_order_relaxed);
+	if (base <= 0 || coarse_seconds() != atomic_load_explicit(&private_base_read_s, memory_order_relaxed))
+		base = read_private_base();
+	int hidden = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, base);
+	if (hidden < 0 && errno == EINVAL) { /* base past a lowered limit */
+		int now = read_private_base();
+		if (now != base)
+			hidden = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, now);
+	}
 	if (hidden < 0)
 		hidden = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
 	if (hidden >= 0)

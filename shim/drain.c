@@ -5,7 +5,9 @@
 #include "config.h"
 #include "drain_int.h"
 #include "fdtable.h"
+#include "forkgate.h"
 #include "logwriter.h"
+#include "verdict.h"
 #include "real.h"
 
 #include <errno.h>
@@ -24,7 +26,15 @@
 #define THREAD_STACK (256 * 1024)
 #define EXIT_GRACE_NS (500 * 1000000LL) /* for the thread to write the last records */
 #define MAX_PROGRAM_EPOLLS 64
-#define THREAD_UP_WAIT_NS (1000 * 1000000LL) /* bound on waiting for it to run */
+
+/* A sanitizer build (make check): see wait_thread_up. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CW_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CW_SANITIZED 1
+#endif
+#endif
 
 struct cw_drain_slot *cw_drain_slots;
 struct cw_event *cw_drain_events;
@@ -86,6 +96,16 @@ int cw_drain_wanted(const struct cw_event *ev)
 	default:
 		return 0;
 	}
+}
+
+/* Under EVENTS=risky a drain is an event when its close would have thrown
+ * data away (a risky verdict), or when the drain itself ends otherwise than
+ * delivered with nothing discarded. A clean close in ESTABLISHED (every
+ * answer of a Connection: close server) whose drain ends delivered, with
+ * nothing discarded, lost nothing and had nothing at risk: no record. */
+int cw_drain_quiet(const struct cw_event *ev)
+{
+	return !cw_cfg.events_all && !closewatch_verdict_is_risky(ev->rec.verdict);
 }
 
 /* ---- locks ----------------------------------------------------------------- */
@@ -165,11 +185,17 @@ static int hide(int fd)
 	return h;
 }
 
-/* Return only once the new thread runs our code. Its start-up may allocate
- * (ASan's thread setup does, in the new thread), and an allocator that is not
- * fork-safe (ASan's in GCC 12 is not) leaves its lock held in a child the
- * program forks meanwhile: the child hangs in its first malloc. Once, at the
- * first drain; bounded, so a thread that is slow to run only costs time. */
+/* Sanitizer builds only: return once the new thread runs our code. Its
+ * start-up allocates in a sanitizer's runtime (ASan's thread setup does, in
+ * the new thread), and that allocator is not fork-safe (ASan's in GCC 12 is
+ * not): a child the program forks meanwhile inherits its lock held and hangs
+ * in its first malloc. Once per process, at the first drain; bounded, so a
+ * thread that is slow to run only costs time. glibc's pthread_create and the
+ * thread's start-up are fork-safe, so a production build does not wait: a
+ * process's first drained close (every close of a fork-per-connection
+ * server's child) costs the thread's creation, not its scheduling. */
+#ifdef CW_SANITIZED
+#define THREAD_UP_WAIT_NS (1000 * 1000000LL)
 static void wait_thread_up(void)
 {
 	int64_t give_up = cw_drain_now_ns() + THREAD_UP_WAIT_NS;
@@ -178,6 +204,11 @@ static void wait_thread_up(void)
 	       cw_drain_now_ns() < give_up)
 		nanosleep(&tick, NULL);
 }
+#else
+static void wait_thread_up(void)
+{
+}
+#endif
 
 static int engine_start_locked(void)
 {
@@ -365,6 +396,7 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 		sl->tcp = ev->rec.proto == CLOSEWATCH_PROTO_TCP;
 		sl->seqpacket = ev->rec.sotype == SOCK_SEQPACKET;
 		sl->linger = ev->rec.linger;
+		sl->quiet = cw_drain_quiet(ev);
 		sl->result = -1;
 		sl->start_ns = sl->last_ns = cw_drain_now_ns();
 		sl->discarded = 0;
@@ -389,8 +421,16 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 		return;
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	memcpy(&cw_drain_events[s], ev, sizeof *ev);
-	if (cw_cfg.drain_sync) { /* close() wrote the close record, as usual */
+	if (cw_cfg.drain_sync) {
+		/* close() wrote the close record, as usual; a quiet one is
+		 * written at the end, if the drain's outcome makes it due. */
+		if (sl->quiet)
+			atomic_store(&sl->close_logged, CLOSE_RECORD_DUE);
+		/* The drain may take seconds: forks of other threads do not
+		 * wait for it (forkgate.h; the socket is judged already). */
+		int paused = cw_forkgate_close_pause();
 		cw_drain_run_sync(s);
+		cw_forkgate_close_resume(paused);
 		return;
 	}
 	atomic_store(&sl->close_logged, CLOSE_RECORD_DUE); /* after the copy */
@@ -438,8 +478,18 @@ void cw_drain_finish(int s)
 {
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	int is_async = atomic_load(&sl->state) == CW_SLOT_ASYNC;
-	if (is_async)
+	int silent = sl->quiet && sl->result == CW_DRAIN_DELIVERED && sl->discarded == 0;
+	if (silent) {
+		/* Its close record is not written either, unless a flush (exec,
+		 * _exit) has written it already: then the drain record follows. */
+		int due = CLOSE_RECORD_DUE;
+		if (!atomic_compare_exchange_strong(&sl->close_logged, &due, CLOSE_RECORD_WRITTEN)) {
+			cw_drain_log_close(s); /* waits for a flush writing it */
+			silent = 0;
+		}
+	} else if (is_async || sl->quiet) {
 		cw_drain_log_close(s); /* the close record always comes first */
+	}
 	/* Our fd goes under the slot's busy flag, not the engine lock: a
 	 * closing thread (cw_drain_prepare) must never wait for this thread.
 	 * A relocation (dup2 onto our number) and fork_prepare take busy too,
@@ -474,7 +524,8 @@ void cw_drain_finish(int s)
 	ev->discarded = sl->discarded;
 	ev->waited_ms = waited > 0 ? (uint64_t)(waited / 1000000) : 0;
 	clock_gettime(CLOCK_REALTIME, &ev->ts);
-	cw_log_event(ev);
+	if (!silent)
+		cw_log_event(ev);
 	if (is_async)
 		atomic_fetch_sub(&cw_drain_async_pending, 1);
 	release_slot(s);

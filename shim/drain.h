@@ -22,7 +22,8 @@
  *     (marked CW_FD_PRIVATE), so the program's close() releases its number at
  *     once; cw_drain_go() hands it to one background thread (epoll + an
  *     eventfd, both private, created on the first drain; SCHED_BATCH), which
- *     does shutdown(SHUT_WR) and writes the close record, or, with
+ *     does shutdown(SHUT_WR) and writes the close record (a quiet drain's
+ *     only at its end, if at all: cw_drain_quiet), or, with
  *     CLOSEWATCH_DRAIN_SYNC=1, runs the same loop in close() itself;
  *   - the loop reads and discards (recv MSG_DONTWAIT, MSG_TRUNC for TCP) until
  *     EOF (delivered), ECONNRESET (peer_reset), idle or total timeout
@@ -85,6 +86,11 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev);
 /* Write the close records that the drain thread has not written yet: before
  * exec and _exit (the thread dies with the process image), and at exit. */
 void cw_drain_flush_close_records(void);
+
+/* A drain of ev whose close and drain records are written only if it does
+ * not end delivered with nothing discarded (EVENTS=risky, a verdict that is
+ * not risky). Pure but for the configuration. */
+int cw_drain_quiet(const struct cw_event *ev);
 
 /* The program is about to dup2/dup3 onto fd: if it is one of ours, move it. */
 void cw_drain_relocate_if(int fd);

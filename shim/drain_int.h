@@ -41,6 +41,10 @@ struct cw_drain_slot {
 	atomic_int close_logged; /* CLOSE_RECORD_*: whose turn the close record is */
 	int tcp, seqpacket;
 	int linger;           /* the program's SO_LINGER seconds, -1 off */
+	/* Not an event by itself (EVENTS=risky, a verdict that throws nothing
+	 * away): its two records are written only if the drain does not end
+	 * delivered with nothing discarded (cw_drain_quiet). */
+	int quiet;
 	int result;           /* enum cw_drain_result once over, -1 before */
 	int64_t start_ns;     /* CLOCK_MONOTONIC: prepare */
 	int64_t last_ns;      /* last byte from the peer (or start) */

@@ -132,7 +132,8 @@ static int64_t scan(int64_t now)
 			continue;
 		if (!atomic_load(&sl->started)) {
 			start(i, sl); /* FIN first, then the record */
-			cw_drain_log_close(i);
+			if (!sl->quiet) /* else its outcome decides (cw_drain_finish) */
+				cw_drain_log_close(i);
 		}
 		int polled = atomic_load(&sl->registered);
 		if (atomic_load(&sl->fd) < 0) { /* lost to a dup2 (drain.c) */

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "drain.h"
 #include "fdtable.h"
+#include "forkgate.h"
 #include "ident.h"
 #include "inspect.h"
 #include "logwriter.h"
@@ -68,6 +69,7 @@ static atomic_int self_pid;
 static void after_fork_child(void)
 {
 	atomic_store(&self_pid, (int)getpid());
+	cw_forkgate_after_fork_child();
 	cw_ident_after_fork_child();
 	cw_fd_mark_all_sockets(CW_FD_FORKED);
 	cw_relatives_reset_to_parent();
@@ -202,8 +204,9 @@ static void socket_going_away(int fd, uint8_t entry, int call, int may_drain)
 	/* Forget fd before the real close: another thread may get the number
 	 * back from socket() the moment it is closed. */
 	cw_fd_clear(fd);
-	/* An async drain's close record is written by the drain thread. */
-	if (ev.action != CW_ACTION_DRAINED || cw_cfg.drain_sync)
+	/* An async drain's close record is written by the drain thread; a
+	 * quiet drain's only if its outcome makes it an event (drain.c). */
+	if (ev.action != CW_ACTION_DRAINED || (cw_cfg.drain_sync && !cw_drain_quiet(&ev)))
 		cw_log_event(&ev);
 	if (ev.action == CW_ACTION_WARNED)
 		cw_warn(&ev);
@@ -242,10 +245,15 @@ HOOK int close(int fd)
 		return REAL(close)(fd);
 	}
 	SHIM_BEGIN();
-	socket_going_away(fd, entry, CW_CALL_CLOSE, 1);
+	cw_forkgate_close_begin(); /* no child created from the look to the close */
+	/* Read again: a fork we waited for has marked it FORKED. */
+	uint8_t now = cw_fd_get(fd);
+	socket_going_away(fd, now ? now : entry, CW_CALL_CLOSE, 1);
 	SHIM_END();
 	/* Never retried on EINTR: on Linux the fd is gone either way. */
-	return REAL(close)(fd);
+	int rc = REAL(close)(fd);
+	cw_forkgate_close_end();
+	return rc;
 }
 
 /* ---- shutdown -------------------------------------------------------------------- */
@@ -336,9 +344,12 @@ HOOK int close_range(unsigned int first, unsigned int last, int flags)
 	    (flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)))
 		return REAL(close_range)(first, last, flags);
 	SHIM_BEGIN();
+	cw_forkgate_close_begin();
 	sockets_in_range_going_away(first, last, CW_CALL_CLOSE_RANGE);
 	SHIM_END();
-	return close_range_around_private(first, last, flags);
+	int rc = close_range_around_private(first, last, flags);
+	cw_forkgate_close_end();
+	return rc;
 }
 
 HOOK void closefrom(int lowfd)
@@ -351,6 +362,7 @@ HOOK void closefrom(int lowfd)
 	if (lowfd < 0)
 		lowfd = 0;
 	SHIM_BEGIN();
+	cw_forkgate_close_begin();
 	sockets_in_range_going_away((unsigned)lowfd, ~0U, CW_CALL_CLOSEFROM);
 	/* Close below each private fd; the tail goes to the real closefrom. */
 	int lo = lowfd, p;
@@ -362,6 +374,7 @@ HOOK void closefrom(int lowfd)
 	}
 	SHIM_END();
 	REAL(closefrom)(lo);
+	cw_forkgate_close_end();
 }
 
 /* ---- dup family ------------------------------------------------------------------ */
@@ -494,26 +507,45 @@ HOOK int fcntl64(int fd, int cmd, ...)
 
 /* ---- where sockets come from ------------------------------------------------------- */
 
+/* A new socket fd's entry: marked FORKED too if a fork overlapped the call
+ * (the child may have it, and the fork's marking ran before this entry). */
+static void note_new(int fd, uint8_t entry, unsigned gen)
+{
+	cw_fd_set(fd, entry);
+	/* After the entry is visible: a fork that marked before it is seen. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (entry && cw_forkgate_raced(gen))
+		cw_fd_or(fd, CW_FD_FORKED | CW_FD_LINGER);
+}
+
 HOOK int socket(int domain, int type, int protocol)
 {
+	cw_forkgate_make_begin();
+	unsigned gen = cw_forkgate_gen();
 	int fd = REAL(socket)(domain, type, protocol);
+	int saved = errno;
 	if (fd >= 0)
-		cw_fd_set(fd, cw_fd_kind_from_args(domain, type, protocol));
+		note_new(fd, cw_fd_kind_from_args(domain, type, protocol), gen);
+	cw_forkgate_make_end();
+	errno = saved;
 	return fd;
 }
 
 HOOK int socketpair(int domain, int type, int protocol, int sv[2])
 {
+	cw_forkgate_make_begin();
+	unsigned gen = cw_forkgate_gen();
 	int rc = REAL(socketpair)(domain, type, protocol, sv);
 	if (rc == 0) {
 		uint8_t kind = cw_fd_kind_from_args(domain, type, protocol);
-		cw_fd_set(sv[0], kind);
-		cw_fd_set(sv[1], kind);
+		note_new(sv[0], kind, gen);
+		note_new(sv[1], kind, gen);
 	}
+	cw_forkgate_make_end();
 	return rc;
 }
 
-static void note_accepted(int listener, int fd)
+static void note_accepted(int listener, int fd, unsigned gen)
 {
 	if (fd < 0)
 		return;
@@ -527,7 +559,7 @@ static void note_accepted(int listener, int fd)
 		errno = saved;
 		linger = CW_FD_LINGER;
 	}
-	cw_fd_set(fd, kind ? kind | linger : 0);
+	note_new(fd, kind ? kind | linger : 0, gen);
 }
 
 /* SO_LINGER on: from now on the close path asks the kernel (it never asks
@@ -544,15 +576,21 @@ HOOK int setsockopt(int fd, int level, int optname, const void *optval, socklen_
 
 HOOK int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
+	cw_forkgate_make_begin();
+	unsigned gen = cw_forkgate_gen();
 	int rc = REAL(accept)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len);
-	note_accepted(fd, rc);
+	note_accepted(fd, rc, gen);
+	cw_forkgate_make_end();
 	return rc;
 }
 
 HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
+	cw_forkgate_make_begin();
+	unsigned gen = cw_forkgate_gen();
 	int rc = REAL(accept4)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len, flags);
-	note_accepted(fd, rc);
+	note_accepted(fd, rc, gen);
+	cw_forkgate_make_end();
 	return rc;
 }
 
@@ -615,6 +653,9 @@ HOOK int epoll_create1(int flags)
 
 HOOK pid_t fork(void)
 {
+	/* The child's pid is known, and the sockets marked, before any close
+	 * of another thread looks at them (forkgate.h). */
+	cw_forkgate_fork_begin();
 	pid_t pid = REAL(fork)();
 	int saved = errno;
 	if (pid == 0 && !ready()) {
@@ -623,6 +664,7 @@ HOOK pid_t fork(void)
 		cw_fd_mark_all_sockets(CW_FD_FORKED);
 		cw_relatives_add(pid);
 	}
+	cw_forkgate_fork_end();
 	errno = saved;
 	return pid;
 }
@@ -636,8 +678,13 @@ HOOK int fclose(FILE *stream)
 		uint8_t entry = cw_fd_get(fd);
 		if (needs_look(fd, entry) && !(entry & CW_FD_PRIVATE)) {
 			SHIM_BEGIN();
-			socket_going_away(fd, entry, CW_CALL_FCLOSE, 0);
+			cw_forkgate_close_begin();
+			uint8_t now = cw_fd_get(fd);
+			socket_going_away(fd, now ? now : entry, CW_CALL_FCLOSE, 0);
 			SHIM_END();
+			int rc = REAL(fclose)(stream);
+			cw_forkgate_close_end();
+			return rc;
 		}
 	}
 	return REAL(fclose)(stream);
@@ -650,6 +697,12 @@ __attribute__((destructor)) static void closewatch_destructor(void)
 	if (!ready() || depth)
 		return;
 	SHIM_BEGIN();
+	/* Forked while another thread was making a socket (rare): our table
+	 * may not know it, so ask the kernel which fds are sockets. Not at the
+	 * fork: a thread blocked in accept() would make every fork pay. (A
+	 * child that execs finds its sockets at start-up anyway.) */
+	if (cw_forkgate_child_missed_fds())
+		cw_fd_scan_inherited();
 	int limit = cw_fd_limit();
 	for (int fd = 0; fd < limit; fd++) {
 		uint8_t e = cw_fd_get(fd);
@@ -702,8 +755,10 @@ HOOK int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_action
 {
 	pid_t local;
 	pid_t *p = pid ? pid : &local;
+	cw_forkgate_fork_begin();
 	int rc = REAL(posix_spawn)(p, path, fa, attr, argv, envp);
 	note_spawned(rc, p);
+	cw_forkgate_fork_end();
 	if (rc == 0 && ready())
 		cw_notwatched_check(path, 0, *p);
 	return rc;
@@ -714,8 +769,10 @@ HOOK int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actio
 {
 	pid_t local;
 	pid_t *p = pid ? pid : &local;
+	cw_forkgate_fork_begin();
 	int rc = REAL(posix_spawnp)(p, file, fa, attr, argv, envp);
 	note_spawned(rc, p);
+	cw_forkgate_fork_end();
 	if (rc == 0 && ready())
 		cw_notwatched_check(file, 1, *p);
 	return rc;

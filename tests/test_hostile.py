@@ -116,16 +116,20 @@ def test_threads_close_and_shutdown_while_forking_and_exec(ctx):
 
 # ---------------------------------------------------------------- signals
 
-def _signal_storm(ctx, backtrace, interval_us, max_ms):
+def _signal_storm(ctx, backtrace, interval_us):
+    """hostile_signal runs until both the main loop and the handler have done their share
+    (a count, not a time: a loaded machine only takes longer); its time limit, like run()'s,
+    only ends a hang."""
     log = ctx.path("cw.log")
-    iters = scaled(20000, 4000)
+    rounds, handler_runs = scaled(20000, 4000), scaled(200, 50)
     env = shim_env(log=log, events="all", backtrace=backtrace)
-    rc, out, err = run([prog("hostile_signal"), iters, interval_us, max_ms], env, timeout=90)
+    rc, out, err = run([prog("hostile_signal"), rounds, handler_runs, interval_us, 80000], env,
+                       timeout=100)
     assert rc == 0, f"status {rc}: {out} {err[-2000:]}"
     w = out[-1].split()
     main, handler, errors = int(w[1]), int(w[3]), int(w[5])
     assert errors == 0, out
-    assert main >= min(iters, scaled(500, 100)) and handler >= 20, f"too little happened: {out[-1]}"
+    assert main >= rounds and handler >= handler_runs, out
     recs = read_records(log)  # fails on a torn line
     by = collections.Counter((r["call"], r["verdict"], r["recvq"]) for r in recs)
     # The main thread's closes are all logged, whatever the handler does meanwhile.
@@ -142,7 +146,7 @@ def test_close_in_signal_handler_while_inside_the_shim(ctx):
     """SIGALRM every 200 us; the handler closes and shuts down sockets while the main thread
     is in the middle of its own closes (inside the shim): right return values, errno kept,
     no deadlock, no torn line."""
-    _signal_storm(ctx, 0, scaled(200, 1000), 8000)
+    _signal_storm(ctx, 0, scaled(200, 1000))
 
 
 @cwtest.timeout(120)
@@ -151,7 +155,7 @@ def test_close_in_signal_handler_with_backtraces(ctx):
     the main thread may be doing the same (nothing on that path allocates: under TSan a
     malloc in a handler would be reported). The timer is a little slower: the point is to
     land inside the shim, not to starve the program."""
-    _signal_storm(ctx, 8, scaled(1000, 5000), 5000)
+    _signal_storm(ctx, 8, scaled(1000, 5000))
 
 
 # ---------------------------------------------------------------- the log fd
@@ -414,7 +418,8 @@ def test_rlimit_nofile_one_million(ctx):
     capability the highest hard limit allowed is used, and said): sockets at the top of
     the range are logged with their numbers, close_range over the range that holds the
     shim's log fd logs its sockets and keeps the log, a close loop over a million fds
-    stays fast."""
+    stays fast: each close() of an fd the program does not hold is that one syscall, as
+    without the shim (counted by strace over a stretch of the range, not timed)."""
     with open("/proc/sys/fs/nr_open") as f:
         nr_open = int(f.read())
     limit = min(1_000_000, nr_open)
@@ -437,9 +442,51 @@ def test_rlimit_nofile_one_million(ctx):
         assert top[fd]["call"] == "close_range" and top[fd]["verdict"] == "rst_unread", top
     assert any(r["verdict"] == "rst_unread" and r["fd"] < 100 for r in recs[-2:]), \
         "the marker after the close loop is missing: the log did not survive"
-    ms = _count(out, "closeloop ms")
-    assert ms and ms[0] < scaled(5000, 30000), f"close loop over {limit} fds took {ms} ms"
+    print(f"    close loop over {limit} fds: {_count(out, 'closeloop ms')} ms (not checked)")
     assert not err.strip(), err
+    # Below the top of the range, where the shim keeps its own fds.
+    lo = limit // 2
+    hi = min(lo + 4999, limit - 1024)
+    plain_calls = _closeloop_syscalls(ctx, limit, lo, hi, with_shim=False)
+    shim_calls = _closeloop_syscalls(ctx, limit, lo, hi, with_shim=True)
+    assert plain_calls == {"close": hi - lo + 1, "write": 1}, plain_calls  # + "closed 0"
+    assert shim_calls == plain_calls, f"with the shim {shim_calls} vs without {plain_calls}"
+
+
+def _closeloop_syscalls(ctx, limit, lo, hi, with_shim):
+    """The syscalls (name: count) of tests/progs/cwprog's `closeloop LO HI` over fds it does
+    not hold, RLIMIT_NOFILE at `limit`, under strace, between two markers it writes."""
+    if not shutil.which("strace"):
+        cwtest.skip("strace is not installed")
+    out = ctx.path(f"strace-closeloop-{with_shim}.txt")
+    cmd = ["strace", "-f", "-qq", "-o", out]
+    if with_shim:
+        for k, v in shim_env(log=ctx.path("cw-closeloop.log")).items():
+            if k == "LD_PRELOAD" or k.startswith("CLOSEWATCH_"):
+                cmd += ["-E", f"{k}={v}"]
+    # a socket close first: the shim is loaded and its log open before the loop
+    cmd += [prog("cwprog"), "socket", "tcp4", "close", "say", "loop-begin",
+            "closeloop", lo, hi, "say", "loop-end"]
+    rc, _, err = run(cmd, plain_env(), preexec_fn=nofile(limit), timeout=100)
+    assert rc == 0, err[-2000:]
+    with open(out) as f:
+        lines = f.read().splitlines()
+    b = [i for i, l in enumerate(lines) if 'write(1, "loop-begin' in l]
+    e = [i for i, l in enumerate(lines) if 'write(1, "loop-end' in l]
+    assert len(b) == 1 and len(e) == 1, "markers not found in strace output"
+    names = collections.Counter()
+    for l in lines[b[0] + 1:e[0]]:
+        w = l.split(None, 1)
+        if len(w) == 2 and "(" in w[1] and w[1][0].isalpha():
+            name = w[1].split("(", 1)[0]
+            # a sanitizer runtime maps its own memory now and then (seen: TSan's close
+            # interceptor), with or without the shim; the shim's close path allocates nothing
+            if not (SAN and name in ("mmap", "munmap", "madvise", "mprotect")):
+                names[name] += 1
+    if with_shim:
+        assert records_for(read_records(ctx.path("cw-closeloop.log")), call="close"), \
+            "the shim was loaded"
+    return dict(names)
 
 
 # ---------------------------------------------------------------- setuid

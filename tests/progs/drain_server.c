@@ -20,6 +20,8 @@
  *                    and exits with exit(0); the parent forks them one after
  *                    the other, then reaps them all
  *   --child-ms MS    (0)
+ *   --child-wait     each child, instead of sleeping, waits for one byte on
+ *                    stdin (the test says when the children may exit)
  *   --dup2-range LO HI  after the closes, dup2 /dev/null onto every fd LO..HI
  *                    (HI "max": RLIMIT_NOFILE - 1), then close them all; prints
  *                    "dup2 failures N" (daemons do this to sanitise their fds)
@@ -51,7 +53,7 @@
 
 static const char *unix_path;
 static int seqpacket;
-static int conns = 1, batch, nonblock, want_wait, nfork, child_ms;
+static int conns = 1, batch, nonblock, want_wait, nfork, child_ms, child_wait;
 static long to_read, to_write, waitinq = -1, sndbuf = -1, linger = -1;
 static int waitoutq0;
 static const char *dup2_lo, *dup2_hi;
@@ -236,8 +238,13 @@ static void spawn(int hold_ms)
 	if (p == 0) {
 		printf("child %d sockets %d\n", (int)getpid(), count_sockets());
 		fflush(stdout);
-		if (hold_ms)
+		if (child_wait) {
+			char b; /* one byte each, unbuffered: the parent's --wait line stays */
+			while (read(0, &b, 1) < 0 && errno == EINTR)
+				;
+		} else if (hold_ms) {
 			usleep((useconds_t)hold_ms * 1000);
+		}
 		exit(0);
 	}
 }
@@ -281,6 +288,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--linger")) linger = num(v), i++;
 		else if (!strcmp(a, "--fork")) nfork = (int)num(v), i++;
 		else if (!strcmp(a, "--child-ms")) child_ms = (int)num(v), i++;
+		else if (!strcmp(a, "--child-wait")) child_wait = 1;
 		else if (!strcmp(a, "--wait")) want_wait = 1;
 		else if (!strcmp(a, "--then")) then = v, i++;
 		else if (!strcmp(a, "--dup2-range") && i + 2 < argc) dup2_lo = argv[i + 1], dup2_hi = argv[i + 2], i += 2;

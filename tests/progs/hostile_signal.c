@@ -1,7 +1,7 @@
 /* hostile_signal — close() and shutdown() from a signal handler that
  * interrupts the main thread while it is inside the shim.
  *
- *   hostile_signal ITERS INTERVAL_US MAX_MS
+ *   hostile_signal ROUNDS HANDLER_RUNS INTERVAL_US MAX_MS
  *
  * SIGALRM fires every INTERVAL_US (setitimer, ITIMER_REAL). The handler makes
  * a socketpair, writes 2 bytes, shuts the writer down (SHUT_RDWR) and closes
@@ -13,8 +13,13 @@
  * before each close and expects it back (the handler saves and restores errno,
  * as a handler must).
  *
- * The main loop stops after ITERS rounds or MAX_MS milliseconds, whichever
- * comes first (a handler slower than the interval leaves main little time).
+ * The main loop runs until it has done at least ROUNDS rounds and the handler
+ * has closed its sockets at least HANDLER_RUNS times: an amount of work, not a
+ * time, so that a slow machine only makes it take longer. The handler does its
+ * work only when the main loop has completed a round since its last one (it
+ * returns at once otherwise): a handler slower than the interval, which would
+ * be entered again as soon as it returns, cannot starve the main loop.
+ * MAX_MS only ends a hang: past it the program prints "timeout" and exits 3.
  *
  * Output: "main N handler K errors E"; exit status 0 when E == 0. */
 #include <errno.h>
@@ -28,11 +33,16 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t handler_runs, handler_errors, in_handler;
+static volatile sig_atomic_t main_rounds; /* the handler's view of main's progress */
+static sig_atomic_t rounds_seen = -1;      /* the handler's only */
 static long main_errors;
 
 static void on_alarm(int sig)
 {
 	(void)sig;
+	if (main_rounds == rounds_seen)
+		return; /* main has not finished a round since our last work */
+	rounds_seen = main_rounds;
 	int saved = errno;
 	in_handler = 1;
 	int sv[2];
@@ -65,11 +75,13 @@ static void check(int ok, const char *what, int i)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4) {
-		fprintf(stderr, "usage: hostile_signal ITERS INTERVAL_US MAX_MS\n");
+	if (argc != 5) {
+		fprintf(stderr, "usage: hostile_signal ROUNDS HANDLER_RUNS INTERVAL_US MAX_MS\n");
 		return 2;
 	}
-	long iters = atol(argv[1]), us = atol(argv[2]), max_ms = atol(argv[3]);
+	long rounds = atol(argv[1]), want_handler = atol(argv[2]), us = atol(argv[3]),
+	     max_ms = atol(argv[4]);
+	int timed_out = 0;
 	struct timespec t0, t;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	struct sigaction sa;
@@ -82,11 +94,14 @@ int main(int argc, char **argv)
 	setitimer(ITIMER_REAL, &it, NULL);
 
 	long i;
-	for (i = 0; i < iters; i++) {
+	for (i = 0; i < rounds || handler_runs < want_handler; i++) {
+		main_rounds = (sig_atomic_t)(i & 0x3fffffff);
 		if (i % 64 == 0) {
 			clock_gettime(CLOCK_MONOTONIC, &t);
-			if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > max_ms)
+			if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > max_ms) {
+				timed_out = 1;
 				break;
+			}
 		}
 		int sv[2];
 		int rc = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
@@ -107,7 +122,9 @@ int main(int argc, char **argv)
 	}
 	struct itimerval off = {{0, 0}, {0, 0}};
 	setitimer(ITIMER_REAL, &off, NULL);
+	if (timed_out)
+		printf("timeout after %ld ms\n", max_ms);
 	printf("main %ld handler %ld errors %ld\n", i, (long)handler_runs,
 	       main_errors + (long)handler_errors);
-	return main_errors || handler_errors ? 1 : 0;
+	return main_errors || handler_errors ? 1 : timed_out ? 3 : 0;
 }
