@@ -49,8 +49,9 @@ TRAP_SRC  := $(wildcard trap/*.c)
 TRAP_OBJ  := $(TRAP_SRC:%.c=$(BUILD)/%.o)
 # The drain engine (shim/drain.c, drain_loop.c: slots, the drain thread, the
 # discard loop, timeouts, results, records) runs in the supervisor too, as
-# it is: drain mode through the trap (trap/drains.c).
-DRAIN_OBJ := $(BUILD)/shim/drain.o $(BUILD)/shim/drain_loop.o
+# it is: drain mode through the trap (trap/drains.c). forkgate.o only for the
+# link: the sync path it serves is never taken there (the engine runs async).
+DRAIN_OBJ := $(BUILD)/shim/drain.o $(BUILD)/shim/drain_loop.o $(BUILD)/shim/forkgate.o
 PROG_SRC  := $(wildcard tests/progs/*.c)
 PROG_BIN  := $(PROG_SRC:tests/progs/%.c=$(BUILD)/tests/%)
 DEMO_SRC  := $(wildcard demo/*.c)

@@ -526,8 +526,6 @@ def bench_gohttp(R, rounds):
         return out
 
     res = interleave(list(variants), scaled(rounds, 2), one)
-    if not R.smoke and not all(x["log_records"] > 0 for x in res["trap_drain"]):
-        raise BenchError("closewatch logged no drained close of gohttp")
     return [ratio_row("gohttp_trap_drain", "Go net/http, trap + drain", "req/s trap/none",
                       res, "rps", "trap_drain", "none", (">=", 0.8), "/s",
                       also=(("p50_ms", "p50 latency"),))], res
