@@ -105,6 +105,9 @@ $(BUILD)/trap/%.o: trap/%.c trap/*.h core/*.h include/closewatch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
+# The supervisor's side of the drain engine reads its slots (layout in shim/).
+$(BUILD)/trap/drains.o $(BUILD)/trap/supervisor.o: shim/drain.h shim/drain_int.h
+
 # Takes the address of _Exit, which GCC treats as a builtin otherwise.
 $(BUILD)/trap/real_libc.o: CFLAGS_ALL += -fno-builtin
 
