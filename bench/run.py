@@ -9,7 +9,9 @@ Usage: bench/run.py [--build DIR] [--lib SO] [--rounds N] [--only NAME[,NAME]]
 
 Benchmarks (--only): openclose, churn (incl. strace), nginx, closelat, rss,
 backtrace (a logged close with 8 backtrace frames vs without),
-trap (closewatch run --via trap on open+close and TCP churn, beside strace).
+trap (closewatch run --via trap on open+close and TCP churn, beside strace),
+gohttp (a Go net/http server under wrk with Connection: close, plain and under
+closewatch run --via trap --mode drain: every answer's close drained by the supervisor).
 --smoke runs each once in a tiny configuration (what `make test` does): the
 numbers mean nothing then, only that every program still runs.
 --lib measures another build of the shim (e.g. a patched copy) against none.
@@ -43,7 +45,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GROUPS = ["openclose", "churn", "nginx", "closelat", "rss", "backtrace", "trap"]
+GROUPS = ["openclose", "churn", "nginx", "closelat", "rss", "backtrace", "trap", "gohttp"]
 
 
 class BenchError(Exception):
@@ -473,9 +475,65 @@ def bench_trap(R, rounds):
     return rows, raw
 
 
+def bench_gohttp(R, rounds):
+    """bench/go/gohttp.go (net/http) under wrk, Connection: close: plain, and under
+    `closewatch run --via trap --mode drain`, where every close is trapped and drained by
+    the supervisor (the server and closewatch pinned to one CPU, wrk to another)."""
+    wrk = shutil.which("wrk")
+    go = os.path.join(R.build, "bench", "gohttp")
+    if not wrk:
+        raise Skipped("wrk not installed (apt-get install wrk)")
+    if not os.access(go, os.X_OK):
+        raise Skipped("bench/gohttp not built: Go is not installed (apt-get install golang-go)")
+    cli = os.path.join(R.build, "closewatch")
+    if not os.access(cli, os.X_OK):
+        raise BenchError(f"{cli} not built")
+    log = os.path.join(R.tmp, "cw-gohttp.log")
+    variants = {"none": [], "trap_drain": [cli, "run", "--via", "trap", "--mode", "drain",
+                                           "--log", log, "--"]}
+    wrk_args = ["-t", "1", "-c", "2" if R.smoke else "16", "-d", "1s", "--latency",
+                "-H", "Connection: close"]
+
+    def one(v, r):
+        env = R.env()
+        env["CLOSEWATCH_LOG"] = log
+        p = subprocess.Popen(variants[v] + [go, "0"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, preexec_fn=pin(R.cpu_main))
+        try:
+            line = p.stdout.readline()
+            if not line.startswith("port "):
+                raise BenchError(f"gohttp did not start: {line!r} {p.stderr.read()[-400:] if p.poll() is not None else ''}")
+            port = int(line.split()[1])
+            w = subprocess.run([wrk] + wrk_args + [f"http://127.0.0.1:{port}/"],
+                               env=R.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, timeout=60, preexec_fn=pin(R.cpu_other))
+            if w.returncode != 0:
+                raise BenchError(f"wrk: exit {w.returncode}: {w.stdout[-400:]}")
+            out = parse_wrk(w.stdout)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        n = 0
+        if os.path.exists(log):
+            with open(log, "rb") as f:
+                n = sum(1 for _ in f)
+            os.unlink(log)
+        out["log_records"] = n
+        return out
+
+    res = interleave(list(variants), scaled(rounds, 2), one)
+    return [ratio_row("gohttp_trap_drain", "Go net/http, trap + drain", "req/s trap/none",
+                      res, "rps", "trap_drain", "none", (">=", 0.8), "/s",
+                      also=(("p50_ms", "p50 latency"),))], res
+
+
 BENCHES = {"openclose": bench_openclose, "churn": bench_churn, "nginx": bench_nginx,
            "closelat": bench_closelat, "rss": bench_rss, "backtrace": bench_backtrace,
-           "trap": bench_trap}
+           "trap": bench_trap, "gohttp": bench_gohttp}
 
 
 def skipped_row(rid, title, why):

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """closewatch demo: why close() can lose data, and how closewatch shows and fixes it.
 
-Three acts with the same unmodified server (demo/server.c) and client (demo/client.c).
+Three acts with the same unmodified server (demo/server.c) and client (demo/client.c), and a
+fourth with the same server written in Go (demo/server.go).
 The client uploads 8 MiB; the server reads the request head, answers
 "413 Payload Too Large" with a 1 MiB page, and closes without reading the rest.
 
@@ -10,8 +11,12 @@ The client uploads 8 MiB; the server reads the request head, answers
       --json --pcap      backtrace into server.c), the `report` summary and the `wire` check
   (c) closewatch run     the same server, unchanged, now does a lingering close: the client
       --mode drain       gets the whole answer, the wire shows FIN and no RST
+  (d) Go                 the same story told by a Go server, which LD_PRELOAD cannot reach:
+                         plain (reset), then under `closewatch run --mode drain`, which
+                         watches it through the trap (seccomp) and makes the lingering close
+                         itself (the whole answer). Skipped, saying why, without Go.
 
-Ends with a summary table. Exit status 0 only if all three acts behaved as described.
+Ends with a summary table. Exit status 0 only if all acts behaved as described.
 
 Packet capture needs root (or CAP_NET_RAW). Without it the acts still run, but without
 --pcap: the wire check is skipped and the FIN/RST column shows what the client saw
@@ -204,8 +209,8 @@ class Demo:
     def rel(self, path):
         return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
 
-    def start_server(self, wrapper):
-        argv = wrapper + [self.server, "-n", "1", "-e", str(ERROR_PAGE)]
+    def start_server(self, wrapper, server=None):
+        argv = wrapper + [server or self.server, "-n", "1", "-e", str(ERROR_PAGE)]
         print("$ " + " ".join(self.rel(a) for a in argv), flush=True)
         srv = Background(argv, env=self.env, cwd=self.work)
         try:
@@ -294,7 +299,7 @@ class Demo:
             pass
         return f"{self.rel(path)}:{line}" + (f":  {src}" if src else "")
 
-    def serve_under_cli(self, act, flags):
+    def serve_under_cli(self, act, flags, server=None):
         """Acts (b) and (c): the server under `closewatch run FLAGS --json --log …` (and
         --pcap when capturing), one client. Returns (log, pcap, port, client result,
         answered bytes, wire facts or None)."""
@@ -303,7 +308,7 @@ class Demo:
         wrap = [self.cli, "run"] + flags + ["--json", "--log", log]
         if self.capture:
             wrap += ["--pcap", pcap, "--iface", "lo"]
-        srv, port = self.start_server(wrap + ["--"])
+        srv, port = self.start_server(wrap + ["--"], server)
         try:
             cl = self.run_client(port)
             _, answered = self.finish_server(srv)
@@ -314,14 +319,12 @@ class Demo:
 
     # -------------------------------------------------------------- (a)
 
-    def act_a(self):
-        heading("Act (a) of 3: plain -- no closewatch",
-                "The client uploads 8 MiB. The server reads the request head, answers\n"
-                "\"413 Payload Too Large\" (a 1 MiB page) and closes the connection without\n"
-                "reading the rest of the upload.")
-        cap = Capture(self.pcaptool, os.path.join(self.work, "a.pcap")) if self.capture else None
+    def serve_plain(self, act, server=None):
+        """The server alone (no closewatch), one client, a capture when capturing.
+        Returns (port, client result, answered bytes, wire facts or None)."""
+        cap = Capture(self.pcaptool, os.path.join(self.work, f"{act}.pcap")) if self.capture else None
         try:
-            srv, port = self.start_server([])
+            srv, port = self.start_server([], server)
             try:
                 cl = self.run_client(port)
                 rc, answered = self.finish_server(srv)
@@ -331,6 +334,14 @@ class Demo:
             if cap:
                 cap.stop()
         wire = wire_facts(self.pcaptool, cap.path, port) if cap else None
+        return port, cl, answered, wire
+
+    def act_a(self):
+        heading("Act (a) of 4: plain -- no closewatch",
+                "The client uploads 8 MiB. The server reads the request head, answers\n"
+                "\"413 Payload Too Large\" (a 1 MiB page) and closes the connection without\n"
+                "reading the rest of the upload.")
+        port, cl, answered, wire = self.serve_plain("a")
         r = self.judge("a", cl, answered, wire, want_full=False)
         if wire:
             print(f"\nOn the wire: the server sent {num(wire['server_payload'])} of "
@@ -340,7 +351,7 @@ class Demo:
     # -------------------------------------------------------------- (b)
 
     def act_b(self):
-        heading("Act (b) of 3: the same, under `closewatch run --json --pcap` (observe mode)",
+        heading("Act (b) of 4: the same, under `closewatch run --json --pcap` (observe mode)",
                 "Nothing changes for the programs: closewatch only watches and logs.")
         log, pcap, port, cl, answered, wire = self.serve_under_cli("b", ["--backtrace", "8"])
         r = self.judge("b", cl, answered, wire, want_full=False)
@@ -414,7 +425,7 @@ class Demo:
     # -------------------------------------------------------------- (c)
 
     def act_c(self):
-        heading("Act (c) of 3: the same server, unchanged, under `closewatch run --mode drain`",
+        heading("Act (c) of 4: the same server, unchanged, under `closewatch run --mode drain`",
                 "closewatch turns the server's close() into a lingering close: read and discard\n"
                 "the rest of the upload, send the queued answer and a FIN, close when the client\n"
                 "has closed.")
@@ -444,6 +455,51 @@ class Demo:
                   f"{num(r['answer_bytes'])} answer bytes, then {self.finrst(wire)}; the client "
                   f"sent {wire['client_fin']} FIN, {wire['client_rst']} RST.")
         return self.conclude(r, problems)
+
+    # -------------------------------------------------------------- (d)
+
+    def act_d(self):
+        heading("Act (d) of 4: the same story told by a Go server (demo/server.go)",
+                "Go makes its system calls itself: LD_PRELOAD cannot reach it. `closewatch run`\n"
+                "sees that and watches it through the trap (seccomp); in drain mode closewatch\n"
+                "itself keeps the socket and makes the lingering close, nothing in the program.")
+        go = os.path.join(self.build, "demo", "server-go")
+        if not os.path.exists(go):
+            why = ("Go is not installed (Debian: golang-go); install it and run make demo again"
+                   if not shutil.which("go") else
+                   f"{self.rel(go)} is not built (make demo builds it when Go is installed)")
+            print(bold(f"\n=> act (d) skipped: {why}"))
+            return {"act": "d", "ok": True, "skipped": why, "problems": [],
+                    "verdict_text": f"skipped: {why}", "rows": []}
+        step("the Go server alone: no closewatch")
+        port, cl, answered, wire = self.serve_plain("d-plain", go)
+        plain = self.judge("d", cl, answered, wire, want_full=False)
+        print(bold(f"\n=> plain: {plain['verdict_text']}"))
+        step("the same Go server under `closewatch run --mode drain` (through the trap)")
+        log, pcap, port, cl, answered, wire = self.serve_under_cli("d-drain", ["--mode", "drain"], go)
+        drained = self.judge("d", cl, answered, wire, want_full=True)
+        problems = []
+        recs = [x for x in self.records(log) if x.get("local") == f"{HOST}:{port}"
+                and x.get("state") != "LISTEN"]
+        step("the log records of the Go server's close and of the drain closewatch made")
+        show("\n".join(json.dumps(x) for x in recs) or "(none)")
+        close = next((x for x in recs if x.get("call") == "close"), None)
+        drain = next((x for x in recs if x.get("call") == "drain"), None)
+        if not close or close.get("action") != "drained":
+            problems.append("no close record with action drained")
+        if not drain or drain.get("result") != "delivered":
+            problems.append("no drain record with result delivered")
+        else:
+            print(f"\n    drain (made by closewatch, outside the program): {drain['result']} after "
+                  f"{num(drain.get('waited_ms', 0))} ms, {num(drain.get('discarded', 0))} upload "
+                  f"bytes read and discarded")
+        drained = self.conclude(drained, problems)
+        r = {"act": "d", "ok": plain["ok"] and drained["ok"], "plain": plain, "drain": drained,
+             "problems": plain["problems"] + drained["problems"], "rows": [plain, drained]}
+        r["verdict_text"] = ("as described: reset without closewatch, the whole answer under "
+                             "closewatch run --mode drain" if r["ok"] else
+                             "NOT as described: " + "; ".join(r["problems"]))
+        return r
 
     @staticmethod
     def conclude(r, problems):
@@ -520,6 +576,13 @@ def table(results):
     rows = [("act", "client result", "FIN/RST", "bytes lost", "as described")]
     names = {"a": "(a) plain", "b": "(b) closewatch run (observe)", "c": "(c) closewatch run --mode drain"}
     for r in results:
+        if r["act"] == "d":
+            if r.get("skipped"):
+                rows.append(("(d) Go", "skipped: " + r["skipped"].split(";")[0], "-", "-", "-"))
+            for name, x in zip(("(d) Go, plain", "(d) Go, closewatch run --mode drain"), r.get("rows", [])):
+                rows.append((name, x.get("client_result", "?"), x.get("fin_rst", "?"),
+                             num(x["lost"]) if "lost" in x else "?", "yes" if x.get("ok") else "NO"))
+            continue
         rows.append((names[r["act"]], r.get("client_result", "?"), r.get("fin_rst", "?"),
                      num(r["lost"]) if "lost" in r else "?", "yes" if r.get("ok") else "NO"))
     w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -570,7 +633,7 @@ def main():
     d = Demo(build, capture, demo_dir)
     results = []
     t0 = time.monotonic()
-    for act in (d.act_a, d.act_b, d.act_c):
+    for act in (d.act_a, d.act_b, d.act_c, d.act_d):
         name = act.__name__[-1]
         try:
             results.append(act())
@@ -587,7 +650,8 @@ def main():
     print(f"bytes lost = answer bytes the server wrote that never reached the client. "
           f"{time.monotonic() - t0:.1f}s")
     if ok:
-        print(bold("All three acts behaved as described."))
+        print(bold("All acts behaved as described" +
+                   (" (act (d) skipped: no Go)." if any(r.get("skipped") for r in results) else ".")))
     else:
         for r in results:
             if not r.get("ok"):

@@ -1,4 +1,4 @@
-# make demo — the three-act demonstration (demo/demo.py, demo/server.c, demo/client.c).
+# make demo — the demonstration (demo/demo.py, demo/server.c, demo/client.c; demo/server.go for the fourth act, built in mk/langs.mk when Go is installed).
 #
 #   make demo                    check packages, build what the demo needs, run it
 #   make demo DEMO_FLAGS=--keep  keep the logs and captures (their folder is printed)

@@ -67,3 +67,20 @@ $(BUILD)/tests/btchain: tests/unit/btchain.c
 $(BUILD)/tests/btchain-static: tests/unit/btchain.c
 	@mkdir -p $(dir $@)
 	$(CC) $(LANG_CFLAGS) -static -o $@ $<
+
+# The demo's fourth act (demo/demo.py): demo/server.c's upload server in Go.
+# Without Go the demo says it skipped that act.
+ifneq ($(GO),)
+$(BUILD)/demo/server-go: demo/server.go
+	@mkdir -p $(dir $@)
+	$(GO_ENV) CGO_ENABLED=0 $(GO) build -o $@ $<
+test-build demo-build: $(BUILD)/demo/server-go
+endif
+
+# make bench's Go server (bench/run.py, group gohttp): net/http under wrk.
+ifneq ($(GO),)
+$(BUILD)/bench/gohttp: bench/go/gohttp.go
+	@mkdir -p $(dir $@)
+	$(GO_ENV) CGO_ENABLED=0 $(GO) build -o $@ $<
+test-build bench bench-smoke: $(BUILD)/bench/gohttp
+endif

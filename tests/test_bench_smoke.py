@@ -21,6 +21,7 @@ GROUPS = {
     "rss": ["rss_observe", "rss_drain"],
     "backtrace": ["backtrace_8"],
     "trap": ["trap_openclose", "trap_churn", "trap_openclose_strace", "trap_churn_strace"],
+    "gohttp": ["gohttp_trap_drain"],
 }
 
 
@@ -84,3 +85,12 @@ def test_trap(ctx):
     if not shutil.which("strace"):
         cwtest.skip("strace is not installed")
     smoke(ctx, "trap")
+
+
+def test_gohttp(ctx):
+    missing = [w for w, ok in (("wrk", shutil.which("wrk")),
+                               ("Go", os.path.exists(os.path.join(cwtest.BUILD, "bench", "gohttp"))))
+               if not ok]
+    if missing:
+        cwtest.skip(" and ".join(missing) + " missing (apt-get install wrk golang-go)")
+    smoke(ctx, "gohttp")

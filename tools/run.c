@@ -60,7 +60,7 @@ static void usage(FILE *f)
 	      "  --via W         the way in: preload (libclosewatch.so), trap (seccomp user\n"
 	      "                  notification, closewatch supervises: static, musl and Go\n"
 	      "                  programs), auto (default: preload where it sees the closes)\n"
-	      "  --mode M        CLOSEWATCH_MODE (observe, warn, drain; drain: preload only)\n"
+	      "  --mode M        CLOSEWATCH_MODE (observe, warn, drain)\n"
 	      "  --log PATH      CLOSEWATCH_LOG: a file (%p = pid; made absolute, and checked to\n"
 	      "                  be writable: exit 125 if not), stderr or syslog. Without it\n"
 	      "                  (and without CLOSEWATCH_LOG set), records go to a temporary file\n"
@@ -309,13 +309,6 @@ int cw_cmd_run(int argc, char **argv)
 	int trap = o.via && !strcmp(o.via, "trap");
 	if (!o.via || !strcmp(o.via, "auto"))
 		trap = cw_via_auto(argv[ci], why, sizeof(why)) == CW_VIA_TRAP;
-	const char *mode = o.mode ? o.mode : getenv("CLOSEWATCH_MODE");
-	if (trap && mode && !strcmp(mode, "drain")) {
-		cw_err("drain mode is not available through the trap (seccomp) yet%s%s%s: "
-		       "nothing was run; use --via preload for a dynamically linked program, "
-		       "or --mode observe|warn", why[0] ? " (" : "", why, why[0] ? ")" : "");
-		return 2;
-	}
 	char lib[4096], err[8192];
 	if (trap)
 		lib[0] = 0;

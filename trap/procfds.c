@@ -65,14 +65,50 @@ long cw_proc_fds(pid_t pid, unsigned lo, unsigned hi, int **fds, size_t *cap)
 	return count;
 }
 
-static unsigned long socket_ino_at(int dir, const char *name)
+/* The socket inode behind name in dir, or 0; *epoll (if given) says whether
+ * it is an epoll instance instead. */
+static unsigned long link_at(int dir, const char *name, int *epoll)
 {
 	char link[64];
 	ssize_t l = readlinkat(dir, name, link, sizeof link - 1);
+	if (epoll)
+		*epoll = l == 22 && memcmp(link, "anon_inode:[eventpoll]", 22) == 0;
 	if (l < 9 || memcmp(link, "socket:[", 8) != 0)
 		return 0;
 	link[l] = 0;
 	return strtoul(link + 8, NULL, 10);
+}
+
+static unsigned long socket_ino_at(int dir, const char *name)
+{
+	return link_at(dir, name, NULL);
+}
+
+/* The epoll fds of the closing process, noted while its fds are read for
+ * cw_watch_socket_held (drain mode needs them, and the pass is made anyway). */
+static int *epolls;
+static size_t nepolls, capepolls;
+static pid_t epolls_of; /* 0: the last pass did not read all of its fds */
+
+static void note_epoll(int fd)
+{
+	if (nepolls == capepolls) {
+		size_t cap = capepolls ? capepolls * 2 : 8;
+		int *grown = realloc(epolls, cap * sizeof *grown);
+		if (!grown) {
+			epolls_of = 0; /* incomplete: the caller looks itself */
+			return;
+		}
+		epolls = grown;
+		capepolls = cap;
+	}
+	epolls[nepolls++] = fd;
+}
+
+long cw_watch_epolls(pid_t pid, const int **fds)
+{
+	*fds = epolls;
+	return pid > 0 && pid == epolls_of ? (long)nepolls : -1;
 }
 
 unsigned long cw_proc_fd_socket(pid_t pid, int fd)
@@ -221,9 +257,13 @@ static int process_holds(pid_t p, unsigned long ino, pid_t pid, int fd, const in
 	int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir < 0)
 		return 0; /* gone, or a zombie: holds nothing */
-	int found = 0;
+	int found = 0, mine = p == pid;
 	char buf[4096];
 	long got;
+	if (mine) {
+		nepolls = 0;
+		epolls_of = pid;
+	}
 	while (!found && (got = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
 		for (long off = 0; off < got && !found;) {
 			struct cw_dirent64 *d = (struct cw_dirent64 *)(buf + off);
@@ -233,16 +273,22 @@ static int process_holds(pid_t p, unsigned long ino, pid_t pid, int fd, const in
 			int other = atoi(d->d_name);
 			if (p == pid && (other == fd || (in_list(other, closing, n) && other < fd)))
 				continue;
-			if (socket_ino_at(dir, d->d_name) == ino)
+			int epoll = 0;
+			if (link_at(dir, d->d_name, mine ? &epoll : NULL) == ino)
 				found = 1;
+			if (epoll && epolls_of)
+				note_epoll(other);
 		}
 	}
+	if (mine && got < 0)
+		epolls_of = 0; /* not every fd was read */
 	close(dir);
 	return found;
 }
 
 int cw_watch_socket_held(unsigned long ino, pid_t pid, int fd, const int *closing, size_t n)
 {
+	epolls_of = 0;
 	if (!ino)
 		return 0;
 	if (need_rescan())

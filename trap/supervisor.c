@@ -20,6 +20,7 @@
  *  - If this process dies, every trapped call of the program fails with
  *    ENOSYS: we forward the usual signals and outlive the program. */
 #include "trap.h"
+#include "drains.h"
 #include "filter.h"
 #include "procfds.h"
 #include "../core/config.h"
@@ -39,8 +40,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -182,6 +185,7 @@ struct slot {
 	unsigned long ino;
 	pid_t exec_tid; /* pending exec records: the thread that called exec */
 	char exe[CW_EXE_MAX]; /* the program's path when the record was made (ev.exe at emit) */
+	struct cw_drain_ticket ticket; /* action drained: the engine's slot */
 };
 
 static struct slot *batch;
@@ -245,6 +249,102 @@ static void pending_resolve(pid_t tgid, pid_t tid)
 	npending = k;
 }
 
+/* ---- drain mode: the program's epoll sets ------------------------------------- */
+
+/* epoll keys a registration by file and fd number, and it goes only when the
+ * file's last reference does: our duplicate keeps a drained socket alive,
+ * so the program's epoll sets would go on reporting it after its close.
+ * Remove it as its close would have: for each epoll instance of the program
+ * that lists (fd, inode) (/proc/PID/fdinfo), EPOLL_CTL_DEL through a
+ * duplicate of that epoll fd, from a fd table where fd is that socket. Our
+ * own table cannot be used (fd may be taken there, and the drain thread
+ * opens and closes fds): a vfork child, which has a copy of our table,
+ * puts the socket at fd in its copy, removes, and exits. */
+static int epoll_lists(pid_t pid, int epfd, int fd, unsigned long ino)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", (int)pid, epfd);
+	int f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0)
+		return 0;
+	int found = 0;
+	size_t have = 0;
+	ssize_t n;
+	/* "tfd: N events: E data: D pos:P ino:I sdev:S" per registration. */
+	while (!found && (n = read(f, buf + have, sizeof buf - 1 - have)) > 0) {
+		have += (size_t)n;
+		buf[have] = 0;
+		char *line = buf, *nl;
+		while ((nl = strchr(line, '\n'))) {
+			*nl = 0;
+			int tfd;
+			char *i = strstr(line, " ino:");
+			if (sscanf(line, "tfd: %d", &tfd) == 1 && tfd == fd && i &&
+			    strtoul(i + 5, NULL, 16) == ino)
+				found = 1;
+			line = nl + 1;
+		}
+		have = strlen(line);
+		memmove(buf, line, have);
+	}
+	close(f);
+	return found;
+}
+
+/* The epoll fds of t's process: those the sharing check just saw (it reads
+ * every fd of the process), else a look of our own. */
+static long program_epolls(struct task *t, const int **out)
+{
+	static int *fds;
+	static size_t cap;
+	long n = cw_watch_epolls(t->tgid, out);
+	if (n >= 0)
+		return n;
+	n = cw_proc_fds(t->tgid, 0, ~0U, &fds, &cap);
+	long k = 0;
+	for (long i = 0; i < n; i++) {
+		char path[64], link[64];
+		snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)t->tgid, fds[i]);
+		ssize_t l = readlink(path, link, sizeof link - 1);
+		if (l == 22 && memcmp(link, "anon_inode:[eventpoll]", 22) == 0)
+			fds[k++] = fds[i];
+	}
+	*out = fds;
+	return k;
+}
+
+static void leave_program_epolls(struct task *t, int fd, int sock, unsigned long ino)
+{
+	const int *eps;
+	long n = ino ? program_epolls(t, &eps) : 0;
+	for (long k = 0; k < n; k++) {
+		if (!epoll_lists(t->tgid, eps[k], fd, ino))
+			continue;
+		int ep = getfd(t, eps[k]);
+		if (ep < 0)
+			continue;
+		pid_t c = vfork();
+		if (c == 0) {
+			struct epoll_event unused;
+			if (dup2(sock, fd) == fd)
+				epoll_ctl(ep, EPOLL_CTL_DEL, fd, &unused);
+			_exit(0);
+		}
+		if (c > 0)
+			waitpid(c, NULL, __WALL);
+		close(ep);
+	}
+}
+
+/* Drain mode: the calls the shim drains too (never exit, exec or a
+ * shutdown). */
+static int drainable(int call)
+{
+	return cw_cfg.mode == CW_MODE_DRAIN &&
+	       (call == CW_CALL_CLOSE || call == CW_CALL_CLOSE_RANGE || call == CW_CALL_DUP2 ||
+		call == CW_CALL_DUP3);
+}
+
 /* fd of task t goes away in call (for a range, exit or exec, closing lists
  * every fd that goes in the same call). Inspect our duplicate like the shim's
  * close path does; keep a record if one is due. The duplicate is closed
@@ -264,6 +364,8 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 	struct closewatch_record *r = &ev->rec;
 	slot->ino = 0;
 	slot->exec_tid = 0;
+	slot->ticket.fd = slot->ticket.slot = -1;
+	int drain = 0;
 	if (call == CW_CALL_SHUTDOWN) {
 		if (cw_inspect(dup, kind, r, CW_INSPECT_ALL) < 0)
 			goto skip;
@@ -271,13 +373,16 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict))
 			goto skip;
 	} else {
-		int parts = cw_cfg.events_all ? CW_INSPECT_ALL : CW_INSPECT_VERDICT;
+		int parts = cw_cfg.events_all || drainable(call) ? CW_INSPECT_ALL : CW_INSPECT_VERDICT;
 		if (cw_inspect(dup, kind, r, parts) < 0)
 			goto skip;
 		cw_verdict_close(r);
-		/* Sharing only ever turns a verdict into "shared" (not risky):
-		 * when no record is due anyway, /proc is not read. */
-		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict))
+		r->shared = 0;
+		drain = drainable(call) && cw_drain_wanted(ev);
+		/* Sharing only ever turns a verdict into "shared" (not risky,
+		 * never drained): when no record is due anyway, /proc is not
+		 * read. */
+		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict) && !drain)
 			goto skip;
 		struct stat st;
 		slot->ino = fstat(dup, &st) == 0 ? (unsigned long)st.st_ino : 0;
@@ -285,7 +390,8 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 		if (parts != CW_INSPECT_ALL)
 			cw_inspect_rest(dup, r);
 		cw_verdict_close(r);
-		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict))
+		drain = drain && cw_drain_wanted(ev);
+		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict) && !drain)
 			goto skip;
 	}
 	r->fd = fd;
@@ -307,6 +413,13 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 	ev->nframes = 0;
 	if (cw_cfg.backtrace && cw_trap_backtrace)
 		cw_trap_backtrace(t->tgid, t->tid, ev, cw_cfg.backtrace);
+	/* The engine takes its own duplicate of ours and keeps it: the
+	 * program's close is then not the last reference, nothing is sent,
+	 * and the engine sends the queue and FIN itself (answer()). */
+	if (drain)
+		ev->action = cw_drain_prepare(dup, ev, &slot->ticket);
+	if (ev->action == CW_ACTION_DRAINED)
+		leave_program_epolls(t, fd, dup, slot->ino);
 	nbatch++;
 skip:
 	close(dup);
@@ -403,6 +516,74 @@ static void examine(const struct seccomp_notif *req)
 	}
 }
 
+/* Hand b's drain to the engine, which copies the event and writes its records
+ * later, from its thread: the exe the event points to must outlive the batch
+ * slot. One copy per engine slot (mapped once; only the pages of slots used
+ * get backed), rewritten only when that slot is claimed again, after its
+ * records were written. */
+static void drain_go(struct slot *b)
+{
+	static char *exes;
+	static int mapped;
+	if (!mapped) {
+		size_t len = (size_t)cw_cfg.drain_max * CW_EXE_MAX;
+		void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		exes = m == MAP_FAILED ? NULL : m;
+		mapped = 1;
+	}
+	int s = b->ticket.slot;
+	char *exe = exes && s >= 0 && s < cw_cfg.drain_max ? exes + (size_t)s * CW_EXE_MAX : NULL;
+	if (exe)
+		memcpy(exe, b->exe, CW_EXE_MAX);
+	b->ev.host = host_name();
+	b->ev.exe = exe; /* NULL: "" */
+	cw_drain_go(&b->ticket, &b->ev);
+}
+
+/* ---- CLOSEWATCH_DRAIN_SYNC: the call is answered when its drains end ---------- */
+
+/* The engine runs every drain in its thread (drain_sync is cleared for it):
+ * a notification whose drains are in this list is answered once they are
+ * all over, and other notifications are answered meanwhile. */
+static int drain_sync;
+struct held {
+	uint64_t id;    /* the notification */
+	int slot;       /* one of its drains */
+	int64_t drain;  /* cw_trap_drain_id */
+};
+static struct held *held;
+static size_t nheld, capheld;
+
+/* Answer the notifications whose drains have all ended (the answer may
+ * fail: the thread was killed meanwhile, and its call never happens). */
+static void held_resolve(void)
+{
+	for (size_t i = 0; i < nheld; i++)
+		if (cw_trap_drain_over(held[i].slot, held[i].drain))
+			held[i].slot = -1;
+	for (size_t i = 0; i < nheld; i++) {
+		if (held[i].slot != -1)
+			continue;
+		int due = 1;
+		for (size_t j = 0; j < nheld && due; j++)
+			if (held[j].id == held[i].id && (held[j].slot != -1 || j < i))
+				due = 0; /* a drain still going, or answered at j */
+		if (due) {
+			struct seccomp_notif_resp r;
+			memset(&r, 0, sizeof r);
+			r.id = held[i].id;
+			r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+			(void)seccomp_notify_respond(listener, &r);
+		}
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < nheld; i++)
+		if (held[i].slot != -1)
+			held[k++] = held[i];
+	nheld = k;
+}
+
 static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 {
 	nbatch = 0;
@@ -410,11 +591,45 @@ static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 	memset(resp, 0, sizeof *resp);
 	resp->id = req->id;
 	resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-	if (seccomp_notify_respond(listener, resp) != 0)
-		return; /* aborted: the call did not happen (or is trapped again) */
+	int hold = 0;
+	for (size_t i = 0; drain_sync && i < nbatch; i++)
+		hold |= batch[i].ev.action == CW_ACTION_DRAINED;
+	if (hold) {
+		/* Sync: the drains run now, with the program's fd still open
+		 * (its close waits), and the call goes ahead when they end. */
+		for (size_t i = 0; i < nbatch; i++) {
+			struct slot *b = &batch[i];
+			if (b->ev.action != CW_ACTION_DRAINED) {
+				emit(b);
+				continue;
+			}
+			struct held h = {req->id, b->ticket.slot, cw_trap_drain_id(&b->ticket)};
+			if (nheld == capheld) {
+				size_t c = capheld ? capheld * 2 : 16;
+				struct held *g = realloc(held, c * sizeof *g);
+				if (g) {
+					held = g;
+					capheld = c;
+				}
+			}
+			if (nheld < capheld)
+				held[nheld++] = h;
+			drain_go(b);
+		}
+		return;
+	}
+	if (seccomp_notify_respond(listener, resp) != 0) {
+		/* aborted: the call did not happen (or is trapped again) */
+		for (size_t i = 0; i < nbatch; i++)
+			if (batch[i].ev.action == CW_ACTION_DRAINED)
+				cw_trap_drain_abandon(&batch[i].ticket);
+		return;
+	}
 	for (size_t i = 0; i < nbatch; i++) {
 		struct slot *p;
-		if (!is_exec(req->data.nr))
+		if (batch[i].ev.action == CW_ACTION_DRAINED)
+			drain_go(&batch[i]); /* the engine logs it */
+		else if (!is_exec(req->data.nr))
 			emit(&batch[i]);
 		else if ((p = grow(&pending, npending, &cappending)))
 			pending[npending++] = batch[i];
@@ -519,6 +734,12 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	}
 	cw_config_parse(&cw_cfg, lookup_env, NULL, warn_cfg, NULL);
 	cw_log_open();
+	/* Drain mode: the shim's engine, in a thread of ours (the program was
+	 * forked before: it inherits nothing of it). Sync drains too run in
+	 * that thread; the call waits for them in held_resolve(). */
+	drain_sync = cw_cfg.drain_sync;
+	cw_cfg.drain_sync = 0;
+	cw_drain_init();
 	cw_watch_root(pid);
 
 	sigset_t handled;
@@ -543,8 +764,11 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	while (!(reaped && hup)) {
 		if (npending)
 			pending_resolve(0, 0);
-		/* While exec records wait, look again every few milliseconds. */
-		if (poll(p, 2, npending ? 5 : -1) < 0) {
+		if (nheld)
+			held_resolve();
+		/* While exec records or sync drains wait, look again every few
+		 * milliseconds. */
+		if (poll(p, 2, nheld ? 1 : npending ? 5 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
@@ -577,6 +801,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 		}
 	}
 	pending_resolve(0, 0); /* every process has ended: their sockets are gone */
+	cw_trap_drain_wait_all(); /* drains go on after the program, within their timeouts */
 	seccomp_notify_free(req, resp);
 	close(sfd);
 	close(listener);

@@ -26,6 +26,10 @@
 //	early PORT SIZE             net.Listen on 127.0.0.1:PORT (0 = any, prints "port P"),
 //	                            accept one connection, read 1 byte, write SIZE bytes
 //	                            answer and close (unread upload: a reset); "closed"
+//	early-http PORT SIZE N      the same as an HTTP server, N connections one after
+//	                            another: read the request head's first bytes, answer
+//	                            "HTTP/1.1 200 OK" with SIZE bytes, Connection: close,
+//	                            without reading the upload; "closed" after each
 //	say TEXT | pid | sleep MS | wait (one line on stdin)
 //	exit CODE                   os.Exit without closing anything
 //
@@ -183,6 +187,26 @@ func early(port, size int) {
 	check(err, "write")
 	check(c.Close(), "close")
 	out("closed")
+	check(ln.Close(), "close listener")
+}
+
+func earlyHTTP(port, size, n int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	check(err, "listen")
+	out("port %d", ln.Addr().(*net.TCPAddr).Port)
+	head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", size)
+	answer := append([]byte(head), make([]byte, size)...)
+	buf := make([]byte, 1)
+	for k := 0; k < n; k++ {
+		c, err := ln.Accept()
+		check(err, "accept")
+		_, err = c.Read(buf)
+		check(err, "read")
+		_, err = c.Write(answer)
+		check(err, "write")
+		check(c.Close(), "close")
+		out("closed")
+	}
 	check(ln.Close(), "close listener")
 }
 
@@ -350,6 +374,10 @@ func main() {
 			need(i, 2)
 			early(num(args[i+1]), num(args[i+2]))
 			i += 2
+		case "early-http":
+			need(i, 3)
+			earlyHTTP(num(args[i+1]), num(args[i+2]), num(args[i+3]))
+			i += 3
 		case "say":
 			need(i, 1)
 			i++
