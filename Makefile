@@ -35,8 +35,8 @@ LDFLAGS_ALL := $(SAN) $(LDFLAGS)
 
 # Two ways in over one core. core/: what both do with a socket being closed
 # (inspection, verdict, record, log writer, variables, fd classification, the
-# ELF reader). shim/: the preloaded library's front end (hooks, drain engine,
-# backtraces). trap/: the seccomp supervisor's front end, inside the CLI;
+# ELF reader, the drain engine and its loop, the fork/close gate). shim/: the
+# preloaded library's front end (hooks, backtraces, identity). trap/: the seccomp supervisor's front end, inside the CLI;
 # trap/real_libc.c binds core/real.h to plain libc where shim/real.c uses dlsym.
 CORE_SRC  := $(wildcard core/*.c)
 CORE_OBJ  := $(CORE_SRC:%.c=$(BUILD)/%.o)
@@ -47,11 +47,6 @@ TOOL_LIB_SRC := $(filter-out $(TOOL_MAINS),$(wildcard tools/*.c))
 TOOL_LIB_OBJ := $(TOOL_LIB_SRC:%.c=$(BUILD)/%.o)
 TRAP_SRC  := $(wildcard trap/*.c)
 TRAP_OBJ  := $(TRAP_SRC:%.c=$(BUILD)/%.o)
-# The drain engine (shim/drain.c, drain_loop.c: slots, the drain thread, the
-# discard loop, timeouts, results, records) runs in the supervisor too, as
-# it is: drain mode through the trap (trap/drains.c). forkgate.o only for the
-# link: the sync path it serves is never taken there (the engine runs async).
-DRAIN_OBJ := $(BUILD)/shim/drain.o $(BUILD)/shim/drain_loop.o $(BUILD)/shim/forkgate.o
 PROG_SRC  := $(wildcard tests/progs/*.c)
 PROG_BIN  := $(PROG_SRC:tests/progs/%.c=$(BUILD)/tests/%)
 DEMO_SRC  := $(wildcard demo/*.c)
@@ -105,16 +100,14 @@ $(BUILD)/trap/%.o: trap/%.c trap/*.h core/*.h include/closewatch.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-# The supervisor's side of the drain engine reads its slots (layout in shim/).
-$(BUILD)/trap/drains.o $(BUILD)/trap/supervisor.o: shim/drain.h shim/drain_int.h
 
 # Takes the address of _Exit, which GCC treats as a builtin otherwise.
 $(BUILD)/trap/real_libc.o: CFLAGS_ALL += -fno-builtin
 
-$(CLI): $(BUILD)/tools/closewatch.o $(TOOL_LIB_OBJ) $(TRAP_OBJ) $(CORE_OBJ) $(DRAIN_OBJ)
+$(CLI): $(BUILD)/tools/closewatch.o $(TOOL_LIB_OBJ) $(TRAP_OBJ) $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) $(UNWIND_REMOTE_LIBS) -lpthread
 
-$(PCAPTOOL): $(BUILD)/tools/cw-pcap.o $(TOOL_LIB_OBJ) $(TRAP_OBJ) $(CORE_OBJ) $(DRAIN_OBJ)
+$(PCAPTOOL): $(BUILD)/tools/cw-pcap.o $(TOOL_LIB_OBJ) $(TRAP_OBJ) $(CORE_OBJ)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PCAP_LIBS) $(SECCOMP_LIBS) $(UNWIND_REMOTE_LIBS) -lpthread
 
 # Test programs are ordinary programs: they know nothing of closewatch, except

@@ -1,4 +1,4 @@
-/* The supervisor's side of the drain engine. The engine (shim/drain.c,
+/* The supervisor's side of the drain engine. The engine (core/drain.c,
  * drain_loop.c: slots, the drain thread, the reading loop, timeouts, results
  * and records) runs in closewatch itself, unchanged: the supervisor hands it
  * its pidfd_getfd duplicate of the program's socket (cw_drain_prepare takes
@@ -11,7 +11,7 @@
  * drains before `run` writes its summary. */
 #include "drains.h"
 #include "../core/config.h"
-#include "../shim/drain_int.h"
+#include "../core/drain_int.h"
 #include "../core/fdtable.h"
 
 #include <time.h>

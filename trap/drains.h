@@ -3,7 +3,7 @@
 #ifndef CW_TRAP_DRAINS_H
 #define CW_TRAP_DRAINS_H
 
-#include "../shim/drain.h"
+#include "../core/drain.h"
 
 #include <stdint.h>
 
