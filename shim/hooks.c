@@ -221,14 +221,30 @@ static int needs_look(int fd, uint8_t entry)
 	return entry || !ready() || !cw_fd_in_table(fd);
 }
 
-/* Shared frame of the hooks that close: errno kept, depth counted. */
+/* Shared frame of the hooks that close: errno kept, depth counted, and no
+ * pthread_cancel acting inside the shim's own work: its write, poll, open and
+ * nanosleep are cancellation points where the hooked call may have none
+ * (shutdown, _exit), and a thread unwound from the middle of it would leave
+ * the fork gate's and the drain's shared counts raised for good. */
 #define SHIM_BEGIN()                                                            \
 	int saved_errno_ = errno;                                               \
+	int cancel_state_;                                                      \
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state_);         \
 	depth++;                                                                \
 	cw_init()
 #define SHIM_END()                                                              \
 	depth--;                                                                \
+	pthread_setcancelstate(cancel_state_, NULL);                            \
 	errno = saved_errno_
+
+/* The real close of a hook that entered the fork gate is a cancellation
+ * point (glibc acts on a pending cancel before the system call, the fd left
+ * open): leave the gate on the way out of the thread too. */
+static void close_gate_leave(void *unused)
+{
+	(void)unused;
+	cw_forkgate_close_end();
+}
 
 /* ---- close ---------------------------------------------------------------------- */
 
@@ -251,8 +267,10 @@ HOOK int close(int fd)
 	socket_going_away(fd, now ? now : entry, CW_CALL_CLOSE, 1);
 	SHIM_END();
 	/* Never retried on EINTR: on Linux the fd is gone either way. */
-	int rc = REAL(close)(fd);
-	cw_forkgate_close_end();
+	int rc;
+	pthread_cleanup_push(close_gate_leave, NULL);
+	rc = REAL(close)(fd);
+	pthread_cleanup_pop(1);
 	return rc;
 }
 
@@ -682,8 +700,10 @@ HOOK int fclose(FILE *stream)
 			uint8_t now = cw_fd_get(fd);
 			socket_going_away(fd, now ? now : entry, CW_CALL_FCLOSE, 0);
 			SHIM_END();
-			int rc = REAL(fclose)(stream);
-			cw_forkgate_close_end();
+			int rc;
+			pthread_cleanup_push(close_gate_leave, NULL);
+			rc = REAL(fclose)(stream); /* its flush may write(): a cancellation point */
+			pthread_cleanup_pop(1);
 			return rc;
 		}
 	}

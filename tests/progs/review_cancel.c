@@ -1,0 +1,64 @@
+/* review_cancel MODE [FORKS] — a thread with a cancel pending calls one socket call.
+ *
+ * close:    close() is a cancellation point: glibc acts on the pending cancel
+ *           before the system call (the fd stays open) and the thread unwinds
+ *           out of the call. Then the program forks FORKS times; each fork
+ *           must proceed as without a preloaded library (the test counts the
+ *           waiting syscalls, sched_yield and nanosleep, under strace: the
+ *           program makes none).
+ * shutdown: shutdown() is not a cancellation point: the thread returns from
+ *           it and goes on (it then turns cancellation off and says so).
+ *
+ * Prints "cancelled 0|1", "fd_open 1|0", "forks N". */
+#include <pthread.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int sock = -1;
+static const char *mode;
+
+static void *victim(void *arg)
+{
+	(void)arg;
+	pthread_cancel(pthread_self()); /* deferred: acts at the next cancellation point */
+	if (!strcmp(mode, "close"))
+		close(sock);
+	else
+		shutdown(sock, SHUT_RDWR);
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	mode = argc > 1 ? argv[1] : "close";
+	int forks = argc > 2 ? atoi(argv[2]) : 3;
+	int pair[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair))
+		return 2;
+	sock = pair[0];
+	if (write(pair[1], "x", 1) != 1) /* an unread byte: a risky verdict */
+		return 2;
+	pthread_t t;
+	void *res = NULL;
+	if (pthread_create(&t, NULL, victim, NULL) || pthread_join(t, &res))
+		return 3;
+	printf("cancelled %d\n", res == PTHREAD_CANCELED);
+	printf("fd_open %d\n", fcntl(sock, F_GETFD) >= 0);
+	fflush(stdout);
+	int done = 0;
+	for (int i = 0; i < forks; i++) {
+		pid_t p = fork();
+		if (p == 0)
+			_exit(0);
+		if (p > 0 && waitpid(p, NULL, 0) == p)
+			done++;
+	}
+	printf("forks %d\n", done);
+	return 0;
+}
