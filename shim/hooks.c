@@ -301,6 +301,7 @@ HOOK int shutdown(int fd, int how)
 	 * or reset) gets ENOTCONN, and a call that fails shuts nothing. */
 	int rc = REAL(shutdown)(fd, how);
 	if (rc == 0 && due) {
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state_);
 		depth++;
 		if (cw_cfg.mode == CW_MODE_WARN && closewatch_verdict_is_risky(ev.rec.verdict))
 			ev.action = CW_ACTION_WARNED;
@@ -308,6 +309,7 @@ HOOK int shutdown(int fd, int how)
 		if (ev.action == CW_ACTION_WARNED)
 			cw_warn(&ev);
 		depth--;
+		pthread_setcancelstate(cancel_state_, NULL);
 		errno = saved_errno_; /* a call that succeeded left errno alone */
 	}
 	return rc;

@@ -44,3 +44,16 @@ def test_thread_cancelled_in_close_leaves_later_forks_unhindered(ctx):
              l.split(None, 1)[1].startswith(("sched_yield(", "nanosleep(", "clock_nanosleep("))]
     assert not waits, f"{len(waits)} waits in the forking thread, first: {waits[0]}"
 
+
+def test_cancel_pending_shutdown_is_not_a_cancellation_point(ctx):
+    """shutdown() is not a cancellation point: a thread with a cancel pending returns from
+    it. The shim's record write (write() is one) used to act on the cancel inside
+    shutdown() and end the thread there."""
+    argv = [prog("review_cancel"), "shutdown", "0"]
+    plain = run(argv, plain_env())
+    assert plain[0] == "cancelled 0", plain
+    for fmt in ("json", "text"):
+        lines = run(argv, shim_env(log=ctx.path(f"log-{fmt}"), fmt=fmt, events="all"))
+        assert lines[0] == "cancelled 0", (fmt, lines)
+        lines = run(argv, shim_env(fmt=fmt, events="all"))  # records on stderr
+        assert lines[0] == "cancelled 0", (fmt, lines)
