@@ -742,8 +742,12 @@ __attribute__((destructor)) static void closewatch_destructor(void)
 static void exit_now(void)
 {
 	if (ready() && (int)getpid() == atomic_load(&self_pid)) {
+		/* _exit is no cancellation point; the writes here are. */
+		int cancel_state;
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 		cw_drain_flush_close_records();
 		cw_log_report_lost();
+		pthread_setcancelstate(cancel_state, NULL);
 	}
 }
 
@@ -808,9 +812,13 @@ static int exec_begin(void)
 	if (!ready())
 		return 0;
 	if (me == atomic_load(&self_pid)) {
-		/* Our drain thread ends with this image: its records now. */
+		/* Our drain thread ends with this image: its records now (exec is
+		 * no cancellation point; the writes here are). */
+		int cancel_state;
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 		cw_drain_flush_close_records();
 		cw_log_report_lost();
+		pthread_setcancelstate(cancel_state, NULL);
 		return 0;
 	}
 	cw_fd_mark_all_sockets(CW_FD_FORKED);

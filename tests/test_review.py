@@ -15,6 +15,11 @@ def run(argv, env, timeout=60):
     return r.stdout.split("\n")
 
 
+def after_start(lines):
+    assert lines[0] == "start", lines
+    return lines[1:]
+
+
 def strace_env_args(env):
     args = []
     for k, v in env.items():
@@ -31,11 +36,12 @@ def test_thread_cancelled_in_close_leaves_later_forks_unhindered(ctx):
     if not shutil.which("strace"):
         cwtest.skip("strace is not installed")
     argv = [prog("review_cancel"), "close", "3"]
-    plain = run(argv, plain_env())
+    plain = after_start(run(argv, plain_env()))
     assert plain[:3] == ["cancelled 1", "fd_open 1", "forks 3"], plain
     out = ctx.path("strace-cancel.txt")
     env = shim_env(log=ctx.path("log"), events="all")
-    lines = run(["strace", "-f", "-qq", "-o", out] + strace_env_args(env) + argv, plain_env())
+    lines = after_start(run(["strace", "-f", "-qq", "-o", out] + strace_env_args(env) + argv,
+                            plain_env()))
     assert lines[:3] == plain[:3], lines
     with open(out) as f:
         trace = f.read().splitlines()
@@ -50,10 +56,28 @@ def test_cancel_pending_shutdown_is_not_a_cancellation_point(ctx):
     it. The shim's record write (write() is one) used to act on the cancel inside
     shutdown() and end the thread there."""
     argv = [prog("review_cancel"), "shutdown", "0"]
-    plain = run(argv, plain_env())
+    plain = after_start(run(argv, plain_env()))
     assert plain[0] == "cancelled 0", plain
     for fmt in ("json", "text"):
-        lines = run(argv, shim_env(log=ctx.path(f"log-{fmt}"), fmt=fmt, events="all"))
+        lines = after_start(run(argv, shim_env(log=ctx.path(f"log-{fmt}"), fmt=fmt, events="all")))
         assert lines[0] == "cancelled 0", (fmt, lines)
-        lines = run(argv, shim_env(fmt=fmt, events="all"))  # records on stderr
+        lines = after_start(run(argv, shim_env(fmt=fmt, events="all")))  # records on stderr
         assert lines[0] == "cancelled 0", (fmt, lines)
+
+
+def test_cancel_pending_spawn_and_exec_are_not_cancellation_points(ctx):
+    """posix_spawn() and execv() are no cancellation points. Under `closewatch run` (the
+    status channel set) the shim reads the target's ELF headers first with open() and
+    pread(), which are: a pending cancel used to end the thread there (the spawned child
+    never reaped, the exec never made)."""
+    status = ctx.path("status")
+    open(status, "w").close()
+    for mode, want in (("spawn", ["start", "spawned 1", "cancelled 0"]), ("exec", ["start", ""])):
+        argv = [prog("review_cancel"), mode, "0"]
+        plain = run(argv, plain_env())
+        assert plain[:len(want)] == want, (mode, plain)
+        env = shim_env(log=ctx.path(f"log-{mode}"), extra={"CLOSEWATCH_RUN_STATUS": status})
+        lines = run(argv, env)
+        assert lines == plain, (mode, lines)
+    with open(status) as f:
+        assert "exe=/usr/bin/true" in f.read(), "the status channel was in use"

@@ -8,9 +8,14 @@
  *           program makes none).
  * shutdown: shutdown() is not a cancellation point: the thread returns from
  *           it and goes on (it then turns cancellation off and says so).
+ * spawn:    posix_spawn() of /bin/true is not one either: likewise, and the
+ *           child is reaped ("spawned 1").
+ * exec:     execv() of /bin/true is not one: the process becomes /bin/true
+ *           and prints nothing more.
  *
  * Prints "cancelled 0|1", "fd_open 1|0", "forks N". */
 #include <pthread.h>
+#include <spawn.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +31,20 @@ static void *victim(void *arg)
 {
 	(void)arg;
 	pthread_cancel(pthread_self()); /* deferred: acts at the next cancellation point */
+	char *argv[] = {"true", NULL};
+	pid_t pid = -1;
+	int rc = 0;
 	if (!strcmp(mode, "close"))
 		close(sock);
+	else if (!strcmp(mode, "spawn"))
+		rc = posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ);
+	else if (!strcmp(mode, "exec"))
+		execv("/bin/true", argv);
 	else
 		shutdown(sock, SHUT_RDWR);
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	if (!strcmp(mode, "spawn"))
+		printf("spawned %d\n", rc == 0 && waitpid(pid, NULL, 0) == pid);
 	return NULL;
 }
 
@@ -44,6 +58,8 @@ int main(int argc, char **argv)
 	sock = pair[0];
 	if (write(pair[1], "x", 1) != 1) /* an unread byte: a risky verdict */
 		return 2;
+	printf("start\n");
+	fflush(stdout);
 	pthread_t t;
 	void *res = NULL;
 	if (pthread_create(&t, NULL, victim, NULL) || pthread_join(t, &res))
