@@ -594,11 +594,23 @@ HOOK int setsockopt(int fd, int level, int optname, const void *optval, socklen_
 	return rc;
 }
 
+/* accept() is a cancellation point: a thread cancelled in it (blocked on a
+ * listener, the usual way to stop an acceptor) leaves `making` as it found
+ * it, or every later child would take itself for one forked mid-accept. */
+static void make_leave(void *unused)
+{
+	(void)unused;
+	cw_forkgate_make_end();
+}
+
 HOOK int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
 	cw_forkgate_make_begin();
 	unsigned gen = cw_forkgate_gen();
-	int rc = REAL(accept)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len);
+	int rc;
+	pthread_cleanup_push(make_leave, NULL); /* a cancellation point */
+	rc = REAL(accept)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len);
+	pthread_cleanup_pop(0);
 	note_accepted(fd, rc, gen);
 	cw_forkgate_make_end();
 	return rc;
@@ -608,7 +620,10 @@ HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
 	cw_forkgate_make_begin();
 	unsigned gen = cw_forkgate_gen();
-	int rc = REAL(accept4)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len, flags);
+	int rc;
+	pthread_cleanup_push(make_leave, NULL); /* a cancellation point */
+	rc = REAL(accept4)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len, flags);
+	pthread_cleanup_pop(0);
 	note_accepted(fd, rc, gen);
 	cw_forkgate_make_end();
 	return rc;

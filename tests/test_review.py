@@ -81,3 +81,27 @@ def test_cancel_pending_spawn_and_exec_are_not_cancellation_points(ctx):
         assert lines == plain, (mode, lines)
     with open(status) as f:
         assert "exe=/usr/bin/true" in f.read(), "the status channel was in use"
+
+
+def test_thread_cancelled_in_accept_leaves_later_children_alone(ctx):
+    """accept() is a cancellation point (stopping an acceptor thread is the usual use). A
+    thread cancelled in it used to leave the fork gate's count of sockets being made
+    raised: every later child took itself for one forked in the middle of an accept and
+    listed /proc/self/fd at its exit. Counted by strace in the children, not timed."""
+    if not shutil.which("strace"):
+        cwtest.skip("strace is not installed")
+    argv = [prog("review_cancel"), "accept", "2"]
+    plain = after_start(run(argv, plain_env()))
+    assert plain[:3] == ["cancelled 1", "fd_open 1", "forks 2"], plain
+    out = ctx.path("strace-accept.txt")
+    env = shim_env(log=ctx.path("log"), events="all")
+    lines = after_start(run(["strace", "-f", "-qq", "-o", out, "-e", "trace=openat,fork,clone"]
+                            + strace_env_args(env) + argv, plain_env()))
+    assert lines[:3] == plain[:3], lines
+    with open(out) as f:
+        trace = f.read().splitlines()
+    main_pid = trace[0].split()[0]
+    scans = [l for l in trace if l.split()[0] != main_pid and '"/proc/self/fd"' in l]
+    children = {l.split()[0] for l in trace if l.split()[0] != main_pid}
+    assert len(children) >= 2, "the children are in the trace"
+    assert not scans, f"{len(scans)} children listed their fds, first: {scans[0]}"

@@ -12,6 +12,9 @@
  *           child is reaped ("spawned 1").
  * exec:     execv() of /bin/true is not one: the process becomes /bin/true
  *           and prints nothing more.
+ * accept:   accept() on a listener is a cancellation point: the thread ends
+ *           there; then FORKS children that exit with exit() (the test counts
+ *           their getdents64 under strace: the program makes none).
  *
  * Prints "cancelled 0|1", "fd_open 1|0", "forks N". */
 #include <pthread.h>
@@ -20,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,6 +44,8 @@ static void *victim(void *arg)
 		rc = posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ);
 	else if (!strcmp(mode, "exec"))
 		execv("/bin/true", argv);
+	else if (!strcmp(mode, "accept"))
+		accept(sock, NULL, NULL);
 	else
 		shutdown(sock, SHUT_RDWR);
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
@@ -56,6 +62,12 @@ int main(int argc, char **argv)
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair))
 		return 2;
 	sock = pair[0];
+	if (!strcmp(mode, "accept")) {
+		sock = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		if (sock < 0 || bind(sock, (struct sockaddr *)&a, sizeof a) || listen(sock, 1))
+			return 2;
+	}
 	if (write(pair[1], "x", 1) != 1) /* an unread byte: a risky verdict */
 		return 2;
 	printf("start\n");
@@ -70,8 +82,11 @@ int main(int argc, char **argv)
 	int done = 0;
 	for (int i = 0; i < forks; i++) {
 		pid_t p = fork();
-		if (p == 0)
+		if (p == 0) {
+			if (!strcmp(mode, "accept"))
+				exit(0);
 			_exit(0);
+		}
 		if (p > 0 && waitpid(p, NULL, 0) == p)
 			done++;
 	}
