@@ -1,10 +1,11 @@
 """Defects found in a review of the preloaded library, each shown by a program
 that behaves differently under the shim than without it (tests/progs/review_*.c)."""
+import os
 import shutil
 import subprocess
 
 import cwtest
-from cwtest import plain_env, prog, shim_env
+from cwtest import plain_env, prog, read_records, shim_env
 
 
 def run(argv, env, timeout=60):
@@ -105,3 +106,23 @@ def test_thread_cancelled_in_accept_leaves_later_children_alone(ctx):
     children = {l.split()[0] for l in trace if l.split()[0] != main_pid}
     assert len(children) >= 2, "the children are in the trace"
     assert not scans, f"{len(scans)} children listed their fds, first: {scans[0]}"
+
+
+def test_vfork_child_record_leaves_the_parents_log_alone(ctx):
+    """A vfork() child shares the parent's memory, not its fd table. With a per-process
+    log file (%p), opened by a process's first record, a child that closed a socket before
+    the parent logged anything used to open its file and leave that fd's number as the
+    log fd in the shared memory: the parent's records then went to a number not open in
+    the parent (lost, "Bad file descriptor"; or into whatever file the program opened
+    there later). Each process's records must be in its own file."""
+    d = ctx.path("logs")
+    os.mkdir(d)
+    env = shim_env(log=os.path.join(d, "cw.%p.log"), events="all")
+    lines = run([prog("review_vfork")], env)
+    vals = dict(l.split(" ", 1) for l in lines if l)
+    child, parent = int(vals["child"]), int(vals["parent"])
+    child_fd, parent_fd = (int(x) for x in vals["closed"].split())
+    mine = read_records(os.path.join(d, f"cw.{parent}.log"))
+    assert [r for r in mine if r["call"] == "close" and r["fd"] == parent_fd], mine
+    theirs = read_records(os.path.join(d, f"cw.{child}.log"))
+    assert [r for r in theirs if r["call"] == "close" and r["fd"] == child_fd], theirs
