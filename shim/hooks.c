@@ -79,6 +79,7 @@ static void after_fork_child(void)
 static void init_body(void)
 {
 	atomic_store(&self_pid, (int)getpid());
+	cw_ident_init();
 	cw_real_bind();
 	const char *host, *exe;
 	cw_ident_where(&host, &exe); /* read once, now: no syscall per record */

@@ -126,3 +126,20 @@ def test_vfork_child_record_leaves_the_parents_log_alone(ctx):
     assert [r for r in mine if r["call"] == "close" and r["fd"] == parent_fd], mine
     theirs = read_records(os.path.join(d, f"cw.{child}.log"))
     assert [r for r in theirs if r["call"] == "close" and r["fd"] == child_fd], theirs
+
+
+def test_vfork_child_record_leaves_the_parents_pid_alone(ctx):
+    """The pid and this thread's tid are cached at their first record. A vfork() child
+    whose record came first used to cache its own pid and tid in the memory and the
+    thread-local storage it shares with the parent: every later record of the parent
+    carried the child's pid and tid."""
+    env = shim_env(log=ctx.path("log"), events="all")
+    lines = run([prog("review_vfork")], env)
+    vals = dict(l.split(" ", 1) for l in lines if l)
+    child, parent = int(vals["child"]), int(vals["parent"])
+    child_fd, parent_fd = (int(x) for x in vals["closed"].split())
+    recs = read_records(ctx.path("log"))
+    got = [(r["call"], r["fd"], r["pid"], r["tid"]) for r in recs if r["call"] == "close"]
+    assert ("close", child_fd, child, child) in got, got
+    assert ("close", parent_fd, parent, parent) in got, got
+    assert all(r["pid"] == parent for r in recs if r["call"] == "exit"), recs
