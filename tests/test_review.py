@@ -21,6 +21,15 @@ def after_start(lines):
     return lines[1:]
 
 
+def no_cancel_under_asan():
+    """ASan cannot follow a thread cancellation: the frames the forced unwind leaves are
+    not unpoisoned, and its own thread exit then reports a stack-buffer-underflow in the
+    test program itself, with or without the shim. These tests run everywhere else
+    (plain build, TSan)."""
+    if os.environ.get("CW_SANITIZER") == "asan":
+        raise cwtest.Skip("ASan misreads a cancelled thread's stack (in the program itself)")
+
+
 def strace_env_args(env):
     args = []
     for k, v in env.items():
@@ -34,6 +43,7 @@ def test_thread_cancelled_in_close_leaves_later_forks_unhindered(ctx):
     gate's count of closes in flight raised forever: every later fork then waited the
     gate's whole bound (sched_yield and nanosleep in the forking thread). The program
     itself makes neither call; counted by strace in the main thread, not timed."""
+    no_cancel_under_asan()
     if not shutil.which("strace"):
         cwtest.skip("strace is not installed")
     argv = [prog("review_cancel"), "close", "3"]
@@ -89,6 +99,7 @@ def test_thread_cancelled_in_accept_leaves_later_children_alone(ctx):
     thread cancelled in it used to leave the fork gate's count of sockets being made
     raised: every later child took itself for one forked in the middle of an accept and
     listed /proc/self/fd at its exit. Counted by strace in the children, not timed."""
+    no_cancel_under_asan()
     if not shutil.which("strace"):
         cwtest.skip("strace is not installed")
     argv = [prog("review_cancel"), "accept", "2"]
