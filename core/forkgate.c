@@ -2,6 +2,7 @@
 #include "forkgate.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -90,12 +91,16 @@ void cw_forkgate_close_resume(int paused)
 void cw_forkgate_fork_begin(void)
 {
 	int saved = errno;
+	/* fork and posix_spawn are no cancellation points; the naps are. */
+	int cancel_state;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 	atomic_fetch_add(&forking, 1);
 	atomic_fetch_add(&generation, 1);
 	my_forking++;
 	int64_t deadline = 0;
 	for (int turn = 0; atomic_load(&closing) > my_closing && wait_turn(turn, &deadline); turn++)
 		;
+	pthread_setcancelstate(cancel_state, NULL);
 	errno = saved;
 }
 

@@ -203,6 +203,9 @@ static atomic_int fallback = CW_LOG_STDERR;
  * record, so that processes that log nothing (a shell, a wrapper that execs)
  * leave no empty file behind. 1 while not yet opened. */
 static atomic_int open_at_first_record;
+/* The process this memory belongs to. A vfork() child shares the memory but
+ * not the fd table: an fd it opened must never be published in log_fd. */
+static atomic_int owner_pid;
 
 /* O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of blocking the
  * program before main; a full FIFO answers EAGAIN. */
@@ -323,6 +326,7 @@ static int per_process_file(void)
 
 void cw_log_open(void)
 {
+	atomic_store(&owner_pid, (int)getpid());
 	if (per_process_file()) {
 		atomic_store(&open_at_first_record, 1);
 		return;
@@ -362,6 +366,7 @@ static int open_now(void)
 
 void cw_log_after_fork_child(void)
 {
+	atomic_store(&owner_pid, (int)getpid());
 	/* Losses so far are the parent's to report; the warning is not repeated. */
 	atomic_store(&lost_n, 0);
 	atomic_store(&lost_reported, 0);
@@ -394,6 +399,25 @@ void cw_log_relocate_if(int fd)
 	}
 	cw_fd_set(moved, CW_FD_PRIVATE);
 	atomic_store(&log_fd, moved);
+}
+
+/* A %p file not opened yet, and this is a child sharing our memory (vfork):
+ * its record goes to its own file (%p is its pid) through an fd of its own,
+ * opened and closed here; nothing of it is left in the shared memory. */
+static int write_from_memory_sharing_child(const char *buf, size_t len)
+{
+	if (!atomic_load(&open_at_first_record) || atomic_load(&log_fd) >= 0 ||
+	    (int)getpid() == atomic_load(&owner_pid))
+		return -1;
+	char path[CW_PATH_MAX + 32];
+	expand_path(path, sizeof path);
+	int fd = open(path, LOG_FILE_FLAGS, 0600);
+	if (fd < 0)
+		return 0; /* no file, no record: the child's own stderr is not ours to use */
+	atomic_int stalled = 0;
+	(void)put_all(fd, write_kind_of(fd, CW_LOG_FILE), buf, len, &stalled);
+	REAL(close)(fd);
+	return 0;
 }
 
 /* After a failed relocation: one thread reopens the target, quietly (the
@@ -452,6 +476,8 @@ void cw_log_event(const struct cw_event *ev)
 	n += cw_record_format(buf + n, CW_LINE_MAX + 1, ev, cw_cfg.json);
 	if (log_is_syslog && n && buf[n - 1] == '\n')
 		n--; /* syslog messages carry no newline */
+	if (write_from_memory_sharing_child(buf, n) == 0)
+		return;
 	int fd = current_fd();
 	if (fd < 0 && atomic_load(&fallback) != CW_LOG_STDERR) {
 		/* the file could not be opened again: drop, never into stderr */

@@ -79,6 +79,7 @@ static void after_fork_child(void)
 static void init_body(void)
 {
 	atomic_store(&self_pid, (int)getpid());
+	cw_ident_init();
 	cw_real_bind();
 	const char *host, *exe;
 	cw_ident_where(&host, &exe); /* read once, now: no syscall per record */
@@ -221,14 +222,30 @@ static int needs_look(int fd, uint8_t entry)
 	return entry || !ready() || !cw_fd_in_table(fd);
 }
 
-/* Shared frame of the hooks that close: errno kept, depth counted. */
+/* Shared frame of the hooks that close: errno kept, depth counted, and no
+ * pthread_cancel acting inside the shim's own work: its write, poll, open and
+ * nanosleep are cancellation points where the hooked call may have none
+ * (shutdown, _exit), and a thread unwound from the middle of it would leave
+ * the fork gate's and the drain's shared counts raised for good. */
 #define SHIM_BEGIN()                                                            \
 	int saved_errno_ = errno;                                               \
+	int cancel_state_;                                                      \
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state_);         \
 	depth++;                                                                \
 	cw_init()
 #define SHIM_END()                                                              \
 	depth--;                                                                \
+	pthread_setcancelstate(cancel_state_, NULL);                            \
 	errno = saved_errno_
+
+/* The real close of a hook that entered the fork gate is a cancellation
+ * point (glibc acts on a pending cancel before the system call, the fd left
+ * open): leave the gate on the way out of the thread too. */
+static void close_gate_leave(void *unused)
+{
+	(void)unused;
+	cw_forkgate_close_end();
+}
 
 /* ---- close ---------------------------------------------------------------------- */
 
@@ -251,8 +268,10 @@ HOOK int close(int fd)
 	socket_going_away(fd, now ? now : entry, CW_CALL_CLOSE, 1);
 	SHIM_END();
 	/* Never retried on EINTR: on Linux the fd is gone either way. */
-	int rc = REAL(close)(fd);
-	cw_forkgate_close_end();
+	int rc;
+	pthread_cleanup_push(close_gate_leave, NULL);
+	rc = REAL(close)(fd);
+	pthread_cleanup_pop(1);
 	return rc;
 }
 
@@ -283,6 +302,7 @@ HOOK int shutdown(int fd, int how)
 	 * or reset) gets ENOTCONN, and a call that fails shuts nothing. */
 	int rc = REAL(shutdown)(fd, how);
 	if (rc == 0 && due) {
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state_);
 		depth++;
 		if (cw_cfg.mode == CW_MODE_WARN && closewatch_verdict_is_risky(ev.rec.verdict))
 			ev.action = CW_ACTION_WARNED;
@@ -290,6 +310,7 @@ HOOK int shutdown(int fd, int how)
 		if (ev.action == CW_ACTION_WARNED)
 			cw_warn(&ev);
 		depth--;
+		pthread_setcancelstate(cancel_state_, NULL);
 		errno = saved_errno_; /* a call that succeeded left errno alone */
 	}
 	return rc;
@@ -574,11 +595,23 @@ HOOK int setsockopt(int fd, int level, int optname, const void *optval, socklen_
 	return rc;
 }
 
+/* accept() is a cancellation point: a thread cancelled in it (blocked on a
+ * listener, the usual way to stop an acceptor) leaves `making` as it found
+ * it, or every later child would take itself for one forked mid-accept. */
+static void make_leave(void *unused)
+{
+	(void)unused;
+	cw_forkgate_make_end();
+}
+
 HOOK int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
 	cw_forkgate_make_begin();
 	unsigned gen = cw_forkgate_gen();
-	int rc = REAL(accept)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len);
+	int rc;
+	pthread_cleanup_push(make_leave, NULL); /* a cancellation point */
+	rc = REAL(accept)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len);
+	pthread_cleanup_pop(0);
 	note_accepted(fd, rc, gen);
 	cw_forkgate_make_end();
 	return rc;
@@ -588,7 +621,10 @@ HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
 	cw_forkgate_make_begin();
 	unsigned gen = cw_forkgate_gen();
-	int rc = REAL(accept4)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len, flags);
+	int rc;
+	pthread_cleanup_push(make_leave, NULL); /* a cancellation point */
+	rc = REAL(accept4)(cw_fd_get(fd) & CW_FD_PRIVATE ? -1 : fd, addr, len, flags);
+	pthread_cleanup_pop(0);
 	note_accepted(fd, rc, gen);
 	cw_forkgate_make_end();
 	return rc;
@@ -682,8 +718,10 @@ HOOK int fclose(FILE *stream)
 			uint8_t now = cw_fd_get(fd);
 			socket_going_away(fd, now ? now : entry, CW_CALL_FCLOSE, 0);
 			SHIM_END();
-			int rc = REAL(fclose)(stream);
-			cw_forkgate_close_end();
+			int rc;
+			pthread_cleanup_push(close_gate_leave, NULL);
+			rc = REAL(fclose)(stream); /* its flush may write(): a cancellation point */
+			pthread_cleanup_pop(1);
 			return rc;
 		}
 	}
@@ -720,8 +758,12 @@ __attribute__((destructor)) static void closewatch_destructor(void)
 static void exit_now(void)
 {
 	if (ready() && (int)getpid() == atomic_load(&self_pid)) {
+		/* _exit is no cancellation point; the writes here are. */
+		int cancel_state;
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 		cw_drain_flush_close_records();
 		cw_log_report_lost();
+		pthread_setcancelstate(cancel_state, NULL);
 	}
 }
 
@@ -786,9 +828,13 @@ static int exec_begin(void)
 	if (!ready())
 		return 0;
 	if (me == atomic_load(&self_pid)) {
-		/* Our drain thread ends with this image: its records now. */
+		/* Our drain thread ends with this image: its records now (exec is
+		 * no cancellation point; the writes here are). */
+		int cancel_state;
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 		cw_drain_flush_close_records();
 		cw_log_report_lost();
+		pthread_setcancelstate(cancel_state, NULL);
 		return 0;
 	}
 	cw_fd_mark_all_sockets(CW_FD_FORKED);

@@ -39,6 +39,16 @@ void cw_ident_get(pid_t *pid, pid_t *tid, char comm[17])
 		 * the same values. tid goes last, as the mark of a complete set. */
 		char name[17] = {0};
 		REAL(prctl)(PR_GET_NAME, (unsigned long)name, 0UL, 0UL, 0UL);
+		int real_pid = (int)getpid();
+		if (real_pid != p) {
+			/* A child sharing our memory and this thread's TLS (vfork):
+			 * its own values for this record, nothing cached for the
+			 * parent, which would carry them from now on. */
+			*pid = real_pid;
+			*tid = gettid();
+			memcpy(comm, name, sizeof name);
+			return;
+		}
 		memcpy(me.comm, name, sizeof name);
 		me.generation = gen;
 		atomic_signal_fence(memory_order_seq_cst);
@@ -47,6 +57,11 @@ void cw_ident_get(pid_t *pid, pid_t *tid, char comm[17])
 	*pid = p;
 	*tid = me.tid;
 	memcpy(comm, me.comm, sizeof me.comm);
+}
+
+void cw_ident_init(void)
+{
+	atomic_store(&known_pid, (int)getpid());
 }
 
 void cw_ident_after_fork_child(void)

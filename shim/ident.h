@@ -10,6 +10,10 @@
  * thread. Async-signal-safe; no syscall once the thread's values are known. */
 void cw_ident_get(pid_t *pid, pid_t *tid, char comm[17]);
 
+/* At init: the pid read now, never first by a vfork child that would leave
+ * its own in the memory it shares with the parent. */
+void cw_ident_init(void);
+
 /* In a forked child: a new pid, and a new tid for the thread that forked. */
 void cw_ident_after_fork_child(void);
 

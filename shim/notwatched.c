@@ -5,6 +5,7 @@
 #include "runstatus.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -38,6 +39,10 @@ void cw_notwatched_check(const char *file, int search, pid_t pid)
 	if (!file || !channel())
 		return;
 	int saved = errno;
+	/* Called in exec and posix_spawn, which are no cancellation points; the
+	 * open() and pread() below are: a pending cancel must not act here. */
+	int cancel_state;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 	char path[512], why[200], line[LINE_CAP];
 	int found = search ? cw_elf_resolve(file, getenv("PATH"), path, sizeof(path)) == 0
 			   : (cw_put(path, sizeof(path), 0, file), 1);
@@ -51,5 +56,6 @@ void cw_notwatched_check(const char *file, int search, pid_t pid)
 			cw_runstatus_put(line, len);
 		}
 	}
+	pthread_setcancelstate(cancel_state, NULL);
 	errno = saved;
 }
