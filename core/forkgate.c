@@ -51,17 +51,19 @@ void cw_forkgate_close_begin(void)
 		/* Wait out a fork without showing up in `closing`: a fork waits
 		 * only for the closes really in flight. */
 		if (atomic_load(&forking) <= my_forking) {
-			atomic_fetch_add(&closing, 1);
+			/* Our own count first in, last out: a signal handler on this
+			 * thread that forks in between never waits for us. */
 			my_closing++;
+			atomic_fetch_add(&closing, 1);
 			/* seq_cst: either this thread sees the fork, or the fork sees us. */
 			if (atomic_load(&forking) <= my_forking)
 				break;
-			my_closing--;
 			atomic_fetch_sub(&closing, 1);
+			my_closing--;
 		}
 		if (!wait_turn(turn, &deadline)) {
-			atomic_fetch_add(&closing, 1);
 			my_closing++;
+			atomic_fetch_add(&closing, 1);
 			break;
 		}
 	}
@@ -70,8 +72,8 @@ void cw_forkgate_close_begin(void)
 
 void cw_forkgate_close_end(void)
 {
-	my_closing--;
 	atomic_fetch_sub(&closing, 1);
+	my_closing--;
 }
 
 int cw_forkgate_close_pause(void)
@@ -94,9 +96,9 @@ void cw_forkgate_fork_begin(void)
 	/* fork and posix_spawn are no cancellation points; the naps are. */
 	int cancel_state;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+	my_forking++; /* first in, last out (see cw_forkgate_close_begin) */
 	atomic_fetch_add(&forking, 1);
 	atomic_fetch_add(&generation, 1);
-	my_forking++;
 	int64_t deadline = 0;
 	for (int turn = 0; atomic_load(&closing) > my_closing && wait_turn(turn, &deadline); turn++)
 		;
@@ -106,9 +108,9 @@ void cw_forkgate_fork_begin(void)
 
 void cw_forkgate_fork_end(void)
 {
-	my_forking--;
 	atomic_fetch_add(&generation, 1);
 	atomic_fetch_sub(&forking, 1);
+	my_forking--;
 }
 
 unsigned cw_forkgate_gen(void)

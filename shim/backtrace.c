@@ -124,6 +124,13 @@ static int add_obj(struct dl_phdr_info *info, size_t size, void *arg)
 	return 0;
 }
 
+static _Unwind_Reason_Code stop_at_first(struct _Unwind_Context *ctx, void *arg)
+{
+	(void)ctx;
+	(void)arg;
+	return _URC_END_OF_STACK;
+}
+
 void cw_backtrace_init(void)
 {
 	ssize_t n = readlink("/proc/self/exe", exe_path, sizeof exe_path - 1);
@@ -134,8 +141,12 @@ void cw_backtrace_init(void)
 		self_hi = (uintptr_t)self.dlfo_map_end;
 	}
 	/* Files are read only when backtraces are on: nothing to pay otherwise. */
-	if (cw_cfg.backtrace > 0)
+	if (cw_cfg.backtrace > 0) {
 		dl_iterate_phdr(add_obj, NULL);
+		/* The unwinder's one-time set-up happens here, not in a first
+		 * backtrace that a signal handler's own backtrace could interrupt. */
+		_Unwind_Backtrace(stop_at_first, NULL);
+	}
 }
 
 /* The function of o's .symtab that holds ip, or NULL. */
