@@ -56,18 +56,14 @@ static int parse_lost(char *line, unsigned long long *records, char **target, ch
 	return 0;
 }
 
-void cw_runstatus_summarize(const struct cw_runstatus *s, FILE *f)
+void cw_runstatus_each_line(const char *path, long max_lines, void (*fn)(char *line, void *arg),
+			    void *arg)
 {
-	if (!s->path[0])
-		return;
-	FILE *in = fopen(s->path, "r");
+	FILE *in = fopen(path, "r");
 	if (!in)
 		return;
-	struct lost_group groups[MAX_GROUPS];
-	size_t ng = 0;
-	unsigned long long other = 0;
 	char buf[LINE_MAX_BYTES];
-	for (long n = 0; n < MAX_LINES && fgets(buf, sizeof(buf), in); n++) {
+	for (long n = 0; n < max_lines && fgets(buf, sizeof(buf), in); n++) {
 		size_t len = strlen(buf);
 		if (!len || buf[len - 1] != '\n') {
 			/* too long: skip the rest of it */
@@ -77,36 +73,56 @@ void cw_runstatus_summarize(const struct cw_runstatus *s, FILE *f)
 			continue;
 		}
 		buf[len - 1] = 0;
-		unsigned long long records;
-		char *target, *error;
-		if (strncmp(buf, "lost ", 5) || parse_lost(buf, &records, &target, &error) != 0)
-			continue; /* other kinds of lines are for other summaries */
-		size_t g = 0;
-		while (g < ng && (strcmp(groups[g].target, target) || strcmp(groups[g].error, error)))
-			g++;
-		if (g == ng) {
-			if (ng == MAX_GROUPS) {
-				other += records;
-				continue;
-			}
-			groups[ng].target = cw_xstrdup(target);
-			groups[ng].error = cw_xstrdup(error);
-			groups[ng].records = 0;
-			ng++;
-		}
-		groups[g].records += records;
+		fn(buf, arg);
 	}
 	fclose(in);
-	for (size_t g = 0; g < ng; g++) {
-		fprintf(f, "closewatch: %llu record%s could not be written to %s (%s)\n",
-			groups[g].records, groups[g].records == 1 ? "" : "s", groups[g].target,
-			groups[g].error);
-		free(groups[g].target);
-		free(groups[g].error);
+}
+
+struct lost_totals {
+	struct lost_group groups[MAX_GROUPS];
+	size_t ng;
+	unsigned long long other; /* records of targets past MAX_GROUPS */
+};
+
+static void add_lost_line(char *line, void *arg)
+{
+	struct lost_totals *t = arg;
+	unsigned long long records;
+	char *target, *error;
+	if (strncmp(line, "lost ", 5) || parse_lost(line, &records, &target, &error) != 0)
+		return; /* other kinds of lines are for other summaries */
+	size_t g = 0;
+	while (g < t->ng && (strcmp(t->groups[g].target, target) || strcmp(t->groups[g].error, error)))
+		g++;
+	if (g == t->ng) {
+		if (t->ng == MAX_GROUPS) {
+			t->other += records;
+			return;
+		}
+		t->groups[g].target = cw_xstrdup(target);
+		t->groups[g].error = cw_xstrdup(error);
+		t->groups[g].records = 0;
+		t->ng++;
 	}
-	if (other)
+	t->groups[g].records += records;
+}
+
+void cw_runstatus_summarize(const struct cw_runstatus *s, FILE *f)
+{
+	if (!s->path[0])
+		return;
+	struct lost_totals t = {.ng = 0, .other = 0};
+	cw_runstatus_each_line(s->path, MAX_LINES, add_lost_line, &t);
+	for (size_t g = 0; g < t.ng; g++) {
+		fprintf(f, "closewatch: %llu record%s could not be written to %s (%s)\n",
+			t.groups[g].records, t.groups[g].records == 1 ? "" : "s", t.groups[g].target,
+			t.groups[g].error);
+		free(t.groups[g].target);
+		free(t.groups[g].error);
+	}
+	if (t.other)
 		fprintf(f, "closewatch: %llu more records could not be written (other targets)\n",
-			other);
+			t.other);
 }
 
 void cw_runstatus_end(struct cw_runstatus *s)

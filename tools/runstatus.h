@@ -17,6 +17,11 @@ void cw_runstatus_begin(struct cw_runstatus *s);
 /* Summary lines for what the processes said, e.g.
  * "closewatch: 12 records could not be written to /dev/full (No space left on device)". */
 void cw_runstatus_summarize(const struct cw_runstatus *s, FILE *f);
+/* Calls fn with each whole line of the status file at path (its newline
+ * removed; fn may change it), at most max_lines of them; a line longer than
+ * 8 KiB is not ours and is skipped. A file that cannot be opened: no call. */
+void cw_runstatus_each_line(const char *path, long max_lines, void (*fn)(char *line, void *arg),
+			    void *arg);
 /* Remove the file. */
 void cw_runstatus_end(struct cw_runstatus *s);
 

@@ -4,12 +4,12 @@
  * PATH may hold spaces: exe runs to the end of a "watched" line, and to the
  * last " why=" of a "notwatched" one (a reason never holds " why="). */
 #include "watched.h"
+#include "runstatus.h"
 #include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define LINE_MAX_BYTES 8192
 #define MAX_LINES 100000   /* bounded reading, whatever is in the file */
 #define MAX_ENTRIES 256    /* distinct entries kept; more are counted */
 #define MAX_NAMED 8        /* processes named per way in; more are counted */
@@ -68,49 +68,50 @@ static void print_not_watched(FILE *f, const char *exe, const char *why, unsigne
 	fputc('\n', f);
 }
 
+struct entries {
+	struct entry *es; /* MAX_ENTRIES of them */
+	size_t n;
+	unsigned long dropped; /* entries past MAX_ENTRIES */
+};
+
+static void add_entry_line(char *line, void *arg)
+{
+	struct entries *t = arg;
+	struct entry e;
+	if (parse(line, &e) != 0)
+		return;
+	size_t i = 0;
+	if (e.why) /* one entry per program and reason */
+		while (i < t->n && !(t->es[i].why && !strcmp(t->es[i].exe, e.exe) &&
+				     !strcmp(t->es[i].why, e.why)))
+			i++;
+	else
+		i = t->n;
+	if (i < t->n) {
+		t->es[i].count++;
+		return;
+	}
+	if (t->n == MAX_ENTRIES) {
+		t->dropped++;
+		return;
+	}
+	struct entry *d = &t->es[t->n++];
+	d->via = e.via ? cw_xstrdup(e.via) : NULL;
+	d->exe = cw_xstrdup(e.exe);
+	d->why = e.why ? cw_xstrdup(e.why) : NULL;
+	d->pid = e.pid;
+	d->count = 1;
+}
+
 void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const char *cmd_why,
 			  int trap)
 {
-	struct entry *es = cw_xcalloc(MAX_ENTRIES, sizeof(*es));
-	size_t n = 0;
-	unsigned long dropped = 0;
-	FILE *in = status && *status ? fopen(status, "r") : NULL;
-	char buf[LINE_MAX_BYTES];
-	for (long k = 0; in && k < MAX_LINES && fgets(buf, sizeof(buf), in); k++) {
-		size_t len = strlen(buf);
-		if (!len || buf[len - 1] != '\n') {
-			int c;
-			while ((c = fgetc(in)) != EOF && c != '\n')
-				;
-			continue;
-		}
-		buf[len - 1] = 0;
-		struct entry e;
-		if (parse(buf, &e) != 0)
-			continue;
-		size_t i = 0;
-		if (e.why) /* one entry per program and reason */
-			while (i < n && !(es[i].why && !strcmp(es[i].exe, e.exe) && !strcmp(es[i].why, e.why)))
-				i++;
-		else
-			i = n;
-		if (i < n) {
-			es[i].count++;
-			continue;
-		}
-		if (n == MAX_ENTRIES) {
-			dropped++;
-			continue;
-		}
-		es[n].via = e.via ? cw_xstrdup(e.via) : NULL;
-		es[n].exe = cw_xstrdup(e.exe);
-		es[n].why = e.why ? cw_xstrdup(e.why) : NULL;
-		es[n].pid = e.pid;
-		es[n].count = 1;
-		n++;
-	}
-	if (in)
-		fclose(in);
+	struct entries t = {.es = cw_xcalloc(MAX_ENTRIES, sizeof(struct entry)), .n = 0, .dropped = 0};
+	if (status && *status)
+		cw_runstatus_each_line(status, MAX_LINES, add_entry_line, &t);
+	struct entry *es = t.es;
+	size_t n = t.n;
+	unsigned long dropped = t.dropped;
 	int any = 0;
 	if (trap) {
 		int said = 0;
