@@ -99,15 +99,12 @@ uint8_t cw_fd_classify(int fd)
 }
 
 
-void cw_fd_scan_inherited(void)
+int cw_fd_dir_each(int dir, int (*fn)(int dir, const char *name, int fd, void *arg), void *arg)
 {
-	int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dir < 0)
-		return;
-	char buf[4096];
-	long n;
-	while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
-		for (long off = 0; off < n;) {
+	char buf[2048]; /* small: this may run on a signal handler's stack */
+	long got;
+	while ((got = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+		for (long off = 0; off < got;) {
 			struct cw_dirent64 *d = (struct cw_dirent64 *)(buf + off);
 			off += d->d_reclen;
 			if (d->d_name[0] < '0' || d->d_name[0] > '9')
@@ -115,15 +112,34 @@ void cw_fd_scan_inherited(void)
 			int fd = 0;
 			for (const char *p = d->d_name; *p >= '0' && *p <= '9'; p++)
 				fd = fd * 10 + (*p - '0');
-			if (fd == dir || (cw_fd_get(fd) & CW_FD_PRIVATE))
-				continue;
-			uint8_t kind = cw_fd_classify(fd);
-			/* Inherited: the parent (inetd, systemd, a shell that
-			 * passed it) may still hold the same socket. */
-			if (kind)
-				cw_fd_set(fd, kind | CW_FD_FORKED | CW_FD_LINGER | (cw_fd_get(fd) & CW_FD_DUPED));
+			int r = fn(dir, d->d_name, fd, arg);
+			if (r)
+				return r;
 		}
 	}
+	return got < 0 ? -1 : 0;
+}
+
+static int mark_inherited(int dir, const char *name, int fd, void *arg)
+{
+	(void)name;
+	(void)arg;
+	if (fd == dir || (cw_fd_get(fd) & CW_FD_PRIVATE))
+		return 0;
+	uint8_t kind = cw_fd_classify(fd);
+	/* Inherited: the parent (inetd, systemd, a shell that
+	 * passed it) may still hold the same socket. */
+	if (kind)
+		cw_fd_set(fd, kind | CW_FD_FORKED | CW_FD_LINGER | (cw_fd_get(fd) & CW_FD_DUPED));
+	return 0;
+}
+
+void cw_fd_scan_inherited(void)
+{
+	int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		return;
+	cw_fd_dir_each(dir, mark_inherited, NULL);
 	REAL(close)(dir);
 }
 

@@ -57,6 +57,12 @@ struct cw_dirent64 {
 	char d_name[];
 };
 
+/* Calls fn(dir, name, fd, arg) for each numbered entry of dir, an open
+ * /proc/PID/fd directory, in the kernel's order, until fn returns non-zero,
+ * which is then returned; 0 at the end, -1 if reading dir failed before it.
+ * Raw getdents64 into a stack buffer: no allocation, async-signal-safe. */
+int cw_fd_dir_each(int dir, int (*fn)(int dir, const char *name, int fd, void *arg), void *arg);
+
 /* At start-up: mark the sockets this process inherited (listed in
  * /proc/self/fd) as possibly shared with the parent. */
 void cw_fd_scan_inherited(void);

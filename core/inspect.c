@@ -412,9 +412,24 @@ void cw_relatives_reset_to_parent(void)
 
 
 /* Does process pid have an fd on socket inode ino? -1: the process is gone. */
+struct wanted_link {
+	const char *link;
+	size_t len;
+};
+
+/* 1 when fd's link is the one wanted ("socket:[INO]"). */
+static int links_to(int dir, const char *name, int fd, void *arg)
+{
+	(void)fd;
+	const struct wanted_link *wl = arg;
+	char link[64];
+	ssize_t l = readlinkat(dir, name, link, sizeof link - 1);
+	return l == (ssize_t)wl->len && memcmp(link, wl->link, wl->len) == 0;
+}
+
 static int process_holds(int pid, unsigned long ino)
 {
-	char path[64], want[48], link[64];
+	char path[64], want[48];
 	size_t n = cw_put(path, sizeof path, 0, "/proc/");
 	n = cw_put_uint(path, sizeof path, n, (unsigned)pid);
 	n = cw_put(path, sizeof path, n, "/fd");
@@ -425,20 +440,8 @@ static int process_holds(int pid, unsigned long ino)
 	int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir < 0)
 		return -1;
-	int found = 0;
-	char buf[2048];
-	long got;
-	while (!found && (got = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
-		for (long off = 0; off < got && !found;) {
-			struct cw_dirent64 *d = (struct cw_dirent64 *)(buf + off);
-			off += d->d_reclen;
-			if (d->d_name[0] == '.')
-				continue;
-			ssize_t l = readlinkat(dir, d->d_name, link, sizeof link - 1);
-			if (l == (ssize_t)w && memcmp(link, want, w) == 0)
-				found = 1;
-		}
-	}
+	struct wanted_link wl = {want, w};
+	int found = cw_fd_dir_each(dir, links_to, &wl) > 0;
 	REAL(close)(dir);
 	/* A zombie has no fds left: it holds nothing. */
 	return found;

@@ -25,6 +25,32 @@ static long read_small(const char *path, char *buf, size_t cap)
 	return n;
 }
 
+struct fd_list {
+	unsigned lo, hi;
+	int **fds;
+	size_t *cap;
+	long count;
+};
+
+static int add_fd(int dir, const char *name, int fd, void *arg)
+{
+	(void)dir;
+	(void)name;
+	struct fd_list *l = arg;
+	if ((unsigned)fd < l->lo || (unsigned)fd > l->hi)
+		return 0;
+	if ((size_t)l->count >= *l->cap) {
+		size_t cap = *l->cap ? *l->cap * 2 : 64;
+		int *grown = realloc(*l->fds, cap * sizeof **l->fds);
+		if (!grown)
+			return 1; /* keep what we have */
+		*l->cap = cap;
+		*l->fds = grown;
+	}
+	(*l->fds)[l->count++] = fd;
+	return 0;
+}
+
 long cw_proc_fds(pid_t pid, unsigned lo, unsigned hi, int **fds, size_t *cap)
 {
 	char path[48];
@@ -32,28 +58,9 @@ long cw_proc_fds(pid_t pid, unsigned lo, unsigned hi, int **fds, size_t *cap)
 	int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir < 0)
 		return -1;
-	long count = 0;
-	char buf[4096];
-	long got;
-	while ((got = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
-		for (long off = 0; off < got;) {
-			struct cw_dirent64 *d = (struct cw_dirent64 *)(buf + off);
-			off += d->d_reclen;
-			if (d->d_name[0] < '0' || d->d_name[0] > '9')
-				continue;
-			unsigned long fd = strtoul(d->d_name, NULL, 10);
-			if (fd < lo || fd > hi)
-				continue;
-			if ((size_t)count >= *cap) {
-				*cap = *cap ? *cap * 2 : 64;
-				int *grown = realloc(*fds, *cap * sizeof **fds);
-				if (!grown)
-					break;
-				*fds = grown;
-			}
-			(*fds)[count++] = (int)fd;
-		}
-	}
+	struct fd_list l = {lo, hi, fds, cap, 0};
+	cw_fd_dir_each(dir, add_fd, &l);
+	long count = l.count;
 	close(dir);
 	/* getdents order is the fd table's order, but say so explicitly. */
 	for (long i = 1; i < count; i++)
@@ -249,6 +256,26 @@ static int in_list(int fd, const int *list, size_t n)
 	return 0;
 }
 
+struct holder_search {
+	unsigned long ino;
+	int skip_own;       /* p is the closing process: fd and the earlier closing ones are not holders */
+	int fd, mine;
+	const int *closing;
+	size_t n;
+};
+
+static int holds_at(int dir, const char *name, int other, void *arg)
+{
+	const struct holder_search *h = arg;
+	if (h->skip_own && (other == h->fd || (in_list(other, h->closing, h->n) && other < h->fd)))
+		return 0;
+	int epoll = 0;
+	int found = link_at(dir, name, h->mine ? &epoll : NULL) == h->ino;
+	if (epoll && epolls_of)
+		note_epoll(other);
+	return found;
+}
+
 /* Does process p hold socket ino at an fd other than the ones closing? */
 static int process_holds(pid_t p, unsigned long ino, pid_t pid, int fd, const int *closing, size_t n)
 {
@@ -257,33 +284,17 @@ static int process_holds(pid_t p, unsigned long ino, pid_t pid, int fd, const in
 	int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir < 0)
 		return 0; /* gone, or a zombie: holds nothing */
-	int found = 0, mine = p == pid;
-	char buf[4096];
-	long got;
+	int mine = p == pid;
 	if (mine) {
 		nepolls = 0;
 		epolls_of = pid;
 	}
-	while (!found && (got = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
-		for (long off = 0; off < got && !found;) {
-			struct cw_dirent64 *d = (struct cw_dirent64 *)(buf + off);
-			off += d->d_reclen;
-			if (d->d_name[0] < '0' || d->d_name[0] > '9')
-				continue;
-			int other = atoi(d->d_name);
-			if (p == pid && (other == fd || (in_list(other, closing, n) && other < fd)))
-				continue;
-			int epoll = 0;
-			if (link_at(dir, d->d_name, mine ? &epoll : NULL) == ino)
-				found = 1;
-			if (epoll && epolls_of)
-				note_epoll(other);
-		}
-	}
-	if (mine && got < 0)
+	struct holder_search h = {ino, p == pid, fd, mine, closing, n};
+	int r = cw_fd_dir_each(dir, holds_at, &h);
+	if (mine && r < 0)
 		epolls_of = 0; /* not every fd was read */
 	close(dir);
-	return found;
+	return r > 0;
 }
 
 int cw_watch_socket_held(unsigned long ino, pid_t pid, int fd, const int *closing, size_t n)
