@@ -291,6 +291,26 @@ def wait_port(port, proc, timeout=10):
     return False
 
 
+def run_wrk(R, wrk, wrk_args, url):
+    """wrk against url from the other CPU; its parsed numbers."""
+    w = subprocess.run([wrk] + wrk_args + [url], env=R.env(), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60,
+                       preexec_fn=pin(R.cpu_other))
+    if w.returncode != 0:
+        raise BenchError(f"wrk: exit {w.returncode}: {w.stdout[-400:]}")
+    return parse_wrk(w.stdout)
+
+
+def stop_server(p, timeout):
+    """SIGTERM, then SIGKILL if it is still there after timeout seconds."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def parse_wrk(out):
     m = re.search(r"Requests/sec:\s*([\d.]+)", out)
     if not m:
@@ -333,19 +353,9 @@ def bench_nginx(R, rounds):
         try:
             if not wait_port(port, p):
                 raise BenchError(f"nginx did not start: {open(os.path.join(d, 'error.log')).read()[-400:]}")
-            w = subprocess.run([wrk] + wrk_args + [f"http://127.0.0.1:{port}/small.html"],
-                               env=R.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, timeout=60, preexec_fn=pin(R.cpu_other))
-            if w.returncode != 0:
-                raise BenchError(f"wrk: exit {w.returncode}: {w.stdout[-400:]}")
-            out = parse_wrk(w.stdout)
+            out = run_wrk(R, wrk, wrk_args, f"http://127.0.0.1:{port}/small.html")
         finally:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_server(p, 20)
             err.close()
         out["log_records"] = R.log_records(env)
         if not R.keep:
@@ -504,19 +514,9 @@ def bench_gohttp(R, rounds):
             if not line.startswith("port "):
                 raise BenchError(f"gohttp did not start: {line!r} {p.stderr.read()[-400:] if p.poll() is not None else ''}")
             port = int(line.split()[1])
-            w = subprocess.run([wrk] + wrk_args + [f"http://127.0.0.1:{port}/"],
-                               env=R.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, timeout=60, preexec_fn=pin(R.cpu_other))
-            if w.returncode != 0:
-                raise BenchError(f"wrk: exit {w.returncode}: {w.stdout[-400:]}")
-            out = parse_wrk(w.stdout)
+            out = run_wrk(R, wrk, wrk_args, f"http://127.0.0.1:{port}/")
         finally:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_server(p, 40)
         n = 0
         if os.path.exists(log):
             with open(log, "rb") as f:
