@@ -171,8 +171,9 @@ def test_run_posix_spawn_and_path_search(ctx):
     shutil.copy(prog("cwprog-static"), os.path.join(d, "srv"))
     code = ("import os\n"
             "pid = os.posix_spawnp('srv', ['srv', 'say', 'x'], os.environ)\n"
-            "print('child', pid, flush=True)\n"
-            "os.waitpid(pid, 0)\n")
+            "os.waitpid(pid, 0)\n"
+            # One write, after the child's own output: no interleaving.
+            "os.write(1, b'child %d\\n' % pid)\n")
     env = cwtest.plain_env()
     env["PATH"] = d + ":" + env.get("PATH", "/usr/bin:/bin")
     r = run_cli(ctx, sys.executable, "-c", code, env=env)
