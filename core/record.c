@@ -72,10 +72,14 @@ static void i64(struct out *o, int64_t v)
 static const char hex[] = "0123456789abcdef";
 
 /* Escaping shared by both formats: '"' and '\\' (and, in text bt frames, the
- * frame separator '|') get a backslash; bytes outside printable ASCII become
- * \u00XX in JSON (so the line is valid JSON and valid UTF-8 whatever a path
- * or comm contains) and \xNN in text. Runs that need nothing go out in one
- * copy. */
+ * frame separator '|') get a backslash. JSON keeps well-formed UTF-8 as it
+ * is (a path or comm in any script reads back unchanged) except the C1
+ * controls U+0080..U+009F, which some terminals obey: those become \u0080..
+ * \u009f, and so does, as \u00XX, every other byte outside printable ASCII
+ * (the line is valid JSON and valid UTF-8 whatever the value holds; a byte of
+ * broken UTF-8 reads back as the code point of its value). Text
+ * writes \xNN for every such byte, which report reads back exactly. Runs that
+ * need nothing go out in one copy. */
 static void escaped_max(struct out *o, const char *s, int json, char also, size_t limit)
 {
 	size_t start = o->len;
@@ -93,6 +97,16 @@ static void escaped_max(struct out *o, const char *s, int json, char also, size_
 		}
 		if (!*s)
 			break;
+		size_t seq = json ? cw_utf8_len((const unsigned char *)s) : 0;
+		if (seq && !((unsigned char)s[0] == 0xc2 && (unsigned char)s[1] < 0xa0)) {
+			if (o->len - start + seq > limit)
+				return; /* never half a character */
+			raw(o, s, seq);
+			s += seq;
+			continue;
+		}
+		if (seq)
+			s++; /* a C1 control: \u0080..\u009f below, the code point itself */
 		unsigned char c = (unsigned char)*s++;
 		char e[6];
 		size_t n;

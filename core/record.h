@@ -5,6 +5,7 @@
 
 #include "closewatch.h"
 #include "config.h"
+#include "utf8.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -6,8 +6,9 @@
  * Input: bytes consumed in order to fill one event (numbers within what the
  * kernel can report; strings of any bytes but NUL). Checks: the line is at
  * most CW_LINE_MAX bytes, one line ending in '\n'; the parser returns a record
- * and every field compares equal (JSON carries bytes >= 0x7f as \u00XX, which
- * reads back as their UTF-8 encoding: compared that way). */
+ * and every field compares equal (JSON keeps well-formed UTF-8 and carries
+ * other bytes >= 0x7f as \u00XX, which read back as their UTF-8 encoding:
+ * compared that way). */
 #include "fuzz.h"
 #include "logparse.h"
 #include "ident.h"
@@ -41,12 +42,42 @@ static void take_str(struct in *in, char *out, size_t max)
 	out[k] = 0;
 }
 
-/* What the parser should give back for a string the writer wrote. */
+/* The oracle for JSON's UTF-8 rule, written apart from record.c's: decode
+ * the sequence at p and say how long it is when it is well-formed (shortest
+ * form, not a surrogate, at most U+10FFFF), else 0; *cp gets the code point. */
+static size_t utf8_decode(const unsigned char *p, unsigned *cp)
+{
+	size_t n = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 0;
+	if (!n || *p > 0xf7)
+		return 0;
+	unsigned v = *p & (0x7f >> n);
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		v = v << 6 | (p[i] & 0x3f);
+	}
+	static const unsigned least[5] = {0, 0, 0x80, 0x800, 0x10000};
+	if (v < least[n] || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
+		return 0;
+	*cp = v;
+	return n;
+}
+
+/* What the parser should give back for a string the writer wrote: JSON
+ * keeps well-formed UTF-8 (a C1 control comes back as itself through its
+ * \u0080..\u009f escape) and carries any other byte >= 0x80 as \u00XX, which
+ * reads back as that code point's UTF-8. */
 static void expected(const char *s, int json, char *out, size_t cap)
 {
 	size_t n = 0;
-	for (const unsigned char *p = (const unsigned char *)s; *p && n + 3 < cap; p++) {
-		if (json && *p >= 0x80) {
+	for (const unsigned char *p = (const unsigned char *)s; *p && n + 5 < cap; p++) {
+		unsigned cp;
+		size_t seq = json && *p >= 0x80 ? utf8_decode(p, &cp) : 0;
+		if (seq) {
+			memcpy(out + n, p, seq);
+			n += seq;
+			p += seq - 1;
+		} else if (json && *p >= 0x80) {
 			out[n++] = (char)(0xc0 | *p >> 6);
 			out[n++] = (char)(0x80 | (*p & 0x3f));
 		} else {
@@ -72,6 +103,13 @@ static size_t escaped_len(const char *s, int json)
 	size_t n = 0;
 	int plain = !json && *s;
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		unsigned cp;
+		size_t seq = json && *p >= 0x80 ? utf8_decode(p, &cp) : 0;
+		if (seq) {
+			n += cp <= 0x9f ? 6 : seq;
+			p += seq - 1;
+			continue;
+		}
 		if (*p < 0x20 || *p >= 0x7f)
 			n += json ? 6 : 4;
 		else if (*p == '"' || *p == '\\')

@@ -95,9 +95,9 @@ check-tsan:
 FUZZ_NAMES := config logparse wire record
 FUZZ_SRC_config   := core/config.c
 FUZZ_SRC_logparse := tools/logparse.c tools/report.c tools/report_print.c tools/table.c \
-		     tools/strmap.c tools/util.c
-FUZZ_SRC_wire     := tools/logparse.c tools/pkt.c tools/wire.c tools/util.c
-FUZZ_SRC_record   := core/record.c core/verdict.c tools/logparse.c
+		     tools/strmap.c tools/util.c core/utf8.c
+FUZZ_SRC_wire     := tools/logparse.c tools/pkt.c tools/wire.c tools/util.c core/utf8.c
+FUZZ_SRC_record   := core/record.c core/utf8.c core/verdict.c tools/logparse.c
 FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -g -D_GNU_SOURCE -Iinclude -Icore -Ishim -Itools $(PCAP_CFLAGS)
 
 # Replay binaries: the harness with fuzz/replay_main.c instead of libFuzzer,

@@ -54,8 +54,9 @@ def test_records_carry_host_and_exe_text_and_json(ctx):
 def test_exe_follows_exec_and_is_escaped(ctx):
     """A process that exec()s another program: records before the exec name the first
     program, records after it the second (the constructor runs again in the new image).
-    A path with a space, a quote and a byte >= 0x80 comes back whole from both formats."""
-    odd = ctx.path('odd dir "\xe9"')
+    A path with a space, a quote, UTF-8 (e acute), a C1 control (U+0085) and a byte of
+    broken UTF-8 (0xff): the log keeps it readable and valid UTF-8, report gives it back."""
+    odd = ctx.path('odd dir "\xe9"' + os.fsdecode(b"\xc2\x85\xff"))
     os.makedirs(odd)
     copy = os.path.join(odd, "cw prog")
     with open(os.path.realpath(prog("cwprog")), "rb") as src, open(copy, "wb") as dst:
@@ -73,9 +74,17 @@ def test_exe_follows_exec_and_is_escaped(ctx):
         got = report_json(log)
         assert got["records"] == 2 and got["malformed"] == 0, got
         progs = sorted(p["key"] for p in got["programs"])
-        # JSON carries bytes >= 0x80 as \u00XX: each byte reads back as one character
-        want = copy if fmt == "text" else copy.encode().decode("latin-1")
+        # Well-formed UTF-8 is kept; 0xff, which no UTF-8 text holds, comes back from
+        # report --json as U+00FF (its code point), whichever format the log had.
+        want = os.fsencode(copy).replace(b"\xff", "\u00ff".encode()).decode()
         assert progs == sorted([py, want]), (progs, py, want)
+        with open(log, "rb") as f:
+            raw = f.read()
+        raw.decode()  # the log itself is valid UTF-8
+        if fmt == "json":
+            assert b'\\"\xc3\xa9\\"\\u0085\\u00ff/cw prog"' in raw, raw
+        else:
+            assert b'\\"\\xc3\\xa9\\"\\xc2\\x85\\xff/cw prog"' in raw, raw
 
 
 def test_host_and_exe_right_before_our_constructor(ctx):

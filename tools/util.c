@@ -1,5 +1,6 @@
 /* Small helpers shared by the closewatch tools. */
 #include "util.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -70,6 +71,7 @@ void cw_err(const char *fmt, ...)
 void cw_json_str(FILE *f, const char *s)
 {
 	fputc('"', f);
+	size_t n;
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
 		switch (*p) {
 		case '"': fputs("\\\"", f); break;
@@ -78,10 +80,20 @@ void cw_json_str(FILE *f, const char *s)
 		case '\r': fputs("\\r", f); break;
 		case '\t': fputs("\\t", f); break;
 		default:
-			if (*p < 0x20 || *p == 0x7f)
+			/* Valid JSON and valid UTF-8 whatever a value holds (a
+			 * record read from a text log may carry any byte), and no
+			 * C1 control for a terminal to obey: as records do. */
+			if (*p >= 0x80 && (n = cw_utf8_len(p)) > 0) {
+				if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0)
+					fprintf(f, "\\u%04x", p[1]); /* C1 control */
+				else
+					fwrite(p, 1, n, f);
+				p += n - 1;
+			} else if (*p < 0x20 || *p >= 0x7f) {
 				fprintf(f, "\\u%04x", *p);
-			else
+			} else {
 				fputc(*p, f);
+			}
 		}
 	}
 	fputc('"', f);
