@@ -5,8 +5,10 @@
 #include "runstatus.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define LINE_CAP 1024
@@ -19,6 +21,27 @@ static int channel(void)
 	return s && *s;
 }
 
+/* The process's start time (/proc/self/stat field 22, clock ticks since
+ * boot), or 0: an exec keeps it, a new process with a reused pid has
+ * another. run's summary tells one process running several programs from
+ * several processes that way. */
+static unsigned long start_time(void)
+{
+	char buf[1024];
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')'); /* comm may hold spaces and parentheses */
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	return p ? strtoul(p + 1, NULL, 10) : 0;
+}
+
 void cw_watched_announce(void)
 {
 	if (!channel())
@@ -29,6 +52,8 @@ void cw_watched_announce(void)
 	size_t len = cw_put(line, sizeof(line), 0, "watched");
 	len = cw_put(line, sizeof(line), len, " pid=");
 	len = cw_put_uint(line, sizeof(line), len, (unsigned long)getpid());
+	len = cw_put(line, sizeof(line), len, " start=");
+	len = cw_put_uint(line, sizeof(line), len, start_time());
 	len = cw_runstatus_field(line, sizeof(line), len, "via", "preload");
 	len = cw_runstatus_field(line, sizeof(line), len, "exe", exe);
 	cw_runstatus_put(line, len);

@@ -2,9 +2,9 @@
  * programs exec'd later it cannot enter (static, another loader such as
  * musl's, Go, setuid): one line each on run's status channel
  * (CLOSEWATCH_RUN_STATUS, core/runstatus.c), read by tools/watched.c:
- *   watched pid=N via=preload exe=PATH
+ *   watched pid=N start=T via=preload exe=PATH
  *   notwatched pid=N exe=PATH why=REASON
- * Nothing at all without the channel (a plain LD_PRELOAD): no file is read. */
+ * (T: the process's start time, which an exec keeps.) Nothing at all without the channel (a plain LD_PRELOAD): no file is read. */
 #ifndef CW_NOTWATCHED_H
 #define CW_NOTWATCHED_H
 

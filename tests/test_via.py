@@ -215,6 +215,22 @@ def test_run_summary_glibc_program(ctx):
     assert "not watched" not in r.stderr, r.stderr
 
 
+def test_run_summary_counts_a_process_that_execs_once(ctx):
+    """A process that execs two programs in a row is one process, named with the programs
+    it went on to run; a child that runs the same programs is another process."""
+    cw = prog("cwprog")
+    r = run_cli(ctx, "sh", "-c", f"sh -c 'exec {cw} say a'; exec sh -c 'exec {cw} say b'")
+    assert r.returncode == 0 and r.stdout == "a\nb\n", r
+    m = re.search(r"^closewatch: watched via preload: (\d+) process(es)?: (.*)$", r.stderr, re.M)
+    assert m, r.stderr
+    assert m.group(1) == "2", r.stderr
+    names = re.findall(r"(\w+)\[(\d+)\]( \(exec'd [^)]*\))?", m.group(3))
+    shell = names[0][0]  # sh's real program: dash, bash...
+    assert [(n[0], n[2]) for n in names] == [(shell, f" (exec'd {shell}, cwprog)"),
+                                             (shell, " (exec'd cwprog)")], r.stderr
+    assert names[0][1] != names[1][1], r.stderr
+
+
 def test_no_status_channel_no_lines(ctx):
     """Under a plain LD_PRELOAD (no run), exec'ing a static program writes nothing anywhere
     and changes nothing the program sees."""

@@ -1,6 +1,10 @@
-/* See watched.h. Lines (one per process, appended with one write each):
- *   watched pid=N via=V exe=PATH
+/* See watched.h. Lines (one per process and program, appended with one
+ * write each):
+ *   watched pid=N [start=T] via=V exe=PATH
  *   notwatched pid=N exe=PATH why=REASON
+ * T, the process's start time, is kept by an exec: two "watched" lines with
+ * the same pid and T are one process that exec'd; another T is a new process
+ * that reuses the pid.
  * PATH may hold spaces: exe runs to the end of a "watched" line, and to the
  * last " why=" of a "notwatched" one (a reason never holds " why="). */
 #include "watched.h"
@@ -13,11 +17,15 @@
 #define MAX_LINES 100000   /* bounded reading, whatever is in the file */
 #define MAX_ENTRIES 256    /* distinct entries kept; more are counted */
 #define MAX_NAMED 8        /* processes named per way in; more are counted */
+#define MAX_EXECS 4        /* programs named per process after its first; more are counted */
 
 struct entry {
 	char *via, *exe, *why; /* why: NULL for a watched process */
 	long pid;
+	unsigned long start;   /* watched: start time, 0 when unknown */
 	unsigned long count;   /* notwatched: processes with this exe and reason */
+	char *execd[MAX_EXECS]; /* watched: the programs it exec'd next, in order */
+	unsigned long nexecd;
 };
 
 static const char *base(const char *path)
@@ -37,6 +45,9 @@ static int parse(char *line, struct entry *e)
 	if (!p || !x || x < p)
 		return -1;
 	e->pid = strtol(p + 5, NULL, 10);
+	char *t = strstr(line, " start=");
+	if (t && t < x)
+		e->start = strtoul(t + 7, NULL, 10);
 	if (watched) {
 		char *v = strstr(line, " via=");
 		if (!v || v > x)
@@ -68,6 +79,19 @@ static void print_not_watched(FILE *f, const char *exe, const char *why, unsigne
 	fputc('\n', f);
 }
 
+/* " (exec'd a, b)": the programs a watched process went on to run. */
+static void print_execd(FILE *f, const struct entry *e)
+{
+	if (!e->nexecd)
+		return;
+	fputs(" (exec'd", f);
+	for (unsigned long k = 0; k < e->nexecd && k < MAX_EXECS; k++)
+		fprintf(f, "%s %s", k ? "," : "", base(e->execd[k]));
+	if (e->nexecd > MAX_EXECS)
+		fprintf(f, " and %lu more", e->nexecd - MAX_EXECS);
+	fputc(')', f);
+}
+
 struct entries {
 	struct entry *es; /* MAX_ENTRIES of them */
 	size_t n;
@@ -81,15 +105,25 @@ static void add_entry_line(char *line, void *arg)
 	if (parse(line, &e) != 0)
 		return;
 	size_t i = 0;
-	if (e.why) /* one entry per program and reason */
+	if (e.why) { /* one entry per program and reason */
 		while (i < t->n && !(t->es[i].why && !strcmp(t->es[i].exe, e.exe) &&
 				     !strcmp(t->es[i].why, e.why)))
 			i++;
-	else
-		i = t->n;
-	if (i < t->n) {
-		t->es[i].count++;
-		return;
+		if (i < t->n) {
+			t->es[i].count++;
+			return;
+		}
+	} else if (e.start) { /* a process that exec'd: one entry, its programs in order */
+		while (i < t->n && !(!t->es[i].why && t->es[i].pid == e.pid &&
+				     t->es[i].start == e.start && !strcmp(t->es[i].via, e.via)))
+			i++;
+		if (i < t->n) {
+			struct entry *d = &t->es[i];
+			if (d->nexecd < MAX_EXECS)
+				d->execd[d->nexecd] = cw_xstrdup(e.exe);
+			d->nexecd++;
+			return;
+		}
 	}
 	if (t->n == MAX_ENTRIES) {
 		t->dropped++;
@@ -100,6 +134,7 @@ static void add_entry_line(char *line, void *arg)
 	d->exe = cw_xstrdup(e.exe);
 	d->why = e.why ? cw_xstrdup(e.why) : NULL;
 	d->pid = e.pid;
+	d->start = e.start;
 	d->count = 1;
 }
 
@@ -136,8 +171,10 @@ void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const ch
 		for (size_t j = i; j < n; j++) {
 			if (es[j].why || !es[j].via || strcmp(es[j].via, via))
 				continue;
-			if (named++ < MAX_NAMED)
+			if (named++ < MAX_NAMED) {
 				fprintf(f, "%s %s[%ld]", named > 1 ? "," : "", base(es[j].exe), es[j].pid);
+				print_execd(f, &es[j]);
+			}
 			if (j != i) {
 				free(es[j].via);
 				es[j].via = NULL; /* printed */
@@ -165,6 +202,8 @@ void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const ch
 		free(es[i].via);
 		free(es[i].exe);
 		free(es[i].why);
+		for (unsigned long k = 0; k < es[i].nexecd && k < MAX_EXECS; k++)
+			free(es[i].execd[k]);
 	}
 	free(es);
 }
