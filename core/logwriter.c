@@ -222,19 +222,24 @@ static void warn_stderr(const char *a, const char *b, const char *c)
 	(void)put_stderr(line, n);
 }
 
-/* CLOSEWATCH_LOG with %p replaced by our pid. */
-static void expand_path(char *out, size_t cap)
+/* CLOSEWATCH_LOG with %p replaced by pid. */
+static void expand_path_for(char *out, size_t cap, pid_t pid)
 {
 	size_t n = 0;
 	for (const char *p = cw_cfg.log_path; *p && n + 1 < cap; p++) {
 		if (p[0] == '%' && p[1] == 'p') {
-			n = cw_put_uint(out, cap, n, (unsigned long)getpid());
+			n = cw_put_uint(out, cap, n, (unsigned long)pid);
 			p++;
 		} else {
 			out[n++] = *p;
 		}
 	}
 	out[n] = 0;
+}
+
+static void expand_path(char *out, size_t cap)
+{
+	expand_path_for(out, cap, getpid());
 }
 
 static int open_syslog(void)
@@ -433,6 +438,78 @@ static int current_fd(void)
 	return atomic_load(&log_fd);
 }
 
+/* ---- one file per watched process, for the trap's supervisor -----------------------------
+ * The supervisor writes the records of every process it watches. A %p path then names the
+ * file of the process each record is about (its pid), the file the shim would have written
+ * in that process, so both ways in leave the same files. The most recently used few stay
+ * open; a lock keeps the supervisor's threads (notifications, drains) apart: the supervisor
+ * is not the program, and nothing of the program waits on it. */
+#define PID_FILES 16
+
+static struct pid_file {
+	int pid; /* 0: free */
+	int fd;
+	unsigned long used; /* for eviction: the least recently used goes */
+} pid_files[PID_FILES];
+static pthread_mutex_t pid_files_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long pid_files_clock;
+static int by_event_pid; /* set once, before any record */
+
+int cw_log_file_per_watched_process(void)
+{
+	by_event_pid = per_process_file();
+	if (by_event_pid) {
+		atomic_store(&open_at_first_record, 0);
+		cw_put(target_name, sizeof target_name, 0, cw_cfg.log_path);
+	}
+	return by_event_pid;
+}
+
+/* The open file of process pid (called with the lock held), or -1 with errno. */
+static int pid_file_fd(pid_t pid)
+{
+	struct pid_file *f = NULL, *victim = &pid_files[0];
+	for (int i = 0; i < PID_FILES && !f; i++) {
+		if (pid_files[i].pid == pid)
+			f = &pid_files[i];
+		else if (pid_files[i].used < victim->used)
+			victim = &pid_files[i];
+	}
+	if (!f) {
+		char path[CW_PATH_MAX + 32];
+		expand_path_for(path, sizeof path, pid);
+		int fd = open(path, LOG_FILE_FLAGS, 0600);
+		if (fd < 0)
+			return -1;
+		if (victim->pid)
+			close(victim->fd);
+		f = victim;
+		f->pid = pid;
+		f->fd = fd;
+	}
+	f->used = ++pid_files_clock;
+	return f->fd;
+}
+
+/* A record to the file of the process it is about. Returns 0 or an errno. */
+static int put_pid_file(pid_t pid, const char *buf, size_t len)
+{
+	static atomic_int stalled, open_warned;
+	pthread_mutex_lock(&pid_files_lock);
+	int fd = pid_file_fd(pid);
+	int e = fd < 0 ? errno : put_all(fd, write_kind_of(fd, CW_LOG_FILE), buf, len, &stalled);
+	pthread_mutex_unlock(&pid_files_lock);
+	if (fd >= 0)
+		return e;
+	/* As in the shim: a file that cannot be opened sends records to stderr, said once. */
+	if (!atomic_exchange(&open_warned, 1)) {
+		char path[CW_PATH_MAX + 32];
+		expand_path_for(path, sizeof path, pid);
+		warn_cannot_open(path, e);
+	}
+	return put_stderr(buf, len);
+}
+
 /* comm as a syslog tag: it is the name the program was executed under (any
  * symlink's name, for a setuid program too), so nothing that could end the
  * line or fake another field goes through. */
@@ -476,6 +553,12 @@ void cw_log_event(const struct cw_event *ev)
 	n += cw_record_format(buf + n, CW_LINE_MAX + 1, ev, cw_cfg.json);
 	if (log_is_syslog && n && buf[n - 1] == '\n')
 		n--; /* syslog messages carry no newline */
+	if (by_event_pid) {
+		int e = put_pid_file(ev->pid, buf, n);
+		if (e)
+			record_lost(e);
+		return;
+	}
 	if (write_from_memory_sharing_child(buf, n) == 0)
 		return;
 	int fd = current_fd();

@@ -10,6 +10,12 @@
  * forked child when the path has %p. */
 void cw_log_open(void);
 
+/* For the trap's supervisor, which writes the records of many processes: when
+ * CLOSEWATCH_LOG has %p, each record goes to the file of the process it is about
+ * (%p = the record's pid) instead of the writer's own. Called after cw_log_open();
+ * returns 1 when records go so. */
+int cw_log_file_per_watched_process(void);
+
 /* Write one record (formatted per cw_cfg.json). */
 void cw_log_event(const struct cw_event *ev);
 

@@ -577,3 +577,35 @@ def test_dynamic_program_both_ways_same_records(ctx):
     assert pre == trp, "records differ:\n" + "\n".join(
         f"preload {json.dumps(a, sort_keys=True)}\ntrap    {json.dumps(b, sort_keys=True)}"
         for a, b in zip(pre, trp) if a != b) + f"\n(counts {len(pre)} vs {len(trp)})"
+
+
+def test_per_process_log_files(ctx):
+    """CLOSEWATCH_LOG with %p through the trap: each record goes to the file of the process it
+    is about, as the shim writes it in that process (test_core's fork test, through the
+    supervisor): the child's close (shared) in the child's file, the parent's (clean) in the
+    parent's, and no file for closewatch itself."""
+    have_trap()
+    srv, port = cwtest.tcp_listener(H4)
+    d = ctx.path("logs")
+    os.mkdir(d)
+    log = os.path.join(d, "cw-%p.log")
+    p = trap_start(ctx, "connect", H4, port, "fork-close", "say", "forked", "close", "say",
+                   "closed", log=log)
+    fd = int(p.expect("fd"))
+    c = srv.accept()[0]
+    child, crc = (int(x) for x in p.expect("child").split())
+    p.expect("forked")
+    p.expect("closed")
+    assert finish(p) == 0, p.stderr
+    assert crc == 0 and read_to_end(c) == (0, "eof")
+    files = {f: read_records(os.path.join(d, f)) for f in os.listdir(d)}
+    assert f"cw-{p.p.pid}.log" not in files, f"a file for closewatch's own pid: {sorted(files)}"
+    crecs = files.pop(f"cw-{child}.log")
+    check_fields(one_record(crecs, call="close"), pid=child, fd=fd, verdict="shared")
+    assert all(r["pid"] == child for r in crecs), crecs
+    assert len(files) == 1, sorted(files)
+    (name, precs), = files.items()
+    parent = one_record(precs, call="close")["pid"]
+    assert name == f"cw-{parent}.log" and parent not in (child, p.p.pid), (name, parent)
+    check_fields(one_record(precs, call="close"), fd=fd, verdict="clean")
+    assert all(r["pid"] == parent for r in precs), precs

@@ -734,6 +734,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	}
 	cw_config_parse(&cw_cfg, lookup_env, NULL, warn_cfg, NULL);
 	cw_log_open();
+	cw_log_file_per_watched_process(); /* %p: the watched process's pid, as under the shim */
 	/* Drain mode: the shim's engine, in a thread of ours (the program was
 	 * forked before: it inherits nothing of it). Sync drains too run in
 	 * that thread; the call waits for them in held_resolve(). */
