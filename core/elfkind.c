@@ -117,7 +117,7 @@ static enum cw_elf_kind classify_elf(int fd, char *why, size_t cap)
 	Ehdr eh;
 	if (read_at(fd, &eh, sizeof(eh), 0) || eh.e_ident[EI_CLASS] != CW_ELFCLASS ||
 	    eh.e_machine != CW_EM) {
-		set_why(why, cap, "not a program for this machine (ELF class or architecture)", NULL);
+		set_why(why, cap, CW_ELF_FOREIGN_WHY, NULL);
 		return CW_ELF_FOREIGN;
 	}
 	if (eh.e_phentsize != sizeof(Phdr))

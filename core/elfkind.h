@@ -8,6 +8,11 @@
 #ifndef CW_ELFKIND_H
 #define CW_ELFKIND_H
 
+/* The reason given for a program of another ABI (a 32-bit i386 one on
+ * x86-64): neither way in watches it (the shim is not loaded into it, the
+ * trap's filter lets its system calls pass unexamined). */
+#define CW_ELF_FOREIGN_WHY "not a program for this machine (ELF class or architecture)"
+
 #include <stddef.h>
 
 enum cw_elf_kind {
@@ -16,7 +21,8 @@ enum cw_elf_kind {
 	CW_ELF_OTHER_LOADER,  /* PT_INTERP is not glibc's (musl's /lib/ld-musl-*.so.1) */
 	CW_ELF_GO,            /* Go build-id note: system calls made without libc */
 	CW_ELF_SETUID,        /* setuid/setgid to another user: the loader drops LD_PRELOAD */
-	CW_ELF_FOREIGN,       /* ELF of another class or machine than this build */
+	CW_ELF_FOREIGN,       /* ELF of another class or machine than this build: why is
+	                       * CW_ELF_FOREIGN_WHY */
 	CW_ELF_UNKNOWN,       /* cannot be opened or read, or not ELF: exec decides */
 };
 

@@ -217,23 +217,34 @@ def test_run_summary_counts_lost_records(ctx):
     written, summed over every process of the run (here a parent and a child that closes
     a shared socket and leaves with _exit), and the count is the number of records the same
     run writes to a file. The status file is gone afterwards."""
+    _summary_counts_lost_records(ctx, "preload", "cwprog")
+
+
+def test_run_summary_counts_lost_records_through_the_trap(ctx):
+    """The same through the trap, whose supervisor writes every record (a static program)."""
+    import test_trap
+    test_trap.have_trap()
+    _summary_counts_lost_records(ctx, "trap", test_trap.STATIC)
+
+
+def _summary_counts_lost_records(ctx, via, name):
     acts = ["socketpair", "write", 3, "fork-close", "use", "pair", "close",
             "socket", "tcp4", "close", "say", "end"]
-    argv = [prog("cwprog")] + [str(a) for a in acts]
+    argv = [prog(name)] + [str(a) for a in acts]
     tmp = ctx.path("tmp")
     os.mkdir(tmp)
     env = _cli_env()
     env["TMPDIR"] = tmp
     log = ctx.path("cw.log")
-    r = subprocess.run([CLI, "run", "--events", "all", "--json", "--log", log, "--"] + argv,
-                       env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    r = subprocess.run([CLI, "run", "--via", via, "--events", "all", "--json", "--log", log,
+                        "--"] + argv, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
     recs = read_records(log)
     assert len({x["pid"] for x in recs}) == 2 and len(recs) >= 3, recs
     assert "could not be written" not in r.stderr, r.stderr
     try:
-        r = subprocess.run([CLI, "run", "--events", "all", "--json", "--log", "/dev/full",
-                            "--"] + argv, env=env, capture_output=True, text=True,
+        r = subprocess.run([CLI, "run", "--via", via, "--events", "all", "--json", "--log",
+                            "/dev/full", "--"] + argv, env=env, capture_output=True, text=True,
                            timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         raise AssertionError("closewatch run --log /dev/full did not end")

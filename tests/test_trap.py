@@ -609,3 +609,41 @@ def test_per_process_log_files(ctx):
     assert name == f"cw-{parent}.log" and parent not in (child, p.p.pid), (name, parent)
     check_fields(one_record(precs, call="close"), fd=fd, verdict="clean")
     assert all(r["pid"] == parent for r in precs), precs
+
+
+def test_program_of_another_abi_is_named_not_watched(ctx):
+    """A 32-bit (i386) program makes its system calls through the 32-bit entry, which the
+    filter lets pass unexamined (and the shim, built for x86-64, is never loaded into it): it
+    would run with nothing logged. `run` names it as not watched, without advice to use a way
+    in that would not see it either: up front and in the summary when it is the command
+    itself, and from the trap's look at every exec (the path the program passed, resolved in
+    its own working directory) or the shim's exec hook when a watched process starts it.
+    (Whether the kernel then runs it is the kernel's business: some VMs have no 32-bit entry
+    and fail the exec; the test does not depend on it.)"""
+    have_trap()
+    abi32 = cwtest.prog("abi32")
+    if not os.path.exists(abi32):
+        cwtest.skip(f"{abi32} not built (gcc -m32 -static: gcc-multilib)")
+    native = "closewatch sees only this machine's native system calls"
+    for via in ("trap", "auto"):
+        r = subprocess.run([cwtest.CLI, "run", "--via", via, "--", abi32], env=trap_env("stderr"),
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        lines = r.stderr.splitlines()
+        nw = [l for l in lines if l.startswith(f"closewatch: {abi32}: not watched (")]
+        assert len(nw) == 2 and all(native in l for l in nw), (via, r.stderr)
+        assert f"closewatch: watched via trap: every process {abi32} started" in lines, r.stderr
+        assert not any("use --via trap" in l for l in lines), r.stderr
+    d = ctx.path("bin")
+    os.mkdir(d)
+    shutil.copy(abi32, d)
+    script = f"cd {d} && ./abi32; exit 0"
+    for via, said in (("trap", "closewatch: watched via trap: sh and every process it started"),
+                      ("preload", "closewatch: watched via preload: ")):
+        r = subprocess.run([cwtest.CLI, "run", "--via", via, "--", "sh", "-c", script],
+                           env=trap_env("stderr"), stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=30)
+        lines = r.stderr.splitlines()
+        assert r.returncode == 0, (via, r.stderr)
+        assert any(l.startswith(said) for l in lines), (via, r.stderr)
+        nw = [l for l in lines if l.startswith("closewatch: ./abi32: not watched (")]
+        assert len(nw) == 1 and native in nw[0], (via, r.stderr)

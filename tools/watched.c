@@ -8,6 +8,7 @@
  * PATH may hold spaces: exe runs to the end of a "watched" line, and to the
  * last " why=" of a "notwatched" one (a reason never holds " why="). */
 #include "watched.h"
+#include "../core/elfkind.h"
 #include "runstatus.h"
 #include "util.h"
 
@@ -71,9 +72,18 @@ static int parse(char *line, struct entry *e)
 	return 0;
 }
 
+static int foreign(const char *why)
+{
+	return why && !strcmp(why, CW_ELF_FOREIGN_WHY);
+}
+
 static void print_not_watched(FILE *f, const char *exe, const char *why, unsigned long count)
 {
-	fprintf(f, "closewatch: %s: not watched (%s: use --via trap)", exe, why);
+	if (foreign(why)) /* the trap would not see its calls either (trap/foreign.h) */
+		fprintf(f, "closewatch: %s: not watched (%s: closewatch sees only this machine's "
+			"native system calls)", exe, why);
+	else
+		fprintf(f, "closewatch: %s: not watched (%s: use --via trap)", exe, why);
 	if (count > 1)
 		fprintf(f, " (%lu processes)", count);
 	fputc('\n', f);
@@ -149,10 +159,18 @@ void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const ch
 	unsigned long dropped = t.dropped;
 	int any = 0;
 	if (trap) {
-		int said = 0;
+		int said = 0, cmd_unwatched = 0;
 		for (size_t i = 0; i < n && !said; i++)
 			said = !es[i].why && es[i].via && !strcmp(es[i].via, "trap");
-		if (!said) {
+		/* The trap said at its exec that CMD itself is of another ABI. */
+		for (size_t i = 0; i < n; i++)
+			cmd_unwatched |= foreign(es[i].why) &&
+					 (!strcmp(es[i].exe, cmd) ||
+					  (!strchr(cmd, '/') && !strcmp(base(es[i].exe), cmd)));
+		if (!said && cmd_unwatched) {
+			fprintf(f, "closewatch: watched via trap: every process %s started\n", cmd);
+			any = 1;
+		} else if (!said) {
 			fprintf(f, "closewatch: watched via trap: %s and every process it started\n", cmd);
 			any = 1;
 		}

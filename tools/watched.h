@@ -13,7 +13,10 @@
  *   closewatch: ./helper: not watched (statically linked: use --via trap)
  * or "closewatch: no process was watched" when nothing was. */
 /* trap: CMD ran under the trap; if no process said "watched ... via=trap",
- * "closewatch: watched via trap: CMD and every process it started". */
+ * "closewatch: watched via trap: CMD and every process it started" (or, when
+ * the trap said CMD itself is of another ABI, which it cannot watch,
+ * "every process CMD started"). A program of another ABI is listed without
+ * the advice to use --via trap, which would not see it either. */
 void cw_watched_summarize(FILE *f, const char *status, const char *cmd, const char *cmd_why,
 			  int trap);
 

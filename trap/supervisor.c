@@ -21,12 +21,14 @@
  *    ENOSYS: we forward the usual signals and outlive the program. */
 #include "trap.h"
 #include "drains.h"
+#include "foreign.h"
 #include "filter.h"
 #include "procfds.h"
 #include "../core/config.h"
 #include "../core/fdtable.h"
 #include "../core/inspect.h"
 #include "../core/logwriter.h"
+#include "../core/runstatus.h"
 #include "../core/verdict.h"
 #include "../core/warn.h"
 
@@ -509,6 +511,7 @@ static void examine(const struct seccomp_notif *req)
 	} else if (nr == SCMP_SYS(exit_group)) {
 		fds_going(t, 0, ~0U, CW_CALL_EXIT, 0);
 	} else if (is_exec(nr)) {
+		cw_trap_check_exec(t->tgid, nr, a);
 		fds_going(t, 0, ~0U, CW_CALL_EXIT, 1);
 		for (size_t i = 0; i < nbatch; i++)
 			batch[i].exec_tid = t->tid;
@@ -735,6 +738,8 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	cw_config_parse(&cw_cfg, lookup_env, NULL, warn_cfg, NULL);
 	cw_log_open();
 	cw_log_file_per_watched_process(); /* %p: the watched process's pid, as under the shim */
+	/* Records we cannot write are counted for run's summary, as the shim's are. */
+	cw_runstatus_init(getenv("CLOSEWATCH_RUN_STATUS"));
 	/* Drain mode: the shim's engine, in a thread of ours (the program was
 	 * forked before: it inherits nothing of it). Sync drains too run in
 	 * that thread; the call waits for them in held_resolve(). */
@@ -803,6 +808,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	}
 	pending_resolve(0, 0); /* every process has ended: their sockets are gone */
 	cw_trap_drain_wait_all(); /* drains go on after the program, within their timeouts */
+	cw_log_report_lost();
 	seccomp_notify_free(req, resp);
 	close(sfd);
 	close(listener);
