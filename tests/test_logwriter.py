@@ -124,6 +124,30 @@ def test_stderr_pipe_reader_gone_no_sigpipe(ctx):
         assert (rc, out) == (rc0, plain), f"{fmt}: shim {rc} {out[-3:]}, plain {rc0} {plain[-3:]}"
 
 
+@cwtest.timeout(120)
+def test_run_with_stderr_reader_gone(ctx):
+    """`closewatch run ... 2>&1 | head -1` after head ended: run's own lines (warnings, the
+    summary) meet EPIPE. run used to die of SIGPIPE (status 141 for a program that ended 0;
+    under the trap a supervisor that dies leaves every trapped call failing with ENOSYS).
+    Both ways in, warn mode, every close logged: run ends with the program's status and the
+    program's output is whole. SIGPIPE is blocked in run, not ignored, so the program keeps
+    the default: one that writes to that stderr itself still dies of it, as without us."""
+    import test_trap
+    test_trap.have_trap()
+    for via, name in (("preload", "cwprog"), ("trap", test_trap.STATIC)):
+        argv = [prog(name)] + MANY
+        rc0, plain = _stderr_reader_gone(argv, plain_env())
+        env = _cli_env()
+        env.update(CLOSEWATCH_MODE="warn", CLOSEWATCH_EVENTS="all")
+        rc, out = _stderr_reader_gone([CLI, "run", "--via", via, "--"] + argv, env)
+        assert (rc, out) == (rc0, plain), f"{via}: run {rc} {out[-3:]}, plain {rc0} {plain[-3:]}"
+        sh = ["sh", "-c", "echo to-stderr >&2; echo survived"]
+        rc0, plain = _stderr_reader_gone(sh, plain_env())
+        assert rc0 == -13 and plain == [], (rc0, plain)  # killed by SIGPIPE
+        rc, out = _stderr_reader_gone([CLI, "run", "--via", via, "--"] + sh, env)
+        assert (rc, out) == (128 + 13, []), f"{via}: run {rc} {out}"
+
+
 # ---------------------------------------------------------------- a reader that never reads
 
 @cwtest.timeout(120)

@@ -321,6 +321,15 @@ int cw_cmd_run(int argc, char **argv)
 	sigset_t handled, old_mask;
 	handled_signals(&handled);
 	sigprocmask(SIG_BLOCK, &handled, &old_mask);
+	/* A reader of our stderr that is gone (`closewatch run ... 2>&1 | head`) must
+	 * not kill us: under the trap every trapped call of the program would then
+	 * fail with ENOSYS, and in any case run's status is the program's. Blocked,
+	 * not ignored: the program gets the old mask back, and an ignored signal
+	 * would stay ignored in it across exec. A write then fails with EPIPE. */
+	sigset_t pipe_sig;
+	sigemptyset(&pipe_sig);
+	sigaddset(&pipe_sig, SIGPIPE);
+	sigprocmask(SIG_BLOCK, &pipe_sig, NULL);
 	struct cw_runlog log;
 	const char *spec = o.log ? o.log : getenv("CLOSEWATCH_LOG");
 	if (cw_runlog_begin(&log, spec && *spec ? spec : NULL) != 0)
