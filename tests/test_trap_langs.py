@@ -132,9 +132,12 @@ def test_rst_unread(ctx):
 def test_rst_linger0(ctx):
     def one_prog(name):
         with Capture(ctx, "tcp") as cap:
-            t = Trap(ctx, name, "listen", H4, 0, "accept", "linger", 1, 0, "close",
+            # The reset waits for the test: one sent while the client's (non-blocking)
+            # connect() has not read SO_ERROR yet makes connect() itself fail.
+            t = Trap(ctx, name, "listen", H4, 0, "accept", "wait", "linger", 1, 0, "close",
                      "say", "closed", "wait")
             c, port, afd, cport = listen_accept(t)
+            tell(t.p)
             t.expect("closed")
             got = read_to_end(c)
             tell(t.p)
