@@ -40,11 +40,11 @@
  *     fd) keep a drained fd registered until the drain ends: the program may
  *     see events for a connection it closed. O_ASYNC/F_SETOWN signals go on
  *     during a drain, for the same reason (the socket is still open).
- *   - exec() cuts pending drains short (our duplicates are close-on-exec) and
- *     _exit() skips the wait: no call:"drain" record then (the close records
- *     not yet written by the thread are, cw_drain_flush_close_records). A
- *     sync drain still running in another thread when the process exits is
- *     not waited for.
+ *   - exec() cuts pending drains short (our duplicates are close-on-exec):
+ *     no call:"drain" record then (the close records not yet written by the
+ *     thread are, cw_drain_flush_close_records). _exit() waits as exit does.
+ *     A sync drain still running in another thread when the process exits
+ *     is not waited for.
  *   - the first asynchronous drain starts a thread that stays (blocked in
  *     epoll_wait): the process is multi-threaded from then on (e.g. a later
  *     unshare(CLONE_NEWUSER) fails). Starting it is the one allocation made
@@ -104,7 +104,7 @@ void cw_drain_relocate_if(int fd);
 void cw_drain_note_epoll(int epfd);
 
 void cw_drain_init(void);
-/* At exit: a bounded wait for pending drains, each logged either way. */
+/* At exit and _exit: a bounded wait for pending drains, each logged either way. */
 void cw_drain_at_exit(void);
 
 #endif

@@ -752,15 +752,21 @@ __attribute__((destructor)) static void closewatch_destructor(void)
 	SHIM_END();
 }
 
-/* _exit skips the destructor: only the close records of pending drains are
- * written (the drains themselves end with the process). Not in a vfork
- * child: the records are its parent's. */
+/* _exit skips the destructor, yet pending drains get the same bounded wait
+ * as at exit (<= the idle timeout): fork-per-connection servers (Python's
+ * ForkingMixIn, many C servers) end each child with _exit right after its
+ * close, and a drain ended there would reset the very client it was
+ * lingering for. The wait takes no lock a signal handler could hold (the
+ * engine's lock refuses re-entry from our own locked section). Then the
+ * close records of drains still going are written. Not in a vfork child:
+ * the drains and records are its parent's. */
 static void exit_now(void)
 {
 	if (ready() && (int)getpid() == atomic_load(&self_pid)) {
 		/* _exit is no cancellation point; the writes here are. */
 		int cancel_state;
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+		cw_drain_at_exit();
 		cw_drain_flush_close_records();
 		cw_log_report_lost();
 		pthread_setcancelstate(cancel_state, NULL);

@@ -671,6 +671,28 @@ def test_exit_waits_for_pending_drains(ctx):
             assert dr["result"] == "timeout" and 1500 <= dr["waited_ms"] < LONG_IDLE_MS, dr
 
 
+def test_exit_right_after_close_waits_for_the_drain(ctx):
+    """Fork-per-connection servers (Python's ForkingMixIn, many C servers) end each child
+    with _exit right after its close: pending drains get the same bounded wait there as at
+    exit, so the client still gets the whole answer and EOF, with no reset (a drain cut short
+    by _exit used to reset the very client it lingered for), and the drain is logged."""
+    for how in ("_exit", "_Exit", None):
+        log = ctx.path(f"log-{how}")
+        srv = start(ctx, "drain_server", "--read", 0, "--write", 100000, "--waitinq", 10,
+                    *(("--then", how) if how else ()),
+                    env=drain_env(log, idle=LONG_IDLE_MS, total=LONG_IDLE_MS))
+        port = int(srv.expect("port "))
+        c = client(port)
+        c.sendall(b"0123456789")
+        closed_line(srv)
+        res = pump(c, 300000)  # an upload still coming after the answer and the close
+        c.close()
+        assert finish(srv, timeout=HANG_S) == 0, how
+        assert res["read"] == "eof" and not res["reset"] and res["got"] == 100000, (how, res)
+        (dr,) = drains(read_records(log))
+        assert dr["result"] == "delivered" and dr["discarded"] >= 300000, (how, dr)
+
+
 def test_dup2_over_our_fds(ctx):
     """A program that dup2()s over a range of high fd numbers where ours live
     (the log's, the drains', the drain thread's) while drains are pending: its
