@@ -34,6 +34,10 @@ static int per_iter = 1; /* connections per iteration: 2 with -f */
 /* -f: the client reads only once the child is done (a byte on this pipe),
  * so that no close of the child wakes it: both timed closes alike. */
 static int child_done[2] = {-1, -1};
+/* -f: the client connects only once the child is forked, so that the child
+ * never holds the client's end of its own connections (a server's child
+ * does not): its drains end when the client closes, not at its exit. */
+static int child_forked[2] = {-1, -1};
 static size_t upload = 16384;
 static unsigned long resets, eofs;
 
@@ -46,6 +50,9 @@ static void *client(void *arg)
 	memset(buf, 'u', upload);
 	for (long i = 0; i < total; i++) {
 		int cs[2];
+		char b;
+		if (child_forked[0] >= 0 && read(child_forked[0], &b, 1) != 1)
+			die("client wait");
 		for (int k = 0; k < per_iter; k++) {
 			int c = cs[k] = loopback_connect(&addr, NULL);
 			size_t off = 0;
@@ -56,7 +63,6 @@ static void *client(void *arg)
 				off += (size_t)n;
 			}
 		}
-		char b;
 		if (child_done[0] >= 0 && read(child_done[0], &b, 1) != 1)
 			die("client wait");
 		for (int k = 0; k < per_iter; k++) {
@@ -130,13 +136,18 @@ static void close_in_child(int listener, int depth, uint64_t dt[2])
 		t[0] = timed_close(c[0], depth);
 		t[1] = timed_close(c[1], depth);
 		/* _exit, as fork-per-connection servers end their children
-		 * (a drain still going ends with the process). */
+		 * (in drain mode it waits for the drains, which end when the
+		 * client, told below, reads to EOF and closes). */
 		_exit(write(back[1], t, sizeof t) == sizeof t ? 0 : 1);
 	}
 	close(go[0]);
 	close(back[1]);
+	if (write(child_forked[1], "f", 1) != 1)
+		die("pipe");
 	if (write(go[1], "g", 1) != 1 || read(back[0], dt, 2 * sizeof *dt) != 2 * sizeof *dt)
 		die("child");
+	if (write(child_done[1], "d", 1) != 1) /* the client may read now */
+		die("pipe");
 	int st;
 	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		die("child exit");
@@ -160,7 +171,7 @@ int main(int argc, char **argv)
 		}
 	}
 	total = iters + warmup;
-	if (per_iter == 2 && pipe(child_done) < 0)
+	if (per_iter == 2 && (pipe(child_done) < 0 || pipe(child_forked) < 0))
 		die("pipe");
 	int listener = loopback_listener(64, &addr);
 	pthread_t th;
@@ -175,8 +186,6 @@ int main(int argc, char **argv)
 		uint64_t dt[2] = {0, 0};
 		if (per_iter == 2) {
 			close_in_child(listener, depth, dt);
-			if (write(child_done[1], "d", 1) != 1)
-				die("pipe");
 		} else {
 			dt[0] = timed_close(accept_loaded(listener), depth);
 		}
