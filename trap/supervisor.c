@@ -144,13 +144,17 @@ static const char *host_name(void)
 	return host;
 }
 
-/* The task behind notification req, or NULL when it is gone. */
-static struct task *task_for(pid_t tid, uint64_t id)
+/* The task behind notification req, or NULL when it is gone. An entry for
+ * tid whose task died means the tid was reused: it is made again. check: ask
+ * whether the entry's task lives (signal 0); without it the entry is taken
+ * as it is, for a caller whose first use is getfd(), which fails with ESRCH
+ * for a dead task (and then calls task_recheck()): one syscall less on every
+ * close, shutdown and dup2. */
+static struct task *task_for(pid_t tid, uint64_t id, int check)
 {
 	struct task *t = &tasks[(unsigned)tid % NTASKS];
-	/* Still the same task (signal 0: a liveness check)? A dead one means
-	 * the tid was reused: make the entry again. */
-	if (t->tid == tid && t->pidfd >= 0 && syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0) == 0)
+	if (t->tid == tid && t->pidfd >= 0 &&
+	    (!check || syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0) == 0))
 		return t;
 	task_drop(t);
 	int pfd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
@@ -173,9 +177,26 @@ static struct task *task_for(pid_t tid, uint64_t id)
 /* Our duplicate of the program's fd, or -1 (not open: the call will fail). */
 static int getfd(struct task *t, int fd)
 {
-	if (fd < 0)
+	if (fd < 0) {
+		errno = EBADF;
 		return -1;
+	}
 	return (int)syscall(SYS_pidfd_getfd, t->pidfd, fd, 0);
+}
+
+/* The first getfd() of a notification, on an entry task_for() did not check:
+ * ESRCH says the entry's task is gone (its tid was reused by the task that
+ * trapped now), so the entry is made again and asked once more. *tp becomes
+ * that entry, or NULL when the trapping task is gone too. */
+static int getfd_first(struct task **tp, uint64_t id, int fd)
+{
+	int dup = getfd(*tp, fd);
+	if (dup >= 0 || errno != ESRCH)
+		return dup;
+	*tp = task_for((*tp)->tid, id, 1);
+	if (!*tp)
+		return -1;
+	return getfd(*tp, fd);
 }
 
 /* ---- records of one notification --------------------------------------------- */
@@ -351,11 +372,8 @@ static int drainable(int call)
  * every fd that goes in the same call). Inspect our duplicate like the shim's
  * close path does; keep a record if one is due. The duplicate is closed
  * before returning. */
-static void socket_going(struct task *t, int fd, int call, int how, const int *closing, size_t n)
+static void dup_going(struct task *t, int fd, int dup, int call, int how, const int *closing, size_t n)
 {
-	int dup = getfd(t, fd);
-	if (dup < 0)
-		return;
 	uint8_t kind = cw_fd_classify(dup);
 	struct slot *slot = kind ? batch_slot() : NULL;
 	if (!slot) {
@@ -427,6 +445,13 @@ skip:
 	close(dup);
 }
 
+static void socket_going(struct task *t, int fd, int call, int how, const int *closing, size_t n)
+{
+	int dup = getfd(t, fd);
+	if (dup >= 0)
+		dup_going(t, fd, dup, call, how, closing, n);
+}
+
 /* Every fd of t's process in [lo, hi] (only the close-on-exec ones when
  * cloexec) goes away in call. */
 static void fds_going(struct task *t, unsigned lo, unsigned hi, int call, int cloexec)
@@ -479,24 +504,33 @@ static void examine(const struct seccomp_notif *req)
 	}
 	if (nr == SCMP_SYS(clone3))
 		return;
-	struct task *t = task_for((pid_t)req->pid, req->id);
+	/* close, shutdown, dup2 and dup3 begin with getfd_first(), which finds
+	 * a stale entry itself; the others read /proc by the entry's tgid, as
+	 * does pending_resolve(): for them the entry is checked first. */
+	int one_fd = nr == SCMP_SYS(close) || nr == SCMP_SYS(shutdown) ||
+		     nr == SCMP_SYS(dup2) || nr == SCMP_SYS(dup3);
+	struct task *t = task_for((pid_t)req->pid, req->id, !one_fd || npending);
 	if (!t)
 		return;
 	if (npending)
 		pending_resolve(t->tgid, t->tid);
 	if (nr == SCMP_SYS(close)) {
-		socket_going(t, (int)a[0], CW_CALL_CLOSE, -1, NULL, 0);
+		int dup = getfd_first(&t, req->id, (int)a[0]);
+		if (dup >= 0)
+			dup_going(t, (int)a[0], dup, CW_CALL_CLOSE, -1, NULL, 0);
 	} else if (nr == SCMP_SYS(shutdown)) {
 		int how = (int)a[1];
-		if (how == SHUT_RD || how == SHUT_WR || how == SHUT_RDWR)
-			socket_going(t, (int)a[0], CW_CALL_SHUTDOWN, how, NULL, 0);
+		int dup = how == SHUT_RD || how == SHUT_WR || how == SHUT_RDWR
+				  ? getfd_first(&t, req->id, (int)a[0]) : -1;
+		if (dup >= 0)
+			dup_going(t, (int)a[0], dup, CW_CALL_SHUTDOWN, how, NULL, 0);
 	} else if (nr == SCMP_SYS(dup2) || nr == SCMP_SYS(dup3)) {
 		int oldfd = (int)a[0], newfd = (int)a[1];
 		if (nr == SCMP_SYS(dup3) && ((int)a[2] & ~O_CLOEXEC))
 			return; /* EINVAL */
 		if (oldfd == newfd)
 			return; /* dup2: nothing closed; dup3: EINVAL */
-		int old = getfd(t, oldfd);
+		int old = getfd_first(&t, req->id, oldfd);
 		if (old < 0)
 			return; /* EBADF: newfd stays open */
 		close(old);
