@@ -2,8 +2,8 @@
  * call, write the records. See trap.h.
  *
  * One thread answers every notification. Each answer is a handful of
- * syscalls (receive, pidfd_getfd, two or three getsockopt/ioctl, close,
- * send): about 10 us with the kernel's synchronous wake-up, so many threads
+ * syscalls (receive, pidfd_getfd, one getsockopt for a non-socket, four
+ * getsockopt/ioctl for a TCP socket, close, send), so many threads
  * trapping at once wait at most for the few notifications ahead of them;
  * the kernel queues them and none is lost (tests/test_trap.py counts them).
  *
