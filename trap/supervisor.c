@@ -15,13 +15,14 @@
  *    aborted on the way (its thread killed, or on kernels without
  *    WAIT_KILLABLE_RECV a signal that restarts the call) is not a close, and
  *    a restarted call is trapped and answered again, so it is logged once.
- *  - Since Linux 6.6 (the kernel that has SECCOMP_IOCTL_NOTIF_SET_FLAGS) a
- *    RECV blocked with nothing to receive returns ENOENT when every process
- *    under the filter has ended, so the loop blocks in RECV: no poll before
- *    each notification (one syscall, about 1.3 us of a trapped call here).
- *    Before 6.6 a blocked RECV never notices: poll, and POLLHUP says so.
- *    Signals (forwarded ones, SIGCHLD) are read by a thread of their own,
- *    so that nothing needs to interrupt the RECV.
+ *  - Since Linux 6.11 a RECV blocked with nothing to receive returns (ENOENT)
+ *    once every process under the filter has ended, so the loop blocks in
+ *    RECV: no poll before each notification (one syscall, about 1.3 us of a
+ *    trapped call here). Before, a blocked RECV never notices (6.8 is known
+ *    to hang so): poll, and POLLHUP says so. Signals (forwarded ones,
+ *    SIGCHLD) are read by a thread of their own, so that nothing needs to
+ *    interrupt the RECV; should a RECV still outlast the program (a kernel
+ *    that says 6.11 without that change), that thread interrupts it.
  *  - If this process dies, every trapped call of the program fails with
  *    ENOSYS: we forward the usual signals and outlive the program. */
 #include "trap.h"
@@ -710,6 +711,17 @@ static const char *lookup_env(const char *name, void *arg)
 	return getenv(name);
 }
 
+/* Does a RECV blocked with nothing to receive return once no process is
+ * left under the filter? Linux 6.11 and later. */
+static int recv_ends_with_program(void)
+{
+	struct utsname u;
+	int major = 0, minor = 0;
+	if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
+		return 0;
+	return major > 6 || (major == 6 && minor >= 11);
+}
+
 static int setup_error(const char *why)
 {
 	fprintf(stderr, "closewatch: cannot watch through the trap: %s; nothing was run\n", why);
@@ -733,11 +745,22 @@ static void forward(int sig, const struct signalfd_siginfo *si, pid_t pid)
  * processes changed. It ends when the loop writes to its stop pipe (every
  * process under the filter has ended), after a last reap. */
 struct sigwatch {
-	int sfd, stop;
+	int sfd, stop, listener;
 	pid_t pid;
+	pthread_t loop; /* the receiving thread */
 	int status, reaped;
 };
 static atomic_int procs_changed;
+
+/* Sent to the receiving thread only when no process is left under the filter
+ * and it still waits 200 ms later: its RECV did not return by itself. The
+ * handler does nothing; installed without SA_RESTART, it makes RECV fail
+ * with EINTR. */
+#define CW_WAKE_SIG (SIGRTMIN + 2)
+static void on_wake(int sig)
+{
+	(void)sig;
+}
 
 static void reap(struct sigwatch *w)
 {
@@ -754,12 +777,24 @@ static void reap(struct sigwatch *w)
 static void *signals_thread(void *arg)
 {
 	struct sigwatch *w = arg;
-	struct pollfd p[2] = {{.fd = w->sfd, .events = POLLIN}, {.fd = w->stop, .events = POLLIN}};
+	/* The listener: no events asked, POLLHUP (no process left) comes anyway. */
+	struct pollfd p[3] = {{.fd = w->sfd, .events = POLLIN}, {.fd = w->stop, .events = POLLIN},
+			      {.fd = w->listener, .events = 0}};
+	int ended = 0;
 	for (;;) {
-		if (poll(p, 2, -1) < 0)
+		int n = poll(p, 3, ended ? 200 : -1);
+		if (n < 0)
 			continue; /* EINTR: every signal is blocked here; bounded anyway */
 		if (p[1].revents)
 			break;
+		if (n == 0) { /* ended 200 ms ago, and the loop has not seen it */
+			pthread_kill(w->loop, CW_WAKE_SIG);
+			continue;
+		}
+		if (p[2].revents) {
+			ended = 1;
+			p[2].fd = -1;
+		}
 		struct signalfd_siginfo si;
 		if (!(p[0].revents & POLLIN) || read(w->sfd, &si, sizeof si) != sizeof si)
 			continue;
@@ -815,8 +850,8 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	fcntl(listener, F_SETFD, FD_CLOEXEC);
 	/* Linux 6.6: wake us on the trapping thread's CPU and hand the CPU
 	 * straight back (9-10 us per trapped call instead of about 60). */
-	int blocking_recv = ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-				  (unsigned long)SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) == 0;
+	ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, (unsigned long)SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
+	int blocking_recv = recv_ends_with_program();
 	for (int i = 0; i < NTASKS; i++)
 		tasks[i].pidfd = -1;
 	/* A pidfd per trapping thread: room for them (only here, never in the
@@ -857,10 +892,17 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	close(ack[1]);
 
 	/* The thread starts with every signal of `handled` blocked, as here. */
-	struct sigwatch sw = {.sfd = sfd, .stop = -1, .pid = pid};
+	struct sigwatch sw = {.sfd = sfd, .stop = -1, .listener = listener, .pid = pid,
+			      .loop = pthread_self()};
 	int stop[2] = {-1, -1};
 	pthread_t sigth;
-	int sig_thread = pipe2(stop, O_CLOEXEC) == 0;
+	struct sigaction wake = {.sa_handler = on_wake}; /* no SA_RESTART */
+	sigemptyset(&wake.sa_mask);
+	sigset_t wakeset;
+	sigemptyset(&wakeset);
+	sigaddset(&wakeset, CW_WAKE_SIG);
+	int sig_thread = sigaction(CW_WAKE_SIG, &wake, NULL) == 0 &&
+			 pthread_sigmask(SIG_UNBLOCK, &wakeset, NULL) == 0 && pipe2(stop, O_CLOEXEC) == 0;
 	if (sig_thread) {
 		sw.stop = stop[0];
 		sig_thread = pthread_create(&sigth, NULL, signals_thread, &sw) == 0;
