@@ -937,7 +937,8 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 			continue;
 		}
 		/* ENOENT: the program has ended, or the notification's thread
-		 * was killed between the wake-up and the receive. */
+		 * was killed between the wake-up and the receive; EINTR: the
+		 * signal thread saw the program end before this RECV did. */
 		struct pollfd p = {.fd = listener, .events = 0};
 		hup = poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
 	}
