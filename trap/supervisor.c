@@ -156,8 +156,8 @@ static const char *host_name(void)
  * tid whose task died means the tid was reused: it is made again. check: ask
  * whether the entry's task lives (signal 0); without it the entry is taken
  * as it is, for a caller whose first use is getfd(), which fails with ESRCH
- * for a dead task (and then calls task_recheck()): one syscall less on every
- * close, shutdown and dup2. */
+ * for a dead task (getfd_first() then makes the entry again): one syscall
+ * less on every close, shutdown and dup2. */
 static struct task *task_for(pid_t tid, uint64_t id, int check)
 {
 	struct task *t = &tasks[(unsigned)tid % NTASKS];
