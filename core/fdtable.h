@@ -41,7 +41,8 @@ int cw_fd_limit(void);
 void cw_fd_mark_all_sockets(uint8_t flags);
 
 /* Ask the kernel what fd is: a CW_KIND_*, or CW_KIND_NONE (not a socket, not
- * covered, or not open). One to three getsockopt calls. */
+ * covered, or not open). One getsockopt call for a fd that is no socket,
+ * two for TCP, at most three. */
 uint8_t cw_fd_classify(int fd);
 
 /* Kind from socket()'s arguments, without asking the kernel. */

@@ -2,8 +2,8 @@
  * call, write the records. See trap.h.
  *
  * One thread answers every notification. Each answer is a handful of
- * syscalls (receive, pidfd_getfd, two or three getsockopt/ioctl, close,
- * send): about 10 us with the kernel's synchronous wake-up, so many threads
+ * syscalls (receive, pidfd_getfd, one getsockopt for a non-socket, four
+ * getsockopt/ioctl for a TCP socket, close, send), so many threads
  * trapping at once wait at most for the few notifications ahead of them;
  * the kernel queues them and none is lost (tests/test_trap.py counts them).
  *
@@ -15,8 +15,14 @@
  *    aborted on the way (its thread killed, or on kernels without
  *    WAIT_KILLABLE_RECV a signal that restarts the call) is not a close, and
  *    a restarted call is trapped and answered again, so it is logged once.
- *  - Blocking in RECV never notices that the program is gone: poll, and
- *    POLLHUP says every process under the filter has ended.
+ *  - Since Linux 6.11 a RECV blocked with nothing to receive returns (ENOENT)
+ *    once every process under the filter has ended, so the loop blocks in
+ *    RECV: no poll before each notification (one syscall, about 1.3 us of a
+ *    trapped call here). Before, a blocked RECV never notices (6.8 is known
+ *    to hang so): poll, and POLLHUP says so. Signals (forwarded ones,
+ *    SIGCHLD) are read by a thread of their own, so that nothing needs to
+ *    interrupt the RECV; should a RECV still outlast the program (a kernel
+ *    that says 6.11 without that change), that thread interrupts it.
  *  - If this process dies, every trapped call of the program fails with
  *    ENOSYS: we forward the usual signals and outlive the program. */
 #include "trap.h"
@@ -37,6 +43,8 @@
 #include <linux/close_range.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,13 +152,17 @@ static const char *host_name(void)
 	return host;
 }
 
-/* The task behind notification req, or NULL when it is gone. */
-static struct task *task_for(pid_t tid, uint64_t id)
+/* The task behind notification req, or NULL when it is gone. An entry for
+ * tid whose task died means the tid was reused: it is made again. check: ask
+ * whether the entry's task lives (signal 0); without it the entry is taken
+ * as it is, for a caller whose first use is getfd(), which fails with ESRCH
+ * for a dead task (getfd_first() then makes the entry again): one syscall
+ * less on every close, shutdown and dup2. */
+static struct task *task_for(pid_t tid, uint64_t id, int check)
 {
 	struct task *t = &tasks[(unsigned)tid % NTASKS];
-	/* Still the same task (signal 0: a liveness check)? A dead one means
-	 * the tid was reused: make the entry again. */
-	if (t->tid == tid && t->pidfd >= 0 && syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0) == 0)
+	if (t->tid == tid && t->pidfd >= 0 &&
+	    (!check || syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0) == 0))
 		return t;
 	task_drop(t);
 	int pfd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
@@ -173,9 +185,26 @@ static struct task *task_for(pid_t tid, uint64_t id)
 /* Our duplicate of the program's fd, or -1 (not open: the call will fail). */
 static int getfd(struct task *t, int fd)
 {
-	if (fd < 0)
+	if (fd < 0) {
+		errno = EBADF;
 		return -1;
+	}
 	return (int)syscall(SYS_pidfd_getfd, t->pidfd, fd, 0);
+}
+
+/* The first getfd() of a notification, on an entry task_for() did not check:
+ * ESRCH says the entry's task is gone (its tid was reused by the task that
+ * trapped now), so the entry is made again and asked once more. *tp becomes
+ * that entry, or NULL when the trapping task is gone too. */
+static int getfd_first(struct task **tp, uint64_t id, int fd)
+{
+	int dup = getfd(*tp, fd);
+	if (dup >= 0 || errno != ESRCH)
+		return dup;
+	*tp = task_for((*tp)->tid, id, 1);
+	if (!*tp)
+		return -1;
+	return getfd(*tp, fd);
 }
 
 /* ---- records of one notification --------------------------------------------- */
@@ -351,11 +380,8 @@ static int drainable(int call)
  * every fd that goes in the same call). Inspect our duplicate like the shim's
  * close path does; keep a record if one is due. The duplicate is closed
  * before returning. */
-static void socket_going(struct task *t, int fd, int call, int how, const int *closing, size_t n)
+static void dup_going(struct task *t, int fd, int dup, int call, int how, const int *closing, size_t n)
 {
-	int dup = getfd(t, fd);
-	if (dup < 0)
-		return;
 	uint8_t kind = cw_fd_classify(dup);
 	struct slot *slot = kind ? batch_slot() : NULL;
 	if (!slot) {
@@ -427,6 +453,13 @@ skip:
 	close(dup);
 }
 
+static void socket_going(struct task *t, int fd, int call, int how, const int *closing, size_t n)
+{
+	int dup = getfd(t, fd);
+	if (dup >= 0)
+		dup_going(t, fd, dup, call, how, closing, n);
+}
+
 /* Every fd of t's process in [lo, hi] (only the close-on-exec ones when
  * cloexec) goes away in call. */
 static void fds_going(struct task *t, unsigned lo, unsigned hi, int call, int cloexec)
@@ -479,24 +512,33 @@ static void examine(const struct seccomp_notif *req)
 	}
 	if (nr == SCMP_SYS(clone3))
 		return;
-	struct task *t = task_for((pid_t)req->pid, req->id);
+	/* close, shutdown, dup2 and dup3 begin with getfd_first(), which finds
+	 * a stale entry itself; the others read /proc by the entry's tgid, as
+	 * does pending_resolve(): for them the entry is checked first. */
+	int one_fd = nr == SCMP_SYS(close) || nr == SCMP_SYS(shutdown) ||
+		     nr == SCMP_SYS(dup2) || nr == SCMP_SYS(dup3);
+	struct task *t = task_for((pid_t)req->pid, req->id, !one_fd || npending);
 	if (!t)
 		return;
 	if (npending)
 		pending_resolve(t->tgid, t->tid);
 	if (nr == SCMP_SYS(close)) {
-		socket_going(t, (int)a[0], CW_CALL_CLOSE, -1, NULL, 0);
+		int dup = getfd_first(&t, req->id, (int)a[0]);
+		if (dup >= 0)
+			dup_going(t, (int)a[0], dup, CW_CALL_CLOSE, -1, NULL, 0);
 	} else if (nr == SCMP_SYS(shutdown)) {
 		int how = (int)a[1];
-		if (how == SHUT_RD || how == SHUT_WR || how == SHUT_RDWR)
-			socket_going(t, (int)a[0], CW_CALL_SHUTDOWN, how, NULL, 0);
+		int dup = how == SHUT_RD || how == SHUT_WR || how == SHUT_RDWR
+				  ? getfd_first(&t, req->id, (int)a[0]) : -1;
+		if (dup >= 0)
+			dup_going(t, (int)a[0], dup, CW_CALL_SHUTDOWN, how, NULL, 0);
 	} else if (nr == SCMP_SYS(dup2) || nr == SCMP_SYS(dup3)) {
 		int oldfd = (int)a[0], newfd = (int)a[1];
 		if (nr == SCMP_SYS(dup3) && ((int)a[2] & ~O_CLOEXEC))
 			return; /* EINVAL */
 		if (oldfd == newfd)
 			return; /* dup2: nothing closed; dup3: EINVAL */
-		int old = getfd(t, oldfd);
+		int old = getfd_first(&t, req->id, oldfd);
 		if (old < 0)
 			return; /* EBADF: newfd stays open */
 		close(old);
@@ -669,6 +711,17 @@ static const char *lookup_env(const char *name, void *arg)
 	return getenv(name);
 }
 
+/* Does a RECV blocked with nothing to receive return once no process is
+ * left under the filter? Linux 6.11 and later. */
+static int recv_ends_with_program(void)
+{
+	struct utsname u;
+	int major = 0, minor = 0;
+	if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
+		return 0;
+	return major > 6 || (major == 6 && minor >= 11);
+}
+
 static int setup_error(const char *why)
 {
 	fprintf(stderr, "closewatch: cannot watch through the trap: %s; nothing was run\n", why);
@@ -682,6 +735,78 @@ static void forward(int sig, const struct signalfd_siginfo *si, pid_t pid)
 	if (si->ssi_code == SI_KERNEL && getpgid(pid) == getpgrp())
 		return;
 	kill(pid, sig);
+}
+
+/* ---- signals: a thread of their own ------------------------------------------- */
+
+/* It forwards the usual signals to the program and reaps its processes (the
+ * program and the orphans that come back to us: a zombie still counts as a
+ * user of the filter); the loop learns from procs_changed that the watched
+ * processes changed. It ends when the loop writes to its stop pipe (every
+ * process under the filter has ended), after a last reap. */
+struct sigwatch {
+	int sfd, stop, listener;
+	pid_t pid;
+	pthread_t loop; /* the receiving thread */
+	int status, reaped;
+};
+static atomic_int procs_changed;
+
+/* Sent to the receiving thread only when no process is left under the filter
+ * and it still waits 200 ms later: its RECV did not return by itself. The
+ * handler does nothing; installed without SA_RESTART, it makes RECV fail
+ * with EINTR. */
+#define CW_WAKE_SIG (SIGRTMIN + 2)
+static void on_wake(int sig)
+{
+	(void)sig;
+}
+
+static void reap(struct sigwatch *w)
+{
+	int st;
+	pid_t r;
+	while ((r = waitpid(-1, &st, WNOHANG)) > 0)
+		if (r == w->pid) {
+			w->status = st;
+			w->reaped = 1;
+		}
+	atomic_store(&procs_changed, 1);
+}
+
+static void *signals_thread(void *arg)
+{
+	struct sigwatch *w = arg;
+	/* The listener: no events asked, POLLHUP (no process left) comes anyway. */
+	struct pollfd p[3] = {{.fd = w->sfd, .events = POLLIN}, {.fd = w->stop, .events = POLLIN},
+			      {.fd = w->listener, .events = 0}};
+	int ended = 0;
+	for (;;) {
+		int n = poll(p, 3, ended ? 200 : -1);
+		if (n < 0)
+			continue; /* EINTR: every signal is blocked here; bounded anyway */
+		if (p[1].revents)
+			break;
+		if (n == 0) { /* ended 200 ms ago, and the loop has not seen it */
+			pthread_kill(w->loop, CW_WAKE_SIG);
+			continue;
+		}
+		if (p[2].revents) {
+			ended = 1;
+			p[2].fd = -1;
+		}
+		struct signalfd_siginfo si;
+		if (!(p[0].revents & POLLIN) || read(w->sfd, &si, sizeof si) != sizeof si)
+			continue;
+		if (si.ssi_signo != SIGCHLD) {
+			if (!w->reaped)
+				forward((int)si.ssi_signo, &si, w->pid);
+			continue;
+		}
+		reap(w);
+	}
+	reap(w);
+	return NULL;
 }
 
 int cw_trap_run(char **cmd, const sigset_t *child_mask)
@@ -726,6 +851,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	/* Linux 6.6: wake us on the trapping thread's CPU and hand the CPU
 	 * straight back (9-10 us per trapped call instead of about 60). */
 	ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, (unsigned long)SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
+	int blocking_recv = recv_ends_with_program();
 	for (int i = 0; i < NTASKS; i++)
 		tasks[i].pidfd = -1;
 	/* A pidfd per trapping thread: room for them (only here, never in the
@@ -765,47 +891,66 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	(void)!write(ack[1], "g", 1);
 	close(ack[1]);
 
-	int status = 0, reaped = 0, hup = 0;
-	struct pollfd p[2] = {{.fd = listener, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
-	while (!(reaped && hup)) {
+	/* The thread starts with every signal of `handled` blocked, as here. */
+	struct sigwatch sw = {.sfd = sfd, .stop = -1, .listener = listener, .pid = pid,
+			      .loop = pthread_self()};
+	int stop[2] = {-1, -1};
+	pthread_t sigth;
+	struct sigaction wake = {.sa_handler = on_wake}; /* no SA_RESTART */
+	sigemptyset(&wake.sa_mask);
+	sigset_t wakeset;
+	sigemptyset(&wakeset);
+	sigaddset(&wakeset, CW_WAKE_SIG);
+	int sig_thread = sigaction(CW_WAKE_SIG, &wake, NULL) == 0 &&
+			 pthread_sigmask(SIG_UNBLOCK, &wakeset, NULL) == 0 && pipe2(stop, O_CLOEXEC) == 0;
+	if (sig_thread) {
+		sw.stop = stop[0];
+		sig_thread = pthread_create(&sigth, NULL, signals_thread, &sw) == 0;
+	}
+	if (!sig_thread) {
+		kill(pid, SIGKILL);
+		return setup_error("cannot start the thread that reads signals");
+	}
+	int hup = 0;
+	while (!hup) {
+		if (atomic_exchange(&procs_changed, 0))
+			cw_watch_dirty();
 		if (npending)
 			pending_resolve(0, 0);
 		if (nheld)
 			held_resolve();
 		/* While exec records or sync drains wait, look again every few
-		 * milliseconds. */
-		if (poll(p, 2, nheld ? 1 : npending ? 5 : -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		if (p[0].revents & POLLIN) {
-			memset(req, 0, sizeof *req);
-			if (seccomp_notify_receive(listener, req) == 0)
-				answer(req, resp);
-		} else if (p[0].revents & (POLLHUP | POLLERR)) {
-			hup = 1; /* no process under the filter is left */
-			p[0].fd = -1;
-		}
-		if (p[1].revents & POLLIN) {
-			struct signalfd_siginfo si;
-			if (read(sfd, &si, sizeof si) != sizeof si)
-				continue;
-			if (si.ssi_signo != SIGCHLD) {
-				if (!reaped)
-					forward((int)si.ssi_signo, &si, pid);
+		 * milliseconds: poll, with a timeout. Else, on a kernel whose
+		 * RECV ends when the program has, block in RECV. */
+		if (!blocking_recv || nheld || npending) {
+			struct pollfd p = {.fd = listener, .events = POLLIN};
+			if (poll(&p, 1, nheld ? 1 : npending ? 5 : -1) < 0)
+				continue; /* EINTR: every signal is blocked here; bounded anyway */
+			if (!(p.revents & POLLIN)) {
+				hup = (p.revents & (POLLHUP | POLLERR)) != 0;
 				continue;
 			}
-			int st;
-			pid_t w;
-			while ((w = waitpid(-1, &st, WNOHANG)) > 0)
-				if (w == pid) {
-					status = st;
-					reaped = 1;
-				}
-			cw_watch_dirty();
 		}
+		memset(req, 0, sizeof *req);
+		if (seccomp_notify_receive(listener, req) == 0) {
+			answer(req, resp);
+			continue;
+		}
+		/* ENOENT: the program has ended, or the notification's thread
+		 * was killed between the wake-up and the receive; EINTR: the
+		 * signal thread saw the program end before this RECV did. */
+		struct pollfd p = {.fd = listener, .events = 0};
+		hup = poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
 	}
+	/* No process under the filter is left: each one was reaped (a zombie
+	 * still holds the filter), so the last reap is done or about to be. */
+	(void)!write(stop[1], "s", 1);
+	pthread_join(sigth, NULL);
+	close(stop[0]);
+	close(stop[1]);
+	int status = sw.status;
+	if (!sw.reaped && waitpid(pid, &status, 0) != pid)
+		status = 0;
 	pending_resolve(0, 0); /* every process has ended: their sockets are gone */
 	cw_trap_drain_wait_all(); /* drains go on after the program, within their timeouts */
 	cw_log_report_lost();
