@@ -62,6 +62,8 @@ int cw_trap_filter_build(struct cw_trap_filter *f, char *why, size_t cap)
 		SCMP_SYS(close), SCMP_SYS(shutdown), SCMP_SYS(close_range), SCMP_SYS(dup2),
 		SCMP_SYS(dup3), SCMP_SYS(exit_group), SCMP_SYS(execve), SCMP_SYS(execveat),
 		SCMP_SYS(fork), SCMP_SYS(vfork), SCMP_SYS(clone3),
+		/* drain mode keeps the epoll fds of a process it has read: a new one */
+		SCMP_SYS(epoll_create), SCMP_SYS(epoll_create1),
 	};
 	int rc = 0;
 	for (size_t i = 0; i < sizeof traps / sizeof traps[0] && !rc; i++)

@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <linux/kcmp.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <seccomp.h>
@@ -262,6 +263,25 @@ static void pending_resolve(pid_t tgid, pid_t tid)
  * puts the socket at fd in its copy, removes, and exits. */
 static int epoll_lists(pid_t pid, int epfd, int fd, unsigned long ino)
 {
+	/* kcmp(KCMP_EPOLL_TFD) compares the file registered in epfd under
+	 * number fd (the toff-th such: an older file may still be registered
+	 * there) with the socket at fd, in one call; the fdinfo text is read
+	 * only where the kernel refuses (ENOSYS, EPERM). */
+	for (unsigned toff = 0; toff < 64; toff++) {
+		struct kcmp_epoll_slot sl = {(__u32)epfd, (__u32)fd, toff};
+		long r = syscall(SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, (unsigned long)fd, &sl);
+		if (r == 0)
+			return 1;
+		if (r > 0)
+			continue; /* another file under that number: the next one */
+		if (errno == ENOENT)
+			return 0;
+		if (errno == EINVAL || errno == EBADF) { /* not an epoll instance (any more) */
+			cw_watch_epoll_gone(pid);
+			return 0;
+		}
+		break;
+	}
 	char path[64], buf[4096];
 	snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", (int)pid, epfd);
 	int f = open(path, O_RDONLY | O_CLOEXEC);
@@ -477,6 +497,10 @@ static void examine(const struct seccomp_notif *req)
 	}
 	if (nr == SCMP_SYS(clone3))
 		return;
+	if (nr == SCMP_SYS(epoll_create) || nr == SCMP_SYS(epoll_create1)) {
+		cw_watch_epolls_stale(); /* drain mode reads the epoll fds again */
+		return;
+	}
 	struct task *t = task_for((pid_t)req->pid, req->id);
 	if (!t)
 		return;
@@ -513,6 +537,7 @@ static void examine(const struct seccomp_notif *req)
 		for (size_t i = 0; i < nbatch; i++)
 			batch[i].exec_tid = t->tid;
 		exe_forget(t->tgid); /* these records keep the old path; later ones read the new */
+		cw_watch_epolls_stale();
 	}
 }
 
@@ -792,12 +817,16 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 			}
 			int st;
 			pid_t w;
-			while ((w = waitpid(-1, &st, WNOHANG)) > 0)
+			/* Only a process that ended changes the set: the SIGCHLD
+			 * of a vfork child of ours (leave_program_epolls, reaped
+			 * there) would have /proc read again after every drain. */
+			while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
 				if (w == pid) {
 					status = st;
 					reaped = 1;
 				}
-			cw_watch_dirty();
+				cw_watch_dirty();
+			}
 		}
 	}
 	pending_resolve(0, 0); /* every process has ended: their sockets are gone */
