@@ -381,6 +381,44 @@ def test_epoll_set_made_after_a_drain(ctx):
     assert all(d["result"] == "delivered" for d in drain_records(log))
 
 
+def test_socket_held_by_a_dup_is_not_drained(ctx):
+    """A process alone whose sockets each have one fd needs no look at its fds on a close
+    (procfds.c, dup-free); a dup (dup, fcntl F_DUPFD) made after such a close is trapped
+    and ends that: the close of the original is shared (nothing sent, not drained) and the
+    program still writes through its copy, whose close is drained. The client gets the
+    whole answer and EOF."""
+    def one_prog(name, how):
+        dup = ["dup", "close", "use", "dup"] if how == "dup" else ["as", "orig", "dupfd", 10,
+                                                                   "as", "copy", "use", "orig",
+                                                                   "close", "use", "copy"]
+        t = Drain(ctx, name, "listen", H4, 0, "accept", "write", 10, "close", "say", "first",
+                  "accept", *dup, "write", 100, "close", "say", "closed", "wait",
+                  env={"CLOSEWATCH_EVENTS": "all"})
+        t.expect("fd")
+        port = int(t.expect("port"))
+        c1 = cwtest.connect(H4, port)
+        t.expect("fd")
+        t.expect("first")
+        assert read_to_end(c1) == (10, "eof")
+        c1.close()
+        c2 = cwtest.connect(H4, port)
+        c2_port = c2.getsockname()[1]
+        fd2 = int(t.expect("fd"))
+        t.expect("closed")
+        assert read_to_end(c2) == (100, "eof")
+        c2.close()
+        tell(t.p)
+        recs = t.finish()
+        port2 = f"{H4}:{c2_port}"
+        closes = [r for r in recs if r["call"] == "close" and r["peer"] == port2]
+        assert [(r["fd"], r["verdict"], r["action"]) for r in closes] == \
+            [(fd2, "shared", "none"), (closes[-1]["fd"], "clean", "drained")], recs
+        assert closes[-1]["fd"] != fd2, closes
+        assert [d["result"] for d in records_for(recs, call="drain")] == ["delivered"] * 2, recs
+    for how in ("dup", "dupfd"):
+        each(lambda name: one_prog(name, how), names=("cwprog-static", "cwprog-musl"))
+
+
 def test_supervisor_killed_during_a_drain(ctx):
     """closewatch killed (SIGKILL) while it drains: the drain ends with it (its duplicate is
     closed by the kernel, no drain record), the client already has the whole answer and

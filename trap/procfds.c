@@ -88,6 +88,20 @@ static unsigned long link_at(int dir, const char *name, int *epoll)
 	return strtoul(link + 8, NULL, 10);
 }
 
+/* link_at for a full pass: also says whether it is an io_uring instance. */
+static unsigned long link_full(int dir, const char *name, int *epoll, int *uring)
+{
+	char link[64];
+	ssize_t l = readlinkat(dir, name, link, sizeof link - 1);
+	*epoll = l == 22 && memcmp(link, "anon_inode:[eventpoll]", 22) == 0;
+	if (l == 21 && memcmp(link, "anon_inode:[io_uring]", 21) == 0)
+		*uring = 1;
+	if (l < 9 || memcmp(link, "socket:[", 8) != 0)
+		return 0;
+	link[l] = 0;
+	return strtoul(link + 8, NULL, 10);
+}
+
 static unsigned long socket_ino_at(int dir, const char *name)
 {
 	return link_at(dir, name, NULL);
@@ -270,7 +284,19 @@ static int in_list(int fd, const int *list, size_t n)
  * Each pass also keeps the /proc/PID/fd directory open: reading it again
  * from the start costs one lseek instead of an open and a close (a directory
  * of a dead process reads as an error, never as another process's, and is
- * opened again). */
+ * opened again).
+ *
+ * And a process alone under the filter whose sockets are known to have one
+ * fd each needs no look at all: "dup-free". A full pass finds it so when no
+ * two fds refer to one socket, none is a unix socket and none an io_uring;
+ * from then on a second reference to a socket can only come from calls the
+ * filter traps (dup, fcntl F_DUPFD*, dup2/dup3, pidfd_getfd, fork and
+ * clone; SCM_RIGHTS needs a unix socket: socket and socketpair AF_UNIX are
+ * trapped, io_uring_setup too), and each of those makes the process
+ * not dup-free for good (cw_watch_dups: it is trapped before it happens, so
+ * no pass can miss one in flight). Like the shim's own dup tracking, an
+ * unshare(CLONE_FILES) is not seen (a look at /proc/PID/fd would not see it
+ * either). */
 #define PROCS 16           /* processes remembered (a hash on the pid) */
 #define PROC_EPOLLS 16     /* more epoll fds: always a full pass */
 #define FULL_PASS_NS (1000 * 1000000LL)
@@ -281,9 +307,11 @@ struct proc_cache {
 	int nepolls;            /* -1: not known (a full pass is due) */
 	int epolls[PROC_EPOLLS];
 	long long full_ns;      /* when the epoll fds were read */
+	int dupfree;            /* 1 yes, 0 not known (a full pass is due), -1 no (for good) */
 };
 static struct proc_cache procs[PROCS];
 static int procs_ready;
+static int dups_anywhere;   /* a not-dup-free mark was lost (or its process unknown): none is */
 static int kcmp_works = 1;  /* 0: a kernel without kcmp (CONFIG_KCMP): readlink */
 
 static long long mono_ns(void)
@@ -302,6 +330,8 @@ static struct proc_cache *proc_entry(pid_t pid)
 	}
 	struct proc_cache *c = &procs[(unsigned)pid % PROCS];
 	if (c->pid != pid) {
+		if (c->dupfree < 0)
+			dups_anywhere = 1;
 		if (c->dir >= 0)
 			close(c->dir);
 		*c = (struct proc_cache){.pid = pid, .dir = -1, .nepolls = -1};
@@ -309,10 +339,65 @@ static struct proc_cache *proc_entry(pid_t pid)
 	return c;
 }
 
+/* Also after a fork (a pid may be another process's now): dup-free is read
+ * again too, but a mark of not dup-free stays. */
 static void epolls_stale(void)
 {
-	for (int i = 0; procs_ready && i < PROCS; i++)
+	for (int i = 0; procs_ready && i < PROCS; i++) {
 		procs[i].nepolls = -1;
+		if (procs[i].dupfree > 0)
+			procs[i].dupfree = 0;
+	}
+}
+
+void cw_watch_dups(pid_t pid)
+{
+	if (pid <= 0)
+		dups_anywhere = 1;
+	else
+		proc_entry(pid)->dupfree = -1;
+}
+
+/* The inodes of the unix sockets of pid's network namespace, sorted, into a
+ * growable array; -1 when they cannot be read. */
+static int cmp_ino(const void *a, const void *b)
+{
+	unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+	return x < y ? -1 : x > y;
+}
+
+static long unix_inodes(pid_t pid, unsigned long **inos, size_t *cap)
+{
+	char path[48];
+	snprintf(path, sizeof path, "/proc/%d/net/unix", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	char line[512];
+	long n = 0;
+	int ok = fgets(line, sizeof line, f) != NULL; /* the header */
+	while (ok && fgets(line, sizeof line, f)) {
+		unsigned long ino;
+		/* "Num: RefCount Protocol Flags Type St Inode [Path]" */
+		if (sscanf(line, "%*s %*s %*s %*s %*s %*s %lu", &ino) != 1)
+			continue;
+		if ((size_t)n == *cap) {
+			size_t c = *cap ? *cap * 2 : 64;
+			unsigned long *g = realloc(*inos, c * sizeof *g);
+			if (!g) {
+				ok = 0;
+				break;
+			}
+			*inos = g;
+			*cap = c;
+		}
+		(*inos)[n++] = ino;
+	}
+	fclose(f);
+	if (!ok)
+		return -1;
+	qsort(*inos, (size_t)n, sizeof **inos, cmp_ino);
+	return n;
 }
 
 void cw_watch_epolls_stale(void)
@@ -363,7 +448,12 @@ struct holder_search {
 	size_t n;
 	struct proc_cache *learn; /* a full pass: note the epoll fds here */
 	int nepolls;              /* how many noted; -1: too many */
+	int not_dupfree;          /* a full pass saw an io_uring, or had no room */
+	size_t nsocks;            /* a full pass: the socket inodes seen, in socks */
 };
+
+static unsigned long *socks;
+static size_t capsocks;
 
 static int holds_at(int dir, const char *name, int other, void *arg)
 {
@@ -376,7 +466,23 @@ static int holds_at(int dir, const char *name, int other, void *arg)
 			return same;
 	}
 	int epoll = 0;
-	int found = link_at(dir, name, h->learn ? &epoll : NULL) == h->ino;
+	unsigned long ino = h->learn ? link_full(dir, name, &epoll, &h->not_dupfree)
+				     : link_at(dir, name, NULL);
+	int found = ino == h->ino;
+	if (h->learn && ino) {
+		if (h->nsocks == capsocks) {
+			size_t c = capsocks ? capsocks * 2 : 64;
+			unsigned long *g = realloc(socks, c * sizeof *g);
+			if (g) {
+				socks = g;
+				capsocks = c;
+			}
+		}
+		if (h->nsocks < capsocks)
+			socks[h->nsocks++] = ino;
+		else
+			h->not_dupfree = 1;
+	}
 	if (epoll && h->nepolls >= 0) {
 		if (h->nepolls < PROC_EPOLLS)
 			h->learn->epolls[h->nepolls++] = other;
@@ -386,13 +492,44 @@ static int holds_at(int dir, const char *name, int other, void *arg)
 	return found;
 }
 
+/* After a full pass of p that saw nsocks socket inodes (in socks): is p
+ * dup-free (see above)? */
+static int dupfree_now(pid_t p, size_t nsocks, int not_dupfree)
+{
+	static unsigned long *unix_socks;
+	static size_t capunix;
+	if (not_dupfree)
+		return 0;
+	qsort(socks, nsocks, sizeof *socks, cmp_ino);
+	for (size_t i = 1; i < nsocks; i++)
+		if (socks[i] == socks[i - 1])
+			return 0;
+	long nu = nsocks ? unix_inodes(p, &unix_socks, &capunix) : 0;
+	if (nu < 0)
+		return 0;
+	/* Both sorted: one merge. */
+	for (size_t i = 0, j = 0; i < nsocks && j < (size_t)nu;) {
+		if (socks[i] == unix_socks[j])
+			return 0;
+		if (socks[i] < unix_socks[j])
+			i++;
+		else
+			j++;
+	}
+	return 1;
+}
+
 /* Does process p hold socket ino (fd of pid) at an fd other than the ones
- * closing? */
-static int process_holds(pid_t p, unsigned long ino, pid_t pid, int fd, const int *closing, size_t n)
+ * closing? alone: pid is the only watched process. */
+static int process_holds(pid_t p, unsigned long ino, pid_t pid, int fd, const int *closing, size_t n,
+			 int alone)
 {
 	struct proc_cache *c = proc_entry(p);
-	int full = p == pid && (c->nepolls < 0 || mono_ns() - c->full_ns > FULL_PASS_NS);
-	struct holder_search h = {ino, p, pid, p == pid, fd, closing, n, full ? c : NULL, 0};
+	int full = p == pid && (c->nepolls < 0 || c->dupfree == 0 ||
+				mono_ns() - c->full_ns > FULL_PASS_NS);
+	if (p == pid && !full && alone && c->dupfree > 0 && !dups_anywhere)
+		return 0; /* dup-free: the closing fd is the socket's only one */
+	struct holder_search h = {ino, p, pid, p == pid, fd, closing, n, full ? c : NULL, 0, 0, 0};
 	if (full)
 		c->nepolls = -1;
 	int r = -1;
@@ -401,6 +538,8 @@ static int process_holds(pid_t p, unsigned long ino, pid_t pid, int fd, const in
 		if (dir < 0)
 			return 0; /* gone, or a zombie: holds nothing */
 		h.nepolls = 0;
+		h.nsocks = 0;
+		h.not_dupfree = 0;
 		r = cw_fd_dir_each(dir, holds_at, &h);
 		if (r < 0 && tries == 0) {
 			/* A kept directory of a process that died since (its
@@ -414,6 +553,10 @@ static int process_holds(pid_t p, unsigned long ino, pid_t pid, int fd, const in
 		c->nepolls = h.nepolls;
 		c->full_ns = mono_ns();
 	}
+	if (full && r > 0)
+		c->dupfree = -1; /* another fd of its own holds the socket */
+	if (full && r == 0 && c->dupfree == 0)
+		c->dupfree = dupfree_now(p, h.nsocks, h.not_dupfree) ? 1 : -1;
 	return r > 0;
 }
 
@@ -421,12 +564,16 @@ int cw_watch_socket_held(unsigned long ino, pid_t pid, int fd, const int *closin
 {
 	if (!ino)
 		return 0;
-	if (need_rescan())
+	/* Alone: no fork since the last look at /proc (a fork is trapped
+	 * before the child exists: not within its rescan window either). */
+	int fresh = need_rescan();
+	if (fresh)
 		rescan();
-	if (process_holds(pid, ino, pid, fd, closing, n))
+	int alone = !fresh && nwatched == 1 && watched[0] == pid;
+	if (process_holds(pid, ino, pid, fd, closing, n, alone))
 		return 1;
 	for (size_t i = 0; i < nwatched; i++)
-		if (watched[i] != pid && process_holds(watched[i], ino, pid, fd, closing, n))
+		if (watched[i] != pid && process_holds(watched[i], ino, pid, fd, closing, n, 0))
 			return 1;
 	(void)root;
 	return 0;

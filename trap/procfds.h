@@ -46,4 +46,10 @@ long cw_watch_epolls(pid_t pid, const int **fds);
 void cw_watch_epolls_stale(void);
 void cw_watch_epoll_gone(pid_t pid);
 
+/* Process pid (<= 0: not known) is making a second reference to a file, or a
+ * unix socket or an io_uring (dup, fcntl F_DUPFD*, pidfd_getfd, socket and
+ * socketpair AF_UNIX, io_uring_setup): its sockets are looked for in its fds
+ * from now on (see procfds.c, dup-free). */
+void cw_watch_dups(pid_t pid);
+
 #endif

@@ -502,6 +502,11 @@ static void examine(const struct seccomp_notif *req)
 		return;
 	}
 	struct task *t = task_for((pid_t)req->pid, req->id);
+	if (nr == SCMP_SYS(dup) || nr == SCMP_SYS(fcntl) || nr == SCMP_SYS(pidfd_getfd) ||
+	    nr == SCMP_SYS(socket) || nr == SCMP_SYS(socketpair) || nr == SCMP_SYS(io_uring_setup)) {
+		cw_watch_dups(t ? t->tgid : 0); /* its fds are looked at from now on */
+		return;
+	}
 	if (!t)
 		return;
 	if (npending)
