@@ -333,6 +333,20 @@ static long program_epolls(struct task *t, const int **out)
 	return k;
 }
 
+/* EPOLL_CTL_DEL of fd from epoll ep, in a vfork child whose table has sock at fd. */
+static void epoll_del_as(int ep, int fd, int sock)
+{
+	pid_t c = vfork();
+	if (c == 0) {
+		struct epoll_event unused;
+		if (dup2(sock, fd) == fd)
+			epoll_ctl(ep, EPOLL_CTL_DEL, fd, &unused);
+		_exit(0);
+	}
+	if (c > 0)
+		waitpid(c, NULL, __WALL);
+}
+
 static void leave_program_epolls(struct task *t, int fd, int sock, unsigned long ino)
 {
 	const int *eps;
@@ -343,15 +357,13 @@ static void leave_program_epolls(struct task *t, int fd, int sock, unsigned long
 		int ep = getfd(t, eps[k]);
 		if (ep < 0)
 			continue;
-		pid_t c = vfork();
-		if (c == 0) {
-			struct epoll_event unused;
-			if (dup2(sock, fd) == fd)
-				epoll_ctl(ep, EPOLL_CTL_DEL, fd, &unused);
-			_exit(0);
+		if (ep == fd) { /* the child's dup2 would replace it: out of the way */
+			int moved = fcntl(ep, F_DUPFD_CLOEXEC, fd + 1);
+			close(ep);
+			if ((ep = moved) < 0)
+				continue;
 		}
-		if (c > 0)
-			waitpid(c, NULL, __WALL);
+		epoll_del_as(ep, fd, sock);
 		close(ep);
 	}
 }
@@ -763,6 +775,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	cw_config_parse(&cw_cfg, lookup_env, NULL, warn_cfg, NULL);
+	cw_fd_private_low(); /* our table only: a high fd would lengthen each vfork's copy */
 	cw_log_open();
 	/* Drain mode: the shim's engine, in a thread of ours (the program was
 	 * forked before: it inherits nothing of it). Sync drains too run in
