@@ -445,14 +445,16 @@ static void socket_going(struct task *t, int fd, int call, int how, const int *c
 	ev->nframes = 0;
 	if (cw_cfg.backtrace && cw_trap_backtrace)
 		cw_trap_backtrace(t->tgid, t->tid, ev, cw_cfg.backtrace);
-	/* The engine takes its own duplicate of ours and keeps it: the
-	 * program's close is then not the last reference, nothing is sent,
-	 * and the engine sends the queue and FIN itself (answer()). */
+	/* The engine keeps our duplicate: the program's close is then not
+	 * the last reference, nothing is sent, and the engine sends the queue
+	 * and FIN itself (answer()). */
 	if (drain)
-		ev->action = cw_drain_prepare(dup, ev, &slot->ticket);
-	if (ev->action == CW_ACTION_DRAINED)
-		leave_program_epolls(t, fd, dup, slot->ino);
+		ev->action = cw_drain_prepare_adopt(dup, ev, &slot->ticket);
 	nbatch++;
+	if (ev->action == CW_ACTION_DRAINED) {
+		leave_program_epolls(t, fd, dup, slot->ino);
+		return; /* dup is the engine's now */
+	}
 skip:
 	close(dup);
 }
