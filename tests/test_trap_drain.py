@@ -383,14 +383,15 @@ def test_epoll_set_made_after_a_drain(ctx):
 
 def test_socket_held_by_a_dup_is_not_drained(ctx):
     """A process alone whose sockets each have one fd needs no look at its fds on a close
-    (procfds.c, dup-free); a dup (dup, fcntl F_DUPFD) made after such a close is trapped
+    (procfds.c, dup-free); a dup (dup, fcntl F_DUPFD, dup2) made after such a close is trapped
     and ends that: the close of the original is shared (nothing sent, not drained) and the
     program still writes through its copy, whose close is drained. The client gets the
     whole answer and EOF."""
     def one_prog(name, how):
-        dup = ["dup", "close", "use", "dup"] if how == "dup" else ["as", "orig", "dupfd", 10,
-                                                                   "as", "copy", "use", "orig",
-                                                                   "close", "use", "copy"]
+        dup = {"dup": ["dup", "close", "use", "dup"],
+               "dupfd": ["as", "orig", "dupfd", 10, "as", "copy", "use", "orig", "close",
+                         "use", "copy"],
+               "dup2": ["dup2", 20, "close", "use", 20]}[how]
         t = Drain(ctx, name, "listen", H4, 0, "accept", "write", 10, "close", "say", "first",
                   "accept", *dup, "write", 100, "close", "say", "closed", "wait",
                   env={"CLOSEWATCH_EVENTS": "all"})
@@ -415,7 +416,7 @@ def test_socket_held_by_a_dup_is_not_drained(ctx):
             [(fd2, "shared", "none"), (closes[-1]["fd"], "clean", "drained")], recs
         assert closes[-1]["fd"] != fd2, closes
         assert [d["result"] for d in records_for(recs, call="drain")] == ["delivered"] * 2, recs
-    for how in ("dup", "dupfd"):
+    for how in ("dup", "dupfd", "dup2"):
         each(lambda name: one_prog(name, how), names=("cwprog-static", "cwprog-musl"))
 
 

@@ -458,17 +458,21 @@ static size_t capsocks;
 static int holds_at(int dir, const char *name, int other, void *arg)
 {
 	struct holder_search *h = arg;
-	if (h->skip_own && (other == h->fd || (in_list(other, h->closing, h->n) && other < h->fd)))
+	int own = h->skip_own && (other == h->fd || (in_list(other, h->closing, h->n) && other < h->fd));
+	if (own && !h->learn)
 		return 0;
 	if (!h->learn) {
 		int same = same_file(h->p, other, h->pid, h->fd);
 		if (same >= 0)
 			return same;
 	}
+	/* A full pass reads the closing fds too (dup-free counts every socket:
+	 * an exec that fails keeps its close-on-exec ones), but they hold
+	 * nothing. */
 	int epoll = 0;
 	unsigned long ino = h->learn ? link_full(dir, name, &epoll, &h->not_dupfree)
 				     : link_at(dir, name, NULL);
-	int found = ino == h->ino;
+	int found = !own && ino == h->ino;
 	if (h->learn && ino) {
 		if (h->nsocks == capsocks) {
 			size_t c = capsocks ? capsocks * 2 : 64;

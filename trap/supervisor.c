@@ -541,6 +541,7 @@ static void examine(const struct seccomp_notif *req)
 		if (old < 0)
 			return; /* EBADF: newfd stays open */
 		close(old);
+		cw_watch_dups(t->tgid); /* oldfd's file gets a second fd */
 		socket_going(t, newfd, nr == SCMP_SYS(dup2) ? CW_CALL_DUP2 : CW_CALL_DUP3, -1, &newfd, 1);
 	} else if (nr == SCMP_SYS(close_range)) {
 		unsigned first = (unsigned)a[0], last = (unsigned)a[1], flags = (unsigned)a[2];
