@@ -396,7 +396,8 @@ static long unix_inodes(pid_t pid, unsigned long **inos, size_t *cap)
 	fclose(f);
 	if (!ok)
 		return -1;
-	qsort(*inos, (size_t)n, sizeof **inos, cmp_ino);
+	if (n > 1) /* with none, *inos may still be NULL */
+		qsort(*inos, (size_t)n, sizeof **inos, cmp_ino);
 	return n;
 }
 
@@ -504,7 +505,8 @@ static int dupfree_now(pid_t p, size_t nsocks, int not_dupfree)
 	static size_t capunix;
 	if (not_dupfree)
 		return 0;
-	qsort(socks, nsocks, sizeof *socks, cmp_ino);
+	if (nsocks > 1)
+		qsort(socks, nsocks, sizeof *socks, cmp_ino);
 	for (size_t i = 1; i < nsocks; i++)
 		if (socks[i] == socks[i - 1])
 			return 0;
