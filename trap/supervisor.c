@@ -347,13 +347,19 @@ static void epoll_del_as(int ep, int fd, int sock)
 		waitpid(c, NULL, __WALL);
 }
 
-static void leave_program_epolls(struct task *t, int fd, int sock, unsigned long ino)
+static void leave_program_epolls(struct task *t, int fd, int drained, unsigned long ino)
 {
 	const int *eps;
 	long n = ino ? program_epolls(t, &eps) : 0;
+	int sock = -1;
 	for (long k = 0; k < n; k++) {
 		if (!epoll_lists(t->tgid, eps[k], fd, ino))
 			continue;
+		/* The child gets a duplicate of its own: the engine's fd is a
+		 * slot's, which a fork's child handler closes (a vfork that is
+		 * a fork, as under ThreadSanitizer, runs those handlers). */
+		if (sock < 0 && (sock = fcntl(drained, F_DUPFD_CLOEXEC, 3)) < 0)
+			return;
 		int ep = getfd(t, eps[k]);
 		if (ep < 0)
 			continue;
@@ -366,6 +372,8 @@ static void leave_program_epolls(struct task *t, int fd, int sock, unsigned long
 		epoll_del_as(ep, fd, sock);
 		close(ep);
 	}
+	if (sock >= 0)
+		close(sock);
 }
 
 /* Drain mode: the calls the shim drains too (never exit, exec or a
