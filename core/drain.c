@@ -358,7 +358,19 @@ static void release_slot(int s)
 	atomic_fetch_sub(&cw_drain_active, 1);
 }
 
+static int prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t, int adopt);
+
 int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
+{
+	return prepare(fd, ev, t, 0);
+}
+
+int cw_drain_prepare_adopt(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
+{
+	return prepare(fd, ev, t, 1);
+}
+
+static int prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t, int adopt)
 {
 	t->fd = t->slot = -1;
 	if (!cw_drain_slots)
@@ -383,7 +395,10 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 			sched_yield();
 	}
 	int s = claim_slot(), d = -1;
-	if (s >= 0 && (d = cw_fd_dup_private(fd)) < 0) {
+	if (s >= 0 && adopt) {
+		cw_fd_set(fd, CW_FD_PRIVATE);
+		d = fd;
+	} else if (s >= 0 && (d = cw_fd_dup_private(fd)) < 0) {
 		atomic_store(&cw_drain_slots[s].state, CW_SLOT_FREE);
 		s = -1;
 	}

@@ -76,6 +76,12 @@ int cw_drain_wanted(const struct cw_event *ev);
  * removed from the program's epoll sets that we know of. */
 int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t);
 
+/* The same, keeping fd itself instead of a duplicate (the supervisor's
+ * duplicate of the program's socket, in its own table): on CW_ACTION_DRAINED
+ * fd is the engine's (closed when the drain ends, or by
+ * cw_trap_drain_abandon); otherwise it is still the caller's. */
+int cw_drain_prepare_adopt(int fd, const struct cw_event *ev, struct cw_drain_ticket *t);
+
 /* Start the drain. Sync: the caller has written the close record, the drain
  * runs to its end now. Async: hand it to the drain thread, which writes the
  * close record (ev) after sending FIN, so that close() does not wait for the

@@ -183,8 +183,24 @@ static int read_private_base(void)
 	return base;
 }
 
+/* The supervisor's own fds need no distance from any program's numbers (the
+ * program has its own table), and a high one makes every copy of its table
+ * (the vfork of the drain's epoll step) as long as that number. */
+static int private_low;
+
+void cw_fd_private_low(void)
+{
+	private_low = 1;
+}
+
 int cw_fd_dup_private(int fd)
 {
+	if (private_low) {
+		int low = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
+		if (low >= 0)
+			cw_fd_set(low, CW_FD_PRIVATE);
+		return low;
+	}
 	/* Near the top of the program's fd range, where close-all loops still
 	 * reach them (and find them "not open") but ordinary programs never
 	 * allocate. */
@@ -206,6 +222,10 @@ int cw_fd_dup_private(int fd)
 
 int cw_fd_hide(int fd)
 {
+	if (private_low) { /* where it is will do */
+		cw_fd_set(fd, CW_FD_PRIVATE);
+		return fd;
+	}
 	int hidden = cw_fd_dup_private(fd);
 	if (hidden < 0) {
 		/* No second number to be had (RLIMIT_NOFILE at its minimum): keep

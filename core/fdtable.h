@@ -76,6 +76,10 @@ int cw_fd_dup_private(int fd);
  * the old number is closed. Returns the new fd, or -1 (fd left open). */
 int cw_fd_hide(int fd);
 
+/* The supervisor (no program shares its table): private fds at the lowest
+ * free numbers from now on, and cw_fd_hide leaves an fd where it is. */
+void cw_fd_private_low(void);
+
 /* First private fd in [lo, hi], or -1. */
 int cw_fd_next_private(int lo, int hi);
 

@@ -9,6 +9,7 @@ records (close with action drained, a drain record with its result). Without dra
 scenarios reset the client (shown here for the Go server; for the others in
 test_trap_langs.py)."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -342,6 +343,83 @@ def test_epoll_program_edge_triggered(ctx):
     epoll_program(ctx, et=True)
 
 
+def test_epoll_set_made_after_a_drain(ctx):
+    """The supervisor keeps the epoll fds of a process it has read (drain mode reads them
+    again only now and then): a set the program makes afterwards must still be seen.
+    drain_epoll --epoll2 makes a second set after its first close, under that connection's
+    number, and registers the next connection in both; that connection is closed without
+    EPOLL_CTL_DEL and drained: the supervisor removes it from both sets (the epoll_create1
+    is trapped and the sets read again). Its EOF must reach neither set."""
+    cwtest.require_root()
+    log = ctx.path("epoll2.log")
+    argv = [cwtest.CLI, "run", "--via", "trap", "--mode", "drain", "--json", "--log", log, "--",
+            prog("drain_epoll"), "--epoll2"]
+    env = cwtest.plain_env()
+    env.update({"CLOSEWATCH_DRAIN_IDLE_MS": "60000", "CLOSEWATCH_DRAIN_TIMEOUT_MS": "60000",
+                "CLOSEWATCH_EVENTS": "all"})
+    srv = ProcKw(argv, env=env, stdin=subprocess.PIPE)
+    ctx.procs.append(srv)
+    port = int(srv.expect("port "))
+    a = cwtest.connect(H4, port)
+    a.sendall(b"a" * 1024)
+    fd_a = int(srv.expect("closed fd ").split()[0])
+    assert int(srv.expect("second set fd ")) == fd_a
+    a.shutdown(socket.SHUT_WR)
+    assert read_to_end(a) == (1000, "eof")
+    cwtest.wait_for(lambda: len(drain_records(log)) >= 1, what="first drain record")
+    b = cwtest.connect(H4, port)
+    srv.expect("accepted fd ")
+    b.sendall(b"b" * 1024)
+    srv.expect("closed fd ")
+    b.shutdown(socket.SHUT_WR)  # EOF on the drained connection: an event in any set left
+    assert read_to_end(b) == (1000, "eof")
+    cwtest.wait_for(lambda: len(drain_records(log)) >= 2, what="second drain record")
+    tell(srv, "quit")
+    stale = srv.expect("stale ")
+    assert stale == "0", stale  # "registration fd N …": left in a set
+    assert srv.wait(30) == 0, srv.stderr
+    assert all(d["result"] == "delivered" for d in drain_records(log))
+
+
+def test_socket_held_by_a_dup_is_not_drained(ctx):
+    """A process alone whose sockets each have one fd needs no look at its fds on a close
+    (procfds.c, dup-free); a dup (dup, fcntl F_DUPFD, dup2) made after such a close is trapped
+    and ends that: the close of the original is shared (nothing sent, not drained) and the
+    program still writes through its copy, whose close is drained. The client gets the
+    whole answer and EOF."""
+    def one_prog(name, how):
+        dup = {"dup": ["dup", "close", "use", "dup"],
+               "dupfd": ["as", "orig", "dupfd", 10, "as", "copy", "use", "orig", "close",
+                         "use", "copy"],
+               "dup2": ["dup2", 20, "close", "use", 20]}[how]
+        t = Drain(ctx, name, "listen", H4, 0, "accept", "write", 10, "close", "say", "first",
+                  "accept", *dup, "write", 100, "close", "say", "closed", "wait",
+                  env={"CLOSEWATCH_EVENTS": "all"})
+        t.expect("fd")
+        port = int(t.expect("port"))
+        c1 = cwtest.connect(H4, port)
+        t.expect("fd")
+        t.expect("first")
+        assert read_to_end(c1) == (10, "eof")
+        c1.close()
+        c2 = cwtest.connect(H4, port)
+        c2_port = c2.getsockname()[1]
+        fd2 = int(t.expect("fd"))
+        t.expect("closed")
+        assert read_to_end(c2) == (100, "eof")
+        c2.close()
+        tell(t.p)
+        recs = t.finish()
+        port2 = f"{H4}:{c2_port}"
+        closes = [r for r in recs if r["call"] == "close" and r["peer"] == port2]
+        assert [(r["fd"], r["verdict"], r["action"]) for r in closes] == \
+            [(fd2, "shared", "none"), (closes[-1]["fd"], "clean", "drained")], recs
+        assert closes[-1]["fd"] != fd2, closes
+        assert [d["result"] for d in records_for(recs, call="drain")] == ["delivered"] * 2, recs
+    for how in ("dup", "dupfd", "dup2"):
+        each(lambda name: one_prog(name, how), names=("cwprog-static", "cwprog-musl"))
+
+
 def test_supervisor_killed_during_a_drain(ctx):
     """closewatch killed (SIGKILL) while it drains: the drain ends with it (its duplicate is
     closed by the kernel, no drain record), the client already has the whole answer and
@@ -397,10 +475,12 @@ def test_10000_drains_leave_no_fd(ctx):
     prog_pid = int(open(f"/proc/{cw}/task/{cw}/children").read().split()[0])
 
     def fds(pid):
-        """Open fds, but closewatch's pidfds: one per thread of the program that has trapped
-        (kept while that thread lives), a number the Go runtime's threads decide."""
+        """Open fds, but closewatch's pidfds and /proc/TID/comm files: one per thread of the
+        program that has trapped (kept while that thread lives; comm files for at most 64
+        threads), a number the Go runtime's threads decide."""
         links = (os.readlink(f"/proc/{pid}/fd/{f}") for f in os.listdir(f"/proc/{pid}/fd"))
-        return sorted(l for l in links if l != "anon_inode:[pidfd]")
+        return sorted(l for l in links
+                      if l != "anon_inode:[pidfd]" and not re.fullmatch(r"/proc/\d+/comm", l))
 
     def one_request():
         c = cwtest.connect(H4, port)

@@ -1,8 +1,8 @@
 /* The supervisor's side of the drain engine. The engine (core/drain.c,
  * drain_loop.c: slots, the drain thread, the reading loop, timeouts, results
  * and records) runs in closewatch itself, unchanged: the supervisor hands it
- * its pidfd_getfd duplicate of the program's socket (cw_drain_prepare takes
- * its own private duplicate of that), lets the program's close go ahead (no
+ * its pidfd_getfd duplicate of the program's socket (cw_drain_prepare_adopt
+ * keeps it as the drain's fd), lets the program's close go ahead (no
  * longer the last reference: nothing is sent), then cw_drain_go starts the
  * drain in the engine's thread in this process. This file holds only what
  * the supervisor needs around that and the shim never does: give a slot

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -62,6 +63,8 @@ int cw_trap_filter_build(struct cw_trap_filter *f, char *why, size_t cap)
 		SCMP_SYS(close), SCMP_SYS(shutdown), SCMP_SYS(close_range), SCMP_SYS(dup2),
 		SCMP_SYS(dup3), SCMP_SYS(exit_group), SCMP_SYS(execve), SCMP_SYS(execveat),
 		SCMP_SYS(fork), SCMP_SYS(vfork), SCMP_SYS(clone3),
+		/* drain mode keeps the epoll fds of a process it has read: a new one */
+		SCMP_SYS(epoll_create), SCMP_SYS(epoll_create1),
 	};
 	int rc = 0;
 	for (size_t i = 0; i < sizeof traps / sizeof traps[0] && !rc; i++)
@@ -71,6 +74,26 @@ int cw_trap_filter_build(struct cw_trap_filter *f, char *why, size_t cap)
 	if (!rc)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(clone), 1,
 				      SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
+	/* What makes a second fd for a file, or may bring one (SCM_RIGHTS
+	 * needs a unix socket): the supervisor then looks for other holders of
+	 * a closing socket in that process's fds (procfds.c, dup-free). Rare in
+	 * servers; fcntl and socket only with these arguments. */
+	static const int dups[] = {SCMP_SYS(dup), SCMP_SYS(pidfd_getfd), SCMP_SYS(io_uring_setup)};
+	for (size_t i = 0; i < sizeof dups / sizeof dups[0] && !rc; i++)
+		if (dups[i] >= 0)
+			rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, dups[i], 0);
+	if (!rc)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(fcntl), 1,
+				      SCMP_A1(SCMP_CMP_EQ, F_DUPFD));
+	if (!rc)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(fcntl), 1,
+				      SCMP_A1(SCMP_CMP_EQ, F_DUPFD_CLOEXEC));
+	if (!rc)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(socket), 1,
+				      SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+	if (!rc)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(socketpair), 1,
+				      SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
 	int mem = rc ? -1 : memfd_create("closewatch-bpf", MFD_CLOEXEC);
 	if (!rc && mem >= 0)
 		rc = seccomp_export_bpf(ctx, mem);

@@ -36,10 +36,20 @@ void cw_watch_root(pid_t pid);
  * a range in ascending order, so the last one carries the verdict). */
 int cw_watch_socket_held(unsigned long ino, pid_t pid, int fd, const int *closing, size_t n);
 
-/* The epoll fds of pid seen by the last cw_watch_socket_held(…, pid, …) that
- * returned 0 (it reads every fd of pid then): their count, *fds pointing to
- * them until the next call; -1 when that pass does not tell (another pid, the
- * socket was held, /proc could not be read whole). */
+/* The epoll fds of pid as cw_watch_socket_held(…, pid, …) knows them (it
+ * reads them from /proc at times, see procfds.c): their count, *fds pointing
+ * to them until the next call; -1 when not known (the caller looks itself). */
 long cw_watch_epolls(pid_t pid, const int **fds);
+
+/* The epoll fds known are to be read again: an epoll_create (any process), or
+ * one of pid's is no longer an epoll instance. */
+void cw_watch_epolls_stale(void);
+void cw_watch_epoll_gone(pid_t pid);
+
+/* Process pid (<= 0: not known) is making a second reference to a file, or a
+ * unix socket or an io_uring (dup, fcntl F_DUPFD*, pidfd_getfd, socket and
+ * socketpair AF_UNIX, io_uring_setup): its sockets are looked for in its fds
+ * from now on (see procfds.c, dup-free). */
+void cw_watch_dups(pid_t pid);
 
 #endif

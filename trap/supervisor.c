@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <linux/kcmp.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -293,6 +294,25 @@ static void pending_resolve(pid_t tgid, pid_t tid)
  * puts the socket at fd in its copy, removes, and exits. */
 static int epoll_lists(pid_t pid, int epfd, int fd, unsigned long ino)
 {
+	/* kcmp(KCMP_EPOLL_TFD) compares the file registered in epfd under
+	 * number fd (the toff-th such: an older file may still be registered
+	 * there) with the socket at fd, in one call; the fdinfo text is read
+	 * only where the kernel refuses (ENOSYS, EPERM). */
+	for (unsigned toff = 0; toff < 64; toff++) {
+		struct kcmp_epoll_slot sl = {(__u32)epfd, (__u32)fd, toff};
+		long r = syscall(SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, (unsigned long)fd, &sl);
+		if (r == 0)
+			return 1;
+		if (r > 0)
+			continue; /* another file under that number: the next one */
+		if (errno == ENOENT)
+			return 0;
+		if (errno == EINVAL || errno == EBADF) { /* not an epoll instance (any more) */
+			cw_watch_epoll_gone(pid);
+			return 0;
+		}
+		break;
+	}
 	char path[64], buf[4096];
 	snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", (int)pid, epfd);
 	int f = open(path, O_RDONLY | O_CLOEXEC);
@@ -344,27 +364,47 @@ static long program_epolls(struct task *t, const int **out)
 	return k;
 }
 
-static void leave_program_epolls(struct task *t, int fd, int sock, unsigned long ino)
+/* EPOLL_CTL_DEL of fd from epoll ep, in a vfork child whose table has sock at fd. */
+static void epoll_del_as(int ep, int fd, int sock)
+{
+	pid_t c = vfork();
+	if (c == 0) {
+		struct epoll_event unused;
+		if (dup2(sock, fd) == fd)
+			epoll_ctl(ep, EPOLL_CTL_DEL, fd, &unused);
+		_exit(0);
+	}
+	if (c > 0)
+		waitpid(c, NULL, __WALL);
+}
+
+static void leave_program_epolls(struct task *t, int fd, int drained, unsigned long ino)
 {
 	const int *eps;
 	long n = ino ? program_epolls(t, &eps) : 0;
+	int sock = -1;
 	for (long k = 0; k < n; k++) {
 		if (!epoll_lists(t->tgid, eps[k], fd, ino))
 			continue;
+		/* The child gets a duplicate of its own: the engine's fd is a
+		 * slot's, which a fork's child handler closes (a vfork that is
+		 * a fork, as under ThreadSanitizer, runs those handlers). */
+		if (sock < 0 && (sock = fcntl(drained, F_DUPFD_CLOEXEC, 3)) < 0)
+			return;
 		int ep = getfd(t, eps[k]);
 		if (ep < 0)
 			continue;
-		pid_t c = vfork();
-		if (c == 0) {
-			struct epoll_event unused;
-			if (dup2(sock, fd) == fd)
-				epoll_ctl(ep, EPOLL_CTL_DEL, fd, &unused);
-			_exit(0);
+		if (ep == fd) { /* the child's dup2 would replace it: out of the way */
+			int moved = fcntl(ep, F_DUPFD_CLOEXEC, fd + 1);
+			close(ep);
+			if ((ep = moved) < 0)
+				continue;
 		}
-		if (c > 0)
-			waitpid(c, NULL, __WALL);
+		epoll_del_as(ep, fd, sock);
 		close(ep);
 	}
+	if (sock >= 0)
+		close(sock);
 }
 
 /* Drain mode: the calls the shim drains too (never exit, exec or a
@@ -441,14 +481,16 @@ static void dup_going(struct task *t, int fd, int dup, int call, int how, const 
 	ev->nframes = 0;
 	if (cw_cfg.backtrace && cw_trap_backtrace)
 		cw_trap_backtrace(t->tgid, t->tid, ev, cw_cfg.backtrace);
-	/* The engine takes its own duplicate of ours and keeps it: the
-	 * program's close is then not the last reference, nothing is sent,
-	 * and the engine sends the queue and FIN itself (answer()). */
+	/* The engine keeps our duplicate: the program's close is then not
+	 * the last reference, nothing is sent, and the engine sends the queue
+	 * and FIN itself (answer()). */
 	if (drain)
-		ev->action = cw_drain_prepare(dup, ev, &slot->ticket);
-	if (ev->action == CW_ACTION_DRAINED)
-		leave_program_epolls(t, fd, dup, slot->ino);
+		ev->action = cw_drain_prepare_adopt(dup, ev, &slot->ticket);
 	nbatch++;
+	if (ev->action == CW_ACTION_DRAINED) {
+		leave_program_epolls(t, fd, dup, slot->ino);
+		return; /* dup is the engine's now */
+	}
 skip:
 	close(dup);
 }
@@ -512,12 +554,21 @@ static void examine(const struct seccomp_notif *req)
 	}
 	if (nr == SCMP_SYS(clone3))
 		return;
+	if (nr == SCMP_SYS(epoll_create) || nr == SCMP_SYS(epoll_create1)) {
+		cw_watch_epolls_stale(); /* drain mode reads the epoll fds again */
+		return;
+	}
 	/* close, shutdown, dup2 and dup3 begin with getfd_first(), which finds
 	 * a stale entry itself; the others read /proc by the entry's tgid, as
 	 * does pending_resolve(): for them the entry is checked first. */
 	int one_fd = nr == SCMP_SYS(close) || nr == SCMP_SYS(shutdown) ||
 		     nr == SCMP_SYS(dup2) || nr == SCMP_SYS(dup3);
 	struct task *t = task_for((pid_t)req->pid, req->id, !one_fd || npending);
+	if (nr == SCMP_SYS(dup) || nr == SCMP_SYS(fcntl) || nr == SCMP_SYS(pidfd_getfd) ||
+	    nr == SCMP_SYS(socket) || nr == SCMP_SYS(socketpair) || nr == SCMP_SYS(io_uring_setup)) {
+		cw_watch_dups(t ? t->tgid : 0); /* its fds are looked at from now on */
+		return;
+	}
 	if (!t)
 		return;
 	if (npending)
@@ -542,6 +593,7 @@ static void examine(const struct seccomp_notif *req)
 		if (old < 0)
 			return; /* EBADF: newfd stays open */
 		close(old);
+		cw_watch_dups(t->tgid); /* oldfd's file gets a second fd */
 		socket_going(t, newfd, nr == SCMP_SYS(dup2) ? CW_CALL_DUP2 : CW_CALL_DUP3, -1, &newfd, 1);
 	} else if (nr == SCMP_SYS(close_range)) {
 		unsigned first = (unsigned)a[0], last = (unsigned)a[1], flags = (unsigned)a[2];
@@ -558,6 +610,7 @@ static void examine(const struct seccomp_notif *req)
 		for (size_t i = 0; i < nbatch; i++)
 			batch[i].exec_tid = t->tid;
 		exe_forget(t->tgid); /* these records keep the old path; later ones read the new */
+		cw_watch_epolls_stale();
 	}
 }
 
@@ -766,12 +819,19 @@ static void reap(struct sigwatch *w)
 {
 	int st;
 	pid_t r;
-	while ((r = waitpid(-1, &st, WNOHANG)) > 0)
+	int any = 0;
+	while ((r = waitpid(-1, &st, WNOHANG)) > 0) {
+		any = 1;
 		if (r == w->pid) {
 			w->status = st;
 			w->reaped = 1;
 		}
-	atomic_store(&procs_changed, 1);
+	}
+	/* Only a process that ended changes the set: a SIGCHLD that reaps
+	 * nothing (the vfork child of leave_program_epolls, reaped there) would
+	 * have /proc read again after every drain. */
+	if (any)
+		atomic_store(&procs_changed, 1);
 }
 
 static void *signals_thread(void *arg)
@@ -862,6 +922,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	cw_config_parse(&cw_cfg, lookup_env, NULL, warn_cfg, NULL);
+	cw_fd_private_low(); /* our table only: a high fd would lengthen each vfork's copy */
 	cw_log_open();
 	cw_log_file_per_watched_process(); /* %p: the watched process's pid, as under the shim */
 	/* Records we cannot write are counted for run's summary, as the shim's are. */

@@ -7,8 +7,15 @@
  * an event whose generation is not the current one of that fd — a connection
  * it closed, maybe under a number since reused — is "stale".
  *
- * usage: drain_epoll [--et] [--read N] [--write N]
+ * usage: drain_epoll [--et] [--epoll2] [--read N] [--write N]
  *   For each connection: read N bytes (1024), answer N bytes (1000), close.
+ *   --epoll2: after the first close, a second epoll set is made (its number
+ *   is that connection's), and every connection accepted from then on is
+ *   registered in it too; it is only looked at (every turn and at the end),
+ *   and any event there of a connection closed is stale as well. Right after
+ *   each close, both sets' registrations are read (/proc/self/fdinfo): one
+ *   still under the number just closed is stale too (whatever the timing of
+ *   events, which a drain that ends meanwhile would hide).
  *   stdin is in the set too: a line "quit" ends the loop.
  * Prints "port P", "accepted fd F gen G", "closed fd F gen G",
  * "stale fd F gen G events 0xE" for each stale event, and at the end "stale N".
@@ -38,14 +45,32 @@ static void die(const char *what)
 	exit(99);
 }
 
+/* Is fd still registered in epoll set ep ("tfd: N" in its fdinfo)? */
+static int registered(int ep, int fd)
+{
+	char path[64], buf[8192];
+	snprintf(path, sizeof path, "/proc/self/fdinfo/%d", ep);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		die("fdinfo");
+	int found = 0, tfd;
+	while (fgets(buf, sizeof buf, f))
+		if (sscanf(buf, "tfd: %d", &tfd) == 1 && tfd == fd)
+			found = 1;
+	fclose(f);
+	return found;
+}
+
 int main(int argc, char **argv)
 {
-	int et = 0;
+	int et = 0, epoll2 = 0, ep2 = -1;
 	long to_read = 1024, to_write = 1000;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--et"))
 			et = 1;
+		else if (!strcmp(argv[i], "--epoll2"))
+			epoll2 = 1;
 		else if (!strcmp(argv[i], "--read") && i + 1 < argc)
 			to_read = atol(argv[++i]);
 		else if (!strcmp(argv[i], "--write") && i + 1 < argc)
@@ -78,6 +103,18 @@ int main(int argc, char **argv)
 	long stale = 0;
 	for (int quit = 0; !quit;) {
 		struct epoll_event evs[16];
+		if (ep2 >= 0) {
+			int n2 = epoll_wait(ep2, evs, 16, 0);
+			for (int i = 0; i < n2; i++) {
+				int fd = (int)(evs[i].data.u64 & 0xffffffffu);
+				uint32_t gen = (uint32_t)(evs[i].data.u64 >> 32);
+				if (fd < 0 || fd >= MAXFD || conns[fd].gen != gen) {
+					stale++;
+					printf("stale fd %d gen %u events 0x%x (second set)\n", fd, gen,
+					       evs[i].events);
+				}
+			}
+		}
 		int n = epoll_wait(ep, evs, 16, -1);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -104,6 +141,8 @@ int main(int argc, char **argv)
 								 .data.u64 = (uint64_t)conns[c].gen << 32 | (uint32_t)c};
 					if (epoll_ctl(ep, EPOLL_CTL_ADD, c, &ce) < 0)
 						die("epoll_ctl conn");
+					if (ep2 >= 0 && epoll_ctl(ep2, EPOLL_CTL_ADD, c, &ce) < 0)
+						die("epoll_ctl conn, second set");
 					printf("accepted fd %d gen %u\n", c, conns[c].gen);
 				}
 				continue;
@@ -141,7 +180,26 @@ int main(int argc, char **argv)
 			/* No EPOLL_CTL_DEL: close() takes the fd out of the set. */
 			close(fd);
 			c->gen = 0;
+			/* Before saying so: the client ends the drain when told. */
+			if (ep2 >= 0 && (registered(ep, fd) || registered(ep2, fd))) {
+				stale++;
+				printf("stale registration fd %d gen %u\n", fd, gen);
+			}
 			printf("closed fd %d gen %u\n", fd, gen);
+			if (epoll2 && ep2 < 0) {
+				if ((ep2 = epoll_create1(EPOLL_CLOEXEC)) < 0)
+					die("epoll_create1, second set");
+				printf("second set fd %d\n", ep2);
+			}
+		}
+	}
+	if (ep2 >= 0) { /* a last look: its events are level-triggered unless --et */
+		struct epoll_event evs[16];
+		int n2 = epoll_wait(ep2, evs, 16, 0);
+		for (int i = 0; i < n2; i++) {
+			int fd = (int)(evs[i].data.u64 & 0xffffffffu);
+			if (fd < 0 || fd >= MAXFD || conns[fd].gen != (uint32_t)(evs[i].data.u64 >> 32))
+				stale++;
 		}
 	}
 	printf("stale %ld\n", stale);
