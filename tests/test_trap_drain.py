@@ -285,24 +285,29 @@ def drain_records(log):
     return [r for r in read_records(log) if r["call"] == "drain"]
 
 
+def start_drain_epoll(ctx, logname, *args):
+    """drain_epoll ARGS through the trap in drain mode, long timeouts, every event logged (a
+    clean close's drain that ends delivered with nothing discarded is logged too; under
+    risky it is quiet, as with the shim). Returns (process, log, port)."""
+    cwtest.require_root()
+    log = ctx.path(logname)
+    argv = [cwtest.CLI, "run", "--via", "trap", "--mode", "drain", "--json", "--log", log, "--",
+            prog("drain_epoll")] + list(args)
+    env = cwtest.plain_env()
+    env.update({"CLOSEWATCH_DRAIN_IDLE_MS": "60000", "CLOSEWATCH_DRAIN_TIMEOUT_MS": "60000",
+                "CLOSEWATCH_EVENTS": "all"})
+    srv = ProcKw(argv, env=env, stdin=subprocess.PIPE)
+    ctx.procs.append(srv)
+    return srv, log, int(srv.expect("port "))
+
+
 def epoll_program(ctx, et):
     """drain_epoll (tests/progs/drain_epoll.c) closes each connection without removing it from
     its epoll set, and counts every event for a connection it has closed ("stale"). The
     drained connection keeps receiving, then closes; meanwhile its fd number is reused. Our
     duplicate keeps the socket, and so its registration, alive: the supervisor removes it
     as the program's close would have. No stale event may reach the program."""
-    cwtest.require_root()
-    log = ctx.path(f"epoll-{et}.log")
-    argv = [cwtest.CLI, "run", "--via", "trap", "--mode", "drain", "--json", "--log", log, "--",
-            prog("drain_epoll")] + (["--et"] if et else [])
-    env = cwtest.plain_env()
-    # EVENTS=all: a clean close's drain that ends delivered with nothing discarded is
-    # logged too (under risky it is quiet, as with the shim).
-    env.update({"CLOSEWATCH_DRAIN_IDLE_MS": "60000", "CLOSEWATCH_DRAIN_TIMEOUT_MS": "60000",
-                "CLOSEWATCH_EVENTS": "all"})
-    srv = ProcKw(argv, env=env, stdin=subprocess.PIPE)
-    ctx.procs.append(srv)
-    port = int(srv.expect("port "))
+    srv, log, port = start_drain_epoll(ctx, f"epoll-{et}.log", *(["--et"] if et else []))
     a = cwtest.connect(H4, port)
     a.sendall(b"a" * 1024)
     fd_a = int(srv.expect("closed fd ").split()[0])
@@ -350,16 +355,7 @@ def test_epoll_set_made_after_a_drain(ctx):
     number, and registers the next connection in both; that connection is closed without
     EPOLL_CTL_DEL and drained: the supervisor removes it from both sets (the epoll_create1
     is trapped and the sets read again). Its EOF must reach neither set."""
-    cwtest.require_root()
-    log = ctx.path("epoll2.log")
-    argv = [cwtest.CLI, "run", "--via", "trap", "--mode", "drain", "--json", "--log", log, "--",
-            prog("drain_epoll"), "--epoll2"]
-    env = cwtest.plain_env()
-    env.update({"CLOSEWATCH_DRAIN_IDLE_MS": "60000", "CLOSEWATCH_DRAIN_TIMEOUT_MS": "60000",
-                "CLOSEWATCH_EVENTS": "all"})
-    srv = ProcKw(argv, env=env, stdin=subprocess.PIPE)
-    ctx.procs.append(srv)
-    port = int(srv.expect("port "))
+    srv, log, port = start_drain_epoll(ctx, "epoll2.log", "--epoll2")
     a = cwtest.connect(H4, port)
     a.sendall(b"a" * 1024)
     fd_a = int(srv.expect("closed fd ").split()[0])

@@ -82,18 +82,17 @@ int cw_trap_filter_build(struct cw_trap_filter *f, char *why, size_t cap)
 	for (size_t i = 0; i < sizeof dups / sizeof dups[0] && !rc; i++)
 		if (dups[i] >= 0)
 			rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, dups[i], 0);
-	if (!rc)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(fcntl), 1,
-				      SCMP_A1(SCMP_CMP_EQ, F_DUPFD));
-	if (!rc)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(fcntl), 1,
-				      SCMP_A1(SCMP_CMP_EQ, F_DUPFD_CLOEXEC));
-	if (!rc)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(socket), 1,
-				      SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
-	if (!rc)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(socketpair), 1,
-				      SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+	static const struct {
+		int nr;
+		unsigned arg;
+		scmp_datum_t value;
+	} dups_if[] = {
+		{SCMP_SYS(fcntl), 1, F_DUPFD}, {SCMP_SYS(fcntl), 1, F_DUPFD_CLOEXEC},
+		{SCMP_SYS(socket), 0, AF_UNIX}, {SCMP_SYS(socketpair), 0, AF_UNIX},
+	};
+	for (size_t i = 0; i < sizeof dups_if / sizeof dups_if[0] && !rc; i++)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, dups_if[i].nr, 1,
+				      SCMP_CMP(dups_if[i].arg, SCMP_CMP_EQ, dups_if[i].value));
 	int mem = rc ? -1 : memfd_create("closewatch-bpf", MFD_CLOEXEC);
 	if (!rc && mem >= 0)
 		rc = seccomp_export_bpf(ctx, mem);
