@@ -31,6 +31,16 @@ size_t cw_runstatus_field(char *out, size_t cap, size_t n, const char *key, cons
 	return n;
 }
 
+void cw_runstatus_not_watched(pid_t pid, const char *exe, const char *why)
+{
+	char line[CW_PATH_MAX + 512];
+	size_t n = cw_put(line, sizeof line, 0, "notwatched pid=");
+	n = cw_put_uint(line, sizeof line, n, (unsigned long)pid);
+	n = cw_runstatus_field(line, sizeof line, n, "exe", exe);
+	n = cw_runstatus_field(line, sizeof line, n, "why", why);
+	cw_runstatus_put(line, n);
+}
+
 void cw_runstatus_put(const char *line, size_t len)
 {
 	if (!status_path[0])

@@ -7,6 +7,7 @@
 #define CW_RUNSTATUS_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* At init: the value of CLOSEWATCH_RUN_STATUS (NULL: none). Ignored in a
  * setuid/setgid program and when not an absolute path. */
@@ -22,5 +23,10 @@ size_t cw_runstatus_field(char *out, size_t cap, size_t n, const char *key, cons
  * that moment, never kept open, never created. Async-signal-safe. Does nothing
  * without CLOSEWATCH_RUN_STATUS. */
 void cw_runstatus_put(const char *line, size_t len);
+
+/* "notwatched pid=PID exe=EXE why=WHY": process pid runs EXE, which closewatch
+ * cannot watch the way it is watching it (the shim's exec hooks, the trap's
+ * look at an exec). Async-signal-safe. */
+void cw_runstatus_not_watched(pid_t pid, const char *exe, const char *why);
 
 #endif

@@ -68,18 +68,13 @@ void cw_notwatched_check(const char *file, int search, pid_t pid)
 	 * open() and pread() below are: a pending cancel must not act here. */
 	int cancel_state;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
-	char path[512], why[200], line[LINE_CAP];
+	char path[512], why[200];
 	int found = search ? cw_elf_resolve(file, getenv("PATH"), path, sizeof(path)) == 0
 			   : (cw_put(path, sizeof(path), 0, file), 1);
 	if (found) {
 		enum cw_elf_kind k = cw_elf_kind(path, why, sizeof(why));
-		if (k != CW_ELF_PRELOADABLE && k != CW_ELF_UNKNOWN) {
-			size_t len = cw_put(line, sizeof(line), 0, "notwatched pid=");
-			len = cw_put_uint(line, sizeof(line), len, (unsigned long)pid);
-			len = cw_runstatus_field(line, sizeof(line), len, "exe", path);
-			len = cw_runstatus_field(line, sizeof(line), len, "why", why);
-			cw_runstatus_put(line, len);
-		}
+		if (k != CW_ELF_PRELOADABLE && k != CW_ELF_UNKNOWN)
+			cw_runstatus_not_watched(pid, path, why);
 	}
 	pthread_setcancelstate(cancel_state, NULL);
 	errno = saved;

@@ -306,10 +306,14 @@ int cw_cmd_run(int argc, char **argv)
 		return 0;
 	if (ci < 0)
 		return -ci;
-	char why[256] = "";
+	/* What the command is, read once (resolved as execvp will): why the shim
+	 * cannot reach it, or reachable. --via auto decides from it. */
+	char why[256];
+	int reachable = cw_via_auto(argv[ci], why, sizeof(why)) == CW_VIA_PRELOAD;
+	int foreign = !reachable && !strcmp(why, CW_ELF_FOREIGN_WHY);
 	int trap = o.via && !strcmp(o.via, "trap");
 	if (!o.via || !strcmp(o.via, "auto"))
-		trap = cw_via_auto(argv[ci], why, sizeof(why)) == CW_VIA_TRAP;
+		trap = !reachable;
 	char lib[4096], err[8192];
 	if (trap)
 		lib[0] = 0;
@@ -354,25 +358,25 @@ int cw_cmd_run(int argc, char **argv)
 	/* A program LD_PRELOAD cannot reach (--via preload) is named up front and
 	 * in the summary; one whose loader is not glibc's would not even start
 	 * with the shim (musl's exits 127): refused. */
-	char pwhy[256];
 	const char *cmd_why = NULL;
-	if (!trap && cw_via_auto(argv[ci], pwhy, sizeof(pwhy)) == CW_VIA_TRAP) {
-		if (strstr(pwhy, "loader ") == pwhy || strstr(pwhy, "musl loader ") == pwhy) {
+	if (!trap && !reachable) {
+		if (strstr(why, "loader ") == why || strstr(why, "musl loader ") == why) {
 			cw_err("%s: cannot be watched with LD_PRELOAD (%s: it cannot load "
-			       "libclosewatch.so, built for glibc): use --via trap", argv[ci], pwhy);
+			       "libclosewatch.so, built for glibc): use --via trap", argv[ci], why);
 			if (cap)
 				cw_capture_close(cap, NULL, NULL);
 			cw_runlog_end(&log);
 			return RUN_FAIL;
 		}
-		if (strcmp(pwhy, CW_ELF_FOREIGN_WHY))
-			cw_err("%s: not watched (%s: use --via trap)", argv[ci], pwhy);
-		cmd_why = pwhy;
+		if (!foreign)
+			cw_err("%s: not watched (%s: use --via trap)", argv[ci], why);
+		cmd_why = why;
 	}
-	/* Under the trap, a program of another ABI (a 32-bit one on x86-64) runs,
-	 * but its system calls pass the filter unexamined: said up front, and in the
-	 * summary from the supervisor's look at the exec (trap/foreign.c). */
-	if ((trap && cw_via_foreign(argv[ci])) || (cmd_why && !strcmp(cmd_why, CW_ELF_FOREIGN_WHY)))
+	/* A program of another ABI (a 32-bit one on x86-64) runs, but neither way
+	 * in sees its system calls (the trap's filter lets them pass unexamined):
+	 * said up front, and in the summary (from the shim's or the supervisor's
+	 * look at the exec, trap/foreign.c). */
+	if (foreign)
 		cw_err("%s: not watched (%s: closewatch sees only this machine's native system "
 		       "calls)", argv[ci], CW_ELF_FOREIGN_WHY);
 	struct cw_runstatus rstat; /* what the watched processes tell us (records lost...) */

@@ -27,10 +27,3 @@ enum cw_via cw_via_auto(const char *cmd, char *why, size_t cap)
 	}
 	return CW_VIA_TRAP;
 }
-
-int cw_via_foreign(const char *cmd)
-{
-	char path[4096], reason[256];
-	return cw_elf_resolve(cmd, getenv("PATH"), path, sizeof(path)) == 0 &&
-	       cw_elf_kind(path, reason, sizeof(reason)) == CW_ELF_FOREIGN;
-}

@@ -11,7 +11,4 @@ enum cw_via { CW_VIA_PRELOAD, CW_VIA_TRAP };
  * PRELOAD with why = "". */
 enum cw_via cw_via_auto(const char *cmd, char *why, size_t cap);
 
-/* CMD is a program of another ABI than this build's (e.g. 32-bit i386 on x86-64). */
-int cw_via_foreign(const char *cmd);
-
 #endif

@@ -60,10 +60,5 @@ void cw_trap_check_exec(pid_t pid, int nr, const __u64 args[6])
 	char why[200];
 	if (cw_elf_kind(path, why, sizeof why) != CW_ELF_FOREIGN)
 		return;
-	char line[PATH_MAX + 512];
-	size_t k = cw_put(line, sizeof line, 0, "notwatched pid=");
-	k = cw_put_uint(line, sizeof line, k, (unsigned long)pid);
-	k = cw_runstatus_field(line, sizeof line, k, "exe", file[0] ? file : path);
-	k = cw_runstatus_field(line, sizeof line, k, "why", why);
-	cw_runstatus_put(line, k);
+	cw_runstatus_not_watched(pid, file[0] ? file : path, why);
 }

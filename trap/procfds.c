@@ -74,27 +74,16 @@ long cw_proc_fds(pid_t pid, unsigned lo, unsigned hi, int **fds, size_t *cap)
 	return count;
 }
 
-/* The socket inode behind name in dir, or 0; *epoll (if given) says whether
- * it is an epoll instance instead. */
-static unsigned long link_at(int dir, const char *name, int *epoll)
+/* The socket inode behind name in dir, or 0. If given, *epoll says whether
+ * it is an epoll instance instead, and *uring is set to 1 when it is an
+ * io_uring instance (a full pass, procfds' dup-free). */
+static unsigned long link_at(int dir, const char *name, int *epoll, int *uring)
 {
 	char link[64];
 	ssize_t l = readlinkat(dir, name, link, sizeof link - 1);
 	if (epoll)
 		*epoll = l == 22 && memcmp(link, "anon_inode:[eventpoll]", 22) == 0;
-	if (l < 9 || memcmp(link, "socket:[", 8) != 0)
-		return 0;
-	link[l] = 0;
-	return strtoul(link + 8, NULL, 10);
-}
-
-/* link_at for a full pass: also says whether it is an io_uring instance. */
-static unsigned long link_full(int dir, const char *name, int *epoll, int *uring)
-{
-	char link[64];
-	ssize_t l = readlinkat(dir, name, link, sizeof link - 1);
-	*epoll = l == 22 && memcmp(link, "anon_inode:[eventpoll]", 22) == 0;
-	if (l == 21 && memcmp(link, "anon_inode:[io_uring]", 21) == 0)
+	if (uring && l == 21 && memcmp(link, "anon_inode:[io_uring]", 21) == 0)
 		*uring = 1;
 	if (l < 9 || memcmp(link, "socket:[", 8) != 0)
 		return 0;
@@ -104,7 +93,7 @@ static unsigned long link_full(int dir, const char *name, int *epoll, int *uring
 
 static unsigned long socket_ino_at(int dir, const char *name)
 {
-	return link_at(dir, name, NULL);
+	return link_at(dir, name, NULL, NULL);
 }
 
 unsigned long cw_proc_fd_socket(pid_t pid, int fd)
@@ -173,11 +162,9 @@ static int dirty = 1;
 static pid_t root;
 static struct timespec last_dirty;
 
-static void epolls_stale(void);
-
 void cw_watch_dirty(void)
 {
-	epolls_stale(); /* a new process may reuse a pid */
+	cw_watch_epolls_stale(); /* a new process may reuse a pid */
 	dirty = 1;
 	clock_gettime(CLOCK_MONOTONIC, &last_dirty);
 }
@@ -341,7 +328,7 @@ static struct proc_cache *proc_entry(pid_t pid)
 
 /* Also after a fork (a pid may be another process's now): dup-free is read
  * again too, but a mark of not dup-free stays. */
-static void epolls_stale(void)
+void cw_watch_epolls_stale(void)
 {
 	for (int i = 0; procs_ready && i < PROCS; i++) {
 		procs[i].nepolls = -1;
@@ -358,14 +345,14 @@ void cw_watch_dups(pid_t pid)
 		proc_entry(pid)->dupfree = -1;
 }
 
-/* The inodes of the unix sockets of pid's network namespace, sorted, into a
- * growable array; -1 when they cannot be read. */
 static int cmp_ino(const void *a, const void *b)
 {
 	unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
 	return x < y ? -1 : x > y;
 }
 
+/* The inodes of the unix sockets of pid's network namespace, sorted, into a
+ * growable array; -1 when they cannot be read. */
 static long unix_inodes(pid_t pid, unsigned long **inos, size_t *cap)
 {
 	char path[48];
@@ -399,11 +386,6 @@ static long unix_inodes(pid_t pid, unsigned long **inos, size_t *cap)
 	if (n > 1) /* with none, *inos may still be NULL */
 		qsort(*inos, (size_t)n, sizeof **inos, cmp_ino);
 	return n;
-}
-
-void cw_watch_epolls_stale(void)
-{
-	epolls_stale();
 }
 
 void cw_watch_epoll_gone(pid_t pid)
@@ -471,8 +453,8 @@ static int holds_at(int dir, const char *name, int other, void *arg)
 	 * an exec that fails keeps its close-on-exec ones), but they hold
 	 * nothing. */
 	int epoll = 0;
-	unsigned long ino = h->learn ? link_full(dir, name, &epoll, &h->not_dupfree)
-				     : link_at(dir, name, NULL);
+	unsigned long ino = h->learn ? link_at(dir, name, &epoll, &h->not_dupfree)
+				     : link_at(dir, name, NULL, NULL);
 	int found = !own && ino == h->ino;
 	if (h->learn && ino) {
 		if (h->nsocks == capsocks) {
