@@ -245,6 +245,42 @@ def test_drain_outlives_the_program(ctx):
     each(one_prog, names=("cwprog-static", "cwprog-musl"))
 
 
+def test_exit_with_a_socket_open_is_drained(ctx):
+    """A program that answers and exits with the connection still open (inetd-style and
+    forking servers: busybox httpd's child does so) and its request unread: its exit resets
+    the client in observe mode; in drain mode the supervisor, which outlives it, drains that
+    socket as it would a close: the whole answer and EOF, an exit record `drained` and a
+    drain record `delivered` with what it discarded."""
+    def one_prog(name):
+        got = {}
+        for mode in ("observe", "drain"):
+            t = Drain(ctx, name, "pid", "listen", H4, 0, "accept", "waitinq", 100, "write", 1000,
+                      "say", "exiting", "exit", 0, mode=mode)
+            pid = int(t.expect("pid"))
+            t.expect("fd")
+            port = int(t.expect("port"))
+            c = cwtest.connect(H4, port)
+            c.sendall(b"u" * 100)
+            afd = int(t.expect("fd"))
+            t.expect("exiting")
+            cwtest.wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=20,
+                            what="program gone")
+            got[mode] = read_to_end(c)
+            if mode == "drain":
+                c.sendall(b"late")  # discarded by the drain, no RST
+            c.close()
+            recs = t.finish()
+            ex = one(recs, call="exit", fd=afd)
+            assert ex["verdict"] == "rst_unread", ex
+        assert got["observe"][1] == "reset", got
+        assert got["drain"] == (1000, "eof"), got
+        assert ex["action"] == "drained", ex
+        d = one(recs, call="drain", fd=afd)
+        assert d["result"] == "delivered" and d["discarded"] == 104, d
+        assert "drains: 1 (delivered 1" in t.p.stderr, t.p.stderr
+    each(one_prog, names=("cwprog-static", "cwprog-musl"))
+
+
 def test_many_drains_leave_no_fd(ctx):
     """Connections drained one after another: none is left open, in closewatch or in the
     program (the program's fd number is free again at once: each accept gets the same one)."""

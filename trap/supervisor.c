@@ -407,13 +407,21 @@ static void leave_program_epolls(struct task *t, int fd, int drained, unsigned l
 		close(sock);
 }
 
-/* Drain mode: the calls the shim drains too (never exit, exec or a
- * shutdown). */
+/* Set while the close-on-exec sockets of an exec are looked at (their
+ * records use the exit call too): never drained there, since the exec may
+ * still fail and leave them the program's. */
+static int at_exec;
+
+/* Drain mode: the calls the shim drains, and exit: the supervisor outlives
+ * the process, so a socket its exit would reset (a server whose child answers
+ * and exits with the connection open, as inetd-style and forking servers like
+ * busybox httpd do) is drained as its close would be. Never a shutdown or an
+ * exec. */
 static int drainable(int call)
 {
 	return cw_cfg.mode == CW_MODE_DRAIN &&
 	       (call == CW_CALL_CLOSE || call == CW_CALL_CLOSE_RANGE || call == CW_CALL_DUP2 ||
-		call == CW_CALL_DUP3);
+		call == CW_CALL_DUP3 || (call == CW_CALL_EXIT && !at_exec));
 }
 
 /* fd of task t goes away in call (for a range, exit or exec, closing lists
@@ -606,7 +614,9 @@ static void examine(const struct seccomp_notif *req)
 		fds_going(t, 0, ~0U, CW_CALL_EXIT, 0);
 	} else if (is_exec(nr)) {
 		cw_trap_check_exec(t->tgid, nr, a);
+		at_exec = 1;
 		fds_going(t, 0, ~0U, CW_CALL_EXIT, 1);
+		at_exec = 0;
 		for (size_t i = 0; i < nbatch; i++)
 			batch[i].exec_tid = t->tid;
 		exe_forget(t->tgid); /* these records keep the old path; later ones read the new */
