@@ -125,6 +125,11 @@ $(BUILD)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(LDFLAGS_ALL) -lpthread
 
+# The trap's floor: closewatch's filter, a supervisor that only answers.
+$(BUILD)/bench/trapfloor: bench/trapfloor.c $(BUILD)/trap/filter.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $(filter %.c %.o,$^) $(LDFLAGS_ALL) $(SECCOMP_LIBS)
+
 comma := ,
 
 # On a fresh machine `make test` first installs the Debian packages the suite

@@ -9,9 +9,11 @@ Usage: bench/run.py [--build DIR] [--lib SO] [--rounds N] [--only NAME[,NAME]]
 
 Benchmarks (--only): openclose, churn (incl. strace), nginx, closelat, rss,
 backtrace (a logged close with 8 backtrace frames vs without),
-trap (closewatch run --via trap on open+close and TCP churn, beside strace),
+trap (closewatch run --via trap on open+close and TCP churn, beside strace and
+the trap's floor: closewatch's filter under a supervisor that only answers),
 gohttp (a Go net/http server under wrk with Connection: close, plain and under
-closewatch run --via trap --mode drain: every answer's close drained by the supervisor).
+closewatch run --via trap --mode drain: every answer's close drained by the supervisor;
+also the trap alone and the floor).
 --smoke runs each once in a tiny configuration (what `make test` does): the
 numbers mean nothing then, only that every program still runs.
 --lib measures another build of the shim (e.g. a patched copy) against none.
@@ -460,7 +462,9 @@ def bench_trap(R, rounds):
     env_trap["CLOSEWATCH_LOG"] = log
     oc = [R.bin("openclose")] + (["-n", "200", "-k", "2"] if R.smoke else ["-n", "20000", "-k", "5"])
     ch = [R.bin("churn")] + (["-d", "0.05", "-n", "50"] if R.smoke else ["-d", "0.3"])
-    variants = {"none": [], "trap": trap}
+    # The floor: closewatch's filter under a supervisor that only answers
+    # (bench/trapfloor.c): what no supervisor can save on this machine.
+    variants = {"none": [], "trap": trap, "floor": [R.bin("trapfloor")]}
     if strace:
         variants["strace"] = st
 
@@ -479,6 +483,11 @@ def bench_trap(R, rounds):
             ratio_row("trap_churn", "TCP churn, trap (observe)", "conn/s none/trap", res_ch,
                       "conns_per_s", "none", "trap", ("<=", 1.5), "/s",
                       also=(("p50_conn_us", "p50 conn"), ("cpu_us_per_conn", "CPU/conn")))]
+    rows += [ratio_row("trap_openclose_floor", "open+close of a file, trap floor",
+                       "ns/iter floor/none", res_oc, "ns_per_iter", "floor", "none", None, " ns"),
+             ratio_row("trap_churn_floor", "TCP churn, trap floor (same rounds)",
+                       "conn/s none/floor", res_ch, "conns_per_s", "none", "floor", None, "/s",
+                       also=(("p50_conn_us", "p50 conn"),))]
     if strace:
         rows += [ratio_row("trap_openclose_strace", "open+close of a file, strace",
                            "ns/iter strace/none", res_oc, "ns_per_iter", "strace", "none", None, " ns"),
@@ -506,8 +515,12 @@ def bench_gohttp(R, rounds):
     if not os.access(cli, os.X_OK):
         raise BenchError(f"{cli} not built")
     log = os.path.join(R.tmp, "cw-gohttp.log")
+    # Beside trap + drain: the trap alone (observe) and the floor (closewatch's
+    # filter under a supervisor that only answers, bench/trapfloor.c).
     variants = {"none": [], "trap_drain": [cli, "run", "--via", "trap", "--mode", "drain",
-                                           "--log", log, "--"]}
+                                           "--log", log, "--"],
+                "trap_observe": [cli, "run", "--via", "trap", "--log", log, "--"],
+                "floor": [R.bin("trapfloor")]}
     wrk_args = ["-t", "1", "-c", "2" if R.smoke else "16", "-d", "1s", "--latency",
                 "-H", "Connection: close"]
 
@@ -535,6 +548,12 @@ def bench_gohttp(R, rounds):
     res = interleave(list(variants), scaled(rounds, 2), one)
     return [ratio_row("gohttp_trap_drain", "Go net/http, trap + drain", "req/s trap/none",
                       res, "rps", "trap_drain", "none", (">=", 0.8), "/s",
+                      also=(("p50_ms", "p50 latency"),)),
+            ratio_row("gohttp_trap_observe", "Go net/http, trap alone (observe)", "req/s trap/none",
+                      res, "rps", "trap_observe", "none", None, "/s",
+                      also=(("p50_ms", "p50 latency"),)),
+            ratio_row("gohttp_floor", "Go net/http, trap floor", "req/s floor/none",
+                      res, "rps", "floor", "none", None, "/s",
                       also=(("p50_ms", "p50 latency"),))], res
 
 

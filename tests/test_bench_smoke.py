@@ -20,8 +20,9 @@ GROUPS = {
                  "closelat_first_drain"],
     "rss": ["rss_observe", "rss_drain"],
     "backtrace": ["backtrace_8"],
-    "trap": ["trap_openclose", "trap_churn", "trap_openclose_strace", "trap_churn_strace"],
-    "gohttp": ["gohttp_trap_drain"],
+    "trap": ["trap_openclose", "trap_churn", "trap_openclose_floor", "trap_churn_floor",
+             "trap_openclose_strace", "trap_churn_strace"],
+    "gohttp": ["gohttp_trap_drain", "gohttp_trap_observe", "gohttp_floor"],
 }
 
 
