@@ -377,6 +377,23 @@ void cw_inspect_rest(int fd, struct closewatch_record *r)
 	read_addrs(fd, r);
 }
 
+int cw_inspect_parts(int events_all, int drain_mode)
+{
+	if (events_all)
+		return CW_INSPECT_ALL;
+	return drain_mode ? CW_INSPECT_VERDICT | CW_INSPECT_QUEUES : CW_INSPECT_VERDICT;
+}
+
+void cw_inspect_complete(int fd, struct closewatch_record *r, int parts)
+{
+	if ((parts & CW_INSPECT_ALL) == CW_INSPECT_ALL)
+		return;
+	if (parts & CW_INSPECT_QUEUES)
+		read_addrs(fd, r);
+	else
+		cw_inspect_rest(fd, r);
+}
+
 /* ---- sharing ---------------------------------------------------------------- */
 
 /* Children we forked (or, in a child, the parent): best effort, a few slots. */

@@ -24,6 +24,17 @@ int cw_inspect(int fd, uint8_t kind, struct closewatch_record *rec, int parts);
  * queues and addresses, without asking again what the verdict already read. */
 void cw_inspect_rest(int fd, struct closewatch_record *rec);
 
+/* What a close must read before it knows whether a record (or a drain) is
+ * due: everything under EVENTS=all; the queues and the TCP state in drain
+ * mode (cw_drain_wanted drains fin_pending, and clean in ESTABLISHED);
+ * else the verdict alone. The addresses, two system calls, only ever go
+ * into a record: they are read once one is due (cw_inspect_complete). */
+int cw_inspect_parts(int events_all, int drain_mode);
+
+/* A record is due: read what parts (from cw_inspect_parts) left out. The
+ * caller then judges again (cw_verdict_close): the queues may change it. */
+void cw_inspect_complete(int fd, struct closewatch_record *rec, int parts);
+
 /* 1 when another fd of this process, or a related process, refers to the
  * same socket. entry is the fd table entry (its flags say where to look). */
 int cw_inspect_shared(int fd, uint8_t entry);

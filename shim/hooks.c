@@ -178,8 +178,7 @@ static uint8_t inspect_confirmed(int fd, uint8_t entry, struct closewatch_record
 static void socket_going_away(int fd, uint8_t entry, int call, int may_drain)
 {
 	struct cw_event ev;
-	int parts = cw_cfg.events_all || cw_cfg.mode == CW_MODE_DRAIN ? CW_INSPECT_ALL
-								       : CW_INSPECT_VERDICT;
+	int parts = cw_inspect_parts(cw_cfg.events_all, cw_cfg.mode == CW_MODE_DRAIN);
 	uint8_t kind = inspect_confirmed(fd, entry, &ev.rec, parts);
 	if (!kind)
 		return;
@@ -191,11 +190,10 @@ static void socket_going_away(int fd, uint8_t entry, int call, int may_drain)
 		cw_fd_clear(fd);
 		return;
 	}
-	if (parts != CW_INSPECT_ALL) {
-		/* A record is due: now read the queues and addresses too. */
-		cw_inspect_rest(fd, &ev.rec);
-		cw_verdict_close(&ev.rec);
-	}
+	/* A record is due (or a drain, whose records may be): now read the
+	 * rest too. */
+	cw_inspect_complete(fd, &ev.rec, parts);
+	cw_verdict_close(&ev.rec);
 	fill_meta(&ev, call, -1);
 	struct cw_drain_ticket ticket = {.fd = -1, .slot = -1};
 	if (drain)

@@ -449,7 +449,7 @@ static void dup_going(struct task *t, int fd, int dup, int call, int how, const 
 		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict))
 			goto skip;
 	} else {
-		int parts = cw_cfg.events_all || drainable(call) ? CW_INSPECT_ALL : CW_INSPECT_VERDICT;
+		int parts = cw_inspect_parts(cw_cfg.events_all, drainable(call));
 		if (cw_inspect(dup, kind, r, parts) < 0)
 			goto skip;
 		cw_verdict_close(r);
@@ -463,8 +463,7 @@ static void dup_going(struct task *t, int fd, int dup, int call, int how, const 
 		struct stat st;
 		slot->ino = fstat(dup, &st) == 0 ? (unsigned long)st.st_ino : 0;
 		r->shared = cw_watch_socket_held(slot->ino, t->tgid, fd, closing, n);
-		if (parts != CW_INSPECT_ALL)
-			cw_inspect_rest(dup, r);
+		cw_inspect_complete(dup, r, parts);
 		cw_verdict_close(r);
 		drain = drain && cw_drain_wanted(ev);
 		if (!cw_cfg.events_all && !closewatch_verdict_is_risky(r->verdict) && !drain)
