@@ -251,9 +251,11 @@ static int inspect_tcp(int fd, struct closewatch_record *r, int parts)
 	else if (!inq_known)
 		r->recvq = ioctl_count(fd, SIOCINQ);
 	if (!quick && !(parts & CW_INSPECT_LINGER_OFF)) {
+		/* A length of its own: len still says how much TCP_INFO the
+		 * kernel gave (tcp_send_queue_empty). */
 		struct linger lg;
-		len = sizeof lg;
-		if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &len) == 0 && lg.l_onoff)
+		socklen_t lglen = sizeof lg;
+		if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &lglen) == 0 && lg.l_onoff)
 			r->linger = lg.l_linger;
 	}
 	if ((parts & CW_INSPECT_QUEUES) && !r->listening) {
