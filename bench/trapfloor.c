@@ -13,8 +13,10 @@
  * trap benchmarks under it too: the distance between its row and closewatch's
  * is closewatch's own work; the distance between it and no trap at all is
  * what no supervisor can save. A benchmark tool, not a way to watch anything:
- * it forwards no signal and exits with CMD's status once every process under
- * the filter has ended. */
+ * it forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to CMD, CMD dies with it
+ * (PR_SET_PDEATHSIG: a program left under a dead supervisor would only see
+ * ENOSYS), and it exits with CMD's status once every process under the
+ * filter has ended. */
 #include "../trap/filter.h"
 
 #include <errno.h>
@@ -25,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -37,6 +41,14 @@
 #ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
 #define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
 #endif
+
+static volatile pid_t child_pid;
+
+static void forward(int sig)
+{
+	if (child_pid > 0)
+		kill(child_pid, sig);
+}
 
 int main(int argc, char **argv)
 {
@@ -61,6 +73,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		int fd = cw_trap_filter_install(&f);
 		char c;
 		if (write(tell[1], &fd, sizeof fd) != sizeof fd || fd < 0 || read(go[0], &c, 1) != 1)
@@ -69,6 +82,12 @@ int main(int argc, char **argv)
 		perror("trapfloor: exec");
 		_exit(127);
 	}
+	child_pid = pid;
+	struct sigaction fwd = {.sa_handler = forward}; /* no SA_RESTART: RECV returns */
+	sigemptyset(&fwd.sa_mask);
+	int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+	for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
+		sigaction(sigs[i], &fwd, NULL);
 	close(tell[1]);
 	close(go[0]);
 	int fd = -1, listener = -1;
