@@ -1,14 +1,16 @@
-/* Drain engine: reading and discarding, timeouts, the background thread and
- * the synchronous loop. See drain.h and drain_int.h. */
+/* Drain engine, the drain thread: it takes a table of its own, receives
+ * drains over its end of the channel, sends FIN, reads and discards,
+ * times out, and writes the records. See drain.h and drain_int.h. */
 #include "config.h"
 #include "drain_int.h"
+#include "logwriter.h"
 #include "real.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
-#include <pthread.h>
-#include <stdint.h>
+#include <sched.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -16,11 +18,30 @@
 #include <unistd.h>
 
 #define THREAD_CHUNK (64 * 1024) /* reads of the drain thread */
-#define SYNC_CHUNK 4096          /* reads inside close(), on the program's stack */
 #define READS_PER_TURN 16        /* then the other sockets get their turn */
 #define UNPOLLED_EVERY_NS (50 * 1000000LL) /* a socket epoll refused is looked at this often */
-#define SYNC_POLL_MAX_MS 250     /* a sync drain re-reads its fd this often (dup2 may move it) */
 #define EPOLL_BATCH 64
+#define CHANNEL_TAG UINT32_MAX   /* epoll data of Q */
+
+/* A sanitizer build (make check): the thread keeps fd 2, where the
+ * sanitizer writes its reports. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CW_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CW_SANITIZED 1
+#endif
+#endif
+
+/* The thread's own state: nobody else reads it. */
+struct drainer {
+	int q, ep;
+	unsigned gen;
+	int own;       /* its drains not yet over */
+	int eof;       /* P is gone: end once own is 0 */
+	int err;       /* its copy of the program's stderr, while it has drains */
+	char *buf;
+};
 
 int64_t cw_drain_now_ns(void)
 {
@@ -64,105 +85,255 @@ static int result_of_errno(int e)
 }
 
 /* Read and discard what is there, a bounded number of reads. Returns 1 when
- * the drain is over (sl->result set). Only the slot's owner calls this. */
-static int read_some(struct cw_drain_slot *sl, char *buf, size_t cap)
+ * the drain is over (sl->result set). */
+static int read_some(struct cw_drain_slot *sl, char *buf)
 {
-	int over = 0;
-	cw_drain_spin_lock(&sl->busy);
-	int fd = atomic_load(&sl->fd);
-	for (int k = 0; fd >= 0 && k < READS_PER_TURN; k++) {
+	for (int k = 0; sl->fd >= 0 && k < READS_PER_TURN; k++) {
 		/* TCP discards without copying with MSG_TRUNC (never more than
-		 * cap: the count is what the peer sent). */
-		ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT | (sl->tcp ? MSG_TRUNC : 0));
+		 * the buffer: the count is what the peer sent). */
+		ssize_t n = recv(sl->fd, buf, THREAD_CHUNK, MSG_DONTWAIT | (sl->tcp ? MSG_TRUNC : 0));
 		if (n > 0) {
 			sl->discarded += (uint64_t)n;
 			sl->last_ns = cw_drain_now_ns();
 			continue;
 		}
 		if (n == 0) {
-			if (sl->seqpacket && !peer_closed(fd))
+			if (sl->seqpacket && !peer_closed(sl->fd))
 				continue;
 			sl->result = CW_DRAIN_DELIVERED;
-			over = 1;
-			break;
+			return 1;
 		}
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK) {
 			sl->result = result_of_errno(errno);
-			over = 1;
+			return 1;
 		}
-		break;
+		return 0;
 	}
-	cw_drain_spin_unlock(&sl->busy);
-	return over;
+	return sl->fd < 0;
 }
 
-/* ---- the background thread ---------------------------------------------------- */
-
-static char thread_buf[THREAD_CHUNK]; /* the drain thread's only: contents never used */
-
-/* A drain handed over by close(): queued data and FIN go out, and the
- * socket joins our epoll set (if epoll refuses it, scan() reads it). */
-static void start(int s, struct cw_drain_slot *sl)
+static int mine(const struct drainer *d, uint32_t s)
 {
-	cw_drain_spin_lock(&sl->busy);
-	int fd = atomic_load(&sl->fd);
+	if (s >= (uint32_t)cw_drain_nslots || atomic_load(&cw_drain_slots[s].owner) != d->gen)
+		return 0;
+	int st = atomic_load_explicit(&cw_drain_slots[s].state, memory_order_acquire);
+	return st == CW_SLOT_ASYNC || st == CW_SLOT_SYNC;
+}
+
+static void write_close_record(int s)
+{
+	cw_log_event(&cw_drain_events[s]);
+	atomic_store(&cw_drain_slots[s].close_written, 1);
+}
+
+/* The drain of slot s is over (result set, or a timeout): the socket goes,
+ * and its records (async), or the closer is told (sync). */
+static void finish(struct drainer *d, int s)
+{
+	struct cw_drain_slot *sl = &cw_drain_slots[s];
+	if (sl->fd >= 0) {
+		/* Our close takes the socket out of our epoll set only if ours
+		 * is the last reference: the program's close() may not have run
+		 * yet, and meanwhile its EOF would be reported again and again. */
+		struct epoll_event unused;
+		if (sl->registered)
+			epoll_ctl(d->ep, EPOLL_CTL_DEL, sl->fd, &unused);
+		/* SO_LINGER {1,N}: our close must not block the thread (the
+		 * queue still drains after close, as an orphan). */
+		if (sl->linger > 0) {
+			struct linger off = {0, 0};
+			REAL(setsockopt)(sl->fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
+		}
+		REAL(close)(sl->fd);
+		sl->fd = -1;
+	}
+	sl->end_ns = cw_drain_now_ns();
+	if (sl->result < 0)
+		sl->result = CW_DRAIN_TIMEOUT;
+	atomic_store(&sl->owner, 0);
+	d->own--;
+	if (atomic_load(&sl->state) == CW_SLOT_SYNC) {
+		atomic_store_explicit(&sl->state, CW_SLOT_DONE, memory_order_release);
+		cw_drain_wake_word(&sl->state);
+	} else {
+		/* A quiet drain that lost nothing writes nothing, unless a FLUSH
+		 * wrote its close record: then its drain record follows. */
+		int written = atomic_load(&sl->close_written);
+		if (!sl->quiet || sl->result != CW_DRAIN_DELIVERED || sl->discarded || written) {
+			if (!written)
+				write_close_record(s);
+			struct cw_event rec;
+			cw_drain_record_of(s, &rec);
+			cw_log_event(&rec);
+		}
+		atomic_fetch_sub(&cw_drain_async_pending, 1);
+		cw_drain_release(s);
+	}
+	if (d->own == 0 && d->err >= 0) { /* the program's stderr is not held while idle */
+		cw_log_own_stderr(-1);
+		REAL(close)(d->err);
+		d->err = -1;
+	}
+}
+
+/* A drain handed over: queued data and FIN go out, the socket joins our
+ * epoll set (if epoll refuses it, scan() reads it), the close record. */
+static void take(struct drainer *d, int s, int fd, int err)
+{
+	if (err >= 0) {
+		if (d->err >= 0)
+			REAL(close)(d->err);
+		d->err = err;
+		cw_log_own_stderr(err);
+	}
+	int state = s >= 0 && s < cw_drain_nslots
+			    ? atomic_load_explicit(&cw_drain_slots[s].state, memory_order_acquire)
+			    : CW_SLOT_FREE;
+	if (state != CW_SLOT_ASYNC && state != CW_SLOT_SYNC) {
+		if (fd >= 0)
+			REAL(close)(fd); /* not a published slot: never sent so */
+		return;
+	}
+	struct cw_drain_slot *sl = &cw_drain_slots[s];
+	sl->fd = fd; /* -1: lost on the way (our table full): ends now, as a timeout */
+	atomic_store(&sl->owner, d->gen);
+	d->own++;
 	if (fd >= 0) {
 		REAL(shutdown)(fd, SHUT_WR);
 		struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)s};
-		atomic_store(&sl->registered,
-			     epoll_ctl(atomic_load(&cw_drain_ep), EPOLL_CTL_ADD, fd, &e) == 0);
+		sl->registered = epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &e) == 0;
 	}
-	atomic_store(&sl->started, 1);
-	cw_drain_spin_unlock(&sl->busy);
+	if (state == CW_SLOT_ASYNC && !sl->quiet)
+		write_close_record(s); /* FIN first, then the record */
+}
+
+/* The close records not written yet, of every drain of ours. */
+static void flush(struct drainer *d, int seq)
+{
+	int hw = atomic_load(&cw_drain_hw);
+	for (int i = 0; i < hw; i++)
+		if (mine(d, (uint32_t)i) && atomic_load(&cw_drain_slots[i].state) == CW_SLOT_ASYNC &&
+		    !atomic_load(&cw_drain_slots[i].close_written))
+			write_close_record(i);
+	atomic_store(&cw_drain_flushed, seq);
+	cw_drain_wake_word(&cw_drain_flushed);
+}
+
+/* Every message waiting on Q, in order. */
+static void receive(struct drainer *d)
+{
+	for (;;) {
+		struct cw_drain_msg m;
+		struct iovec v = {&m, sizeof m};
+		union {
+			char buf[CMSG_SPACE(2 * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct msghdr h = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = u.buf,
+				   .msg_controllen = sizeof u.buf};
+		ssize_t n = REAL(recvmsg)(d->q, &h, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0) { /* P is gone (given up, or the process is ending) */
+			struct epoll_event unused;
+			epoll_ctl(d->ep, EPOLL_CTL_DEL, d->q, &unused);
+			d->eof = 1;
+			return;
+		}
+		if (n < 0)
+			return;
+		int fds[2] = {-1, -1};
+		struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			memcpy(fds, CMSG_DATA(c), (k > 2 ? 2 : k) * sizeof(int));
+		}
+		if (n == (ssize_t)sizeof m && m.type == CW_MSG_DRAIN) {
+			take(d, m.slot, fds[0], fds[1]);
+			continue;
+		}
+		for (int i = 0; i < 2; i++)
+			if (fds[i] >= 0)
+				REAL(close)(fds[i]);
+		if (n == (ssize_t)sizeof m && m.type == CW_MSG_FLUSH)
+			flush(d, m.seq);
+	}
 }
 
 /* End the drains past their deadline; look at sockets that epoll refused.
  * Returns the next deadline (INT64_MAX: none). Deadlines only move later
- * when data arrives, so until a new drain starts (a wake-up) the next scan
- * is due no earlier than this. */
-static int64_t scan(int64_t now)
+ * when data arrives, so until a message comes the next scan is due no
+ * earlier than this. */
+static int64_t scan(struct drainer *d, int64_t now)
 {
 	int64_t next = INT64_MAX;
 	int hw = atomic_load(&cw_drain_hw);
-	for (int i = 0; i < hw; i++) {
+	for (int i = 0; i < hw && d->own > 0; i++) {
+		if (!mine(d, (uint32_t)i))
+			continue;
 		struct cw_drain_slot *sl = &cw_drain_slots[i];
-		if (atomic_load_explicit(&sl->state, memory_order_acquire) != CW_SLOT_ASYNC)
-			continue;
-		if (!atomic_load(&sl->started)) {
-			start(i, sl); /* FIN first, then the record */
-			if (!sl->quiet) /* else its outcome decides (cw_drain_finish) */
-				cw_drain_log_close(i);
-		}
-		int polled = atomic_load(&sl->registered);
-		if (atomic_load(&sl->fd) < 0) { /* lost to a dup2 (drain.c) */
-			sl->result = CW_DRAIN_TIMEOUT;
-			cw_drain_finish(i);
+		if ((!sl->registered && read_some(sl, d->buf)) || now >= deadline_of(sl)) {
+			finish(d, i);
 			continue;
 		}
-		if (!polled && read_some(sl, thread_buf, sizeof thread_buf)) {
-			cw_drain_finish(i);
-			continue;
-		}
-		int64_t d = deadline_of(sl);
-		if (now >= d) {
-			sl->result = CW_DRAIN_TIMEOUT;
-			cw_drain_finish(i);
-			continue;
-		}
-		if (!polled && d > now + UNPOLLED_EVERY_NS)
-			d = now + UNPOLLED_EVERY_NS;
-		if (d < next)
-			next = d;
+		int64_t t = deadline_of(sl);
+		if (!sl->registered && t > now + UNPOLLED_EVERY_NS)
+			t = now + UNPOLLED_EVERY_NS;
+		if (t < next)
+			next = t;
 	}
 	return next;
 }
 
+/* Close every fd but the kept ones (sorted, -1s first are skipped). */
+static void close_all_but(int *keep, int n)
+{
+	for (int i = 1; i < n; i++) /* insertion sort of at most 3 */
+		for (int j = i; j > 0 && keep[j] < keep[j - 1]; j--) {
+			int t = keep[j];
+			keep[j] = keep[j - 1];
+			keep[j - 1] = t;
+		}
+	unsigned lo = 0;
+	for (int i = 0; i < n; i++) {
+		if (keep[i] < 0 || (unsigned)keep[i] < lo)
+			continue;
+		if ((unsigned)keep[i] > lo)
+			REAL(close_range)(lo, (unsigned)keep[i] - 1, 0);
+		lo = (unsigned)keep[i] + 1;
+	}
+	REAL(close_range)(lo, ~0U, 0);
+}
+
+/* The shim's thread: a table of its own, holding Q and its log target
+ * only. The copy of the program's table lives microseconds. */
+static int take_own_table(int q)
+{
+	if (unshare(CLONE_FILES) < 0)
+		return -1;
+	int log = cw_log_own_begin();
+	atomic_store(&cw_drain_stderr_wanted, cw_log_own_wants_stderr());
+#ifdef CW_SANITIZED
+	int keep[3] = {q, log, 2};
+#else
+	int keep[3] = {q, log, -1};
+#endif
+	close_all_but(keep, 3);
+	return 0;
+}
+
 void *cw_drain_thread(void *arg)
 {
-	(void)arg;
-	atomic_store_explicit(&cw_drain_thread_up, 1, memory_order_release);
+	const struct cw_drain_start *st = arg; /* the starter's again once we answer */
+	char buf[THREAD_CHUNK]; /* contents never used */
+	struct drainer d = {.q = st->q, .ep = -1, .gen = st->gen, .err = -1, .buf = buf};
+	int own_table = st->own_table;
+	/* Failing that (a seccomp filter, an old kernel), the shim's thread
+	 * touches no fd: its table is still the program's. */
+	int unshared = own_table && take_own_table(d.q) == 0;
+	int ok = !own_table || unshared;
 	prctl(PR_SET_NAME, "closewatch-drn", 0, 0, 0);
 	/* SCHED_BATCH: a fair share of the CPU as before (same nice value), but
 	 * waking up never preempts the running thread (the scheduler leaves
@@ -172,70 +343,39 @@ void *cw_drain_thread(void *arg)
 	 * (a seccomp filter) only costs that. */
 	struct sched_param batch = {0};
 	sched_setscheduler(0, SCHED_BATCH, &batch);
+	if (ok) {
+		d.ep = REAL(epoll_create1)(EPOLL_CLOEXEC);
+		struct epoll_event e = {.events = EPOLLIN, .data.u32 = CHANNEL_TAG};
+		ok = d.ep >= 0 && epoll_ctl(d.ep, EPOLL_CTL_ADD, d.q, &e) == 0;
+	}
+	struct cw_drain_msg up = {CW_MSG_UP, ok ? 0 : -1, 0};
+	(void)send(d.q, &up, sizeof up, MSG_NOSIGNAL);
 	struct epoll_event evs[EPOLL_BATCH];
-	int64_t next_scan = 0;
-	for (;;) {
+	int64_t next_scan = INT64_MAX;
+	while (ok && !(d.eof && d.own == 0)) {
 		int64_t now = cw_drain_now_ns();
 		if (now >= next_scan)
-			next_scan = scan(now);
+			next_scan = scan(&d, now);
 		int timeout = next_scan == INT64_MAX ? -1 : ms_until(next_scan, now);
-		atomic_store(&cw_drain_in_wait, 1);
-		int n = epoll_wait(atomic_load(&cw_drain_ep), evs, EPOLL_BATCH, timeout);
-		atomic_store(&cw_drain_in_wait, 0);
-		atomic_fetch_add(&cw_drain_wait_epoch, 1);
-		if (n < 0) {
-			if (errno != EINTR) {
-				/* Our epoll fd was being moved (dup2): try again. */
-				struct timespec ms = {0, 1000000};
-				nanosleep(&ms, NULL);
-			}
-			continue;
-		}
+		int n = epoll_wait(d.ep, evs, EPOLL_BATCH, timeout);
 		for (int i = 0; i < n; i++) {
 			uint32_t s = evs[i].data.u32;
-			if (s == CW_DRAIN_WAKE_TAG) { /* edge-triggered: nothing to read */
-				next_scan = 0;
-				continue;
+			if (s == CHANNEL_TAG) {
+				receive(&d);
+				next_scan = 0; /* new drains, an exit deadline, or EOF */
+			} else if (mine(&d, s) && read_some(&cw_drain_slots[s], d.buf)) {
+				finish(&d, (int)s);
 			}
-			if (s >= (uint32_t)cw_drain_nslots)
-				continue;
-			struct cw_drain_slot *sl = &cw_drain_slots[s];
-			/* An event of a drain that ended in this batch is ignored,
-			 * or harmless for the drain that took its slot since. */
-			if (atomic_load_explicit(&sl->state, memory_order_acquire) != CW_SLOT_ASYNC)
-				continue;
-			if (read_some(sl, thread_buf, sizeof thread_buf))
-				cw_drain_finish((int)s);
 		}
 	}
+	/* The channel is gone and so are our drains (or we never started). */
+	if (d.ep >= 0)
+		REAL(close)(d.ep);
+	if (d.err >= 0)
+		REAL(close)(d.err);
+	if (!own_table || unshared) /* else the starter closes it */
+		REAL(close)(d.q);
+	if (unshared)
+		cw_log_own_end();
 	return NULL;
-}
-
-/* ---- the synchronous loop (CLOSEWATCH_DRAIN_SYNC=1) ------------------------------ */
-
-void cw_drain_run_sync(int s)
-{
-	struct cw_drain_slot *sl = &cw_drain_slots[s];
-	char buf[SYNC_CHUNK];
-	int oldstate;
-	/* poll() is a cancellation point: a cancelled thread would leave our
-	 * slot and fd behind. close() itself still is one, after us. */
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
-	int locked = cw_drain_lock() == 0;
-	REAL(shutdown)(atomic_load(&sl->fd), SHUT_WR);
-	atomic_store_explicit(&sl->state, CW_SLOT_SYNC, memory_order_release);
-	if (locked)
-		cw_drain_unlock();
-	while (!read_some(sl, buf, sizeof buf)) {
-		int64_t now = cw_drain_now_ns(), d = deadline_of(sl);
-		if (now >= d || atomic_load(&sl->fd) < 0) {
-			sl->result = CW_DRAIN_TIMEOUT;
-			break;
-		}
-		int ms = ms_until(d, now);
-		struct pollfd p = {.fd = atomic_load(&sl->fd), .events = POLLIN | POLLRDHUP};
-		poll(&p, 1, ms < SYNC_POLL_MAX_MS ? ms : SYNC_POLL_MAX_MS);
-	}
-	cw_drain_finish(s);
-	pthread_setcancelstate(oldstate, NULL);
 }

@@ -33,6 +33,24 @@ void cw_log_after_fork_child(void);
  * whatever stderr is (a pipe whose reader is gone, a full pipe, a socket). */
 void cw_log_stderr(const char *line, size_t len);
 
+/* A thread with a table of its own (the shim's drain thread, after
+ * unshare(CLONE_FILES)) writes its records to its own copy of the target,
+ * never to the program's fds nor the global log fd:
+ *   cw_log_own_begin: called in that table first thing; returns the fd
+ *     (a file, syslog) to keep, or -1 (a %p file not opened yet: the thread
+ *     opens its own at its first record; stderr; nowhere);
+ *   cw_log_own_wants_stderr: records go to stderr, so the thread needs the
+ *     program's fd 2, which each drain brings: cw_log_own_stderr(fd) names
+ *     the copy to write to (-1: none, the record is lost);
+ *   cw_log_own_end: the thread ends, its copy is closed. */
+int cw_log_own_begin(void);
+int cw_log_own_wants_stderr(void);
+void cw_log_own_stderr(int fd);
+void cw_log_own_end(void);
+
+/* n records were lost for reason err (counted as the writer's own losses). */
+void cw_log_count_lost(unsigned long n, int err);
+
 /* Records that could not be written since the last call: one "lost" line to
  * `closewatch run` (runstatus.h). At exit, exec and _exit. */
 void cw_log_report_lost(void);

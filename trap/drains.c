@@ -1,10 +1,11 @@
 /* The supervisor's side of the drain engine. The engine (core/drain.c,
  * drain_loop.c: slots, the drain thread, the reading loop, timeouts, results
- * and records) runs in closewatch itself, unchanged: the supervisor hands it
- * its pidfd_getfd duplicate of the program's socket (cw_drain_prepare_adopt
- * keeps it as the drain's fd), lets the program's close go ahead (no
- * longer the last reference: nothing is sent), then cw_drain_go starts the
- * drain in the engine's thread in this process. This file holds only what
+ * and records) runs in closewatch itself, unchanged but that its thread
+ * keeps this process's fd table (cw_drain_init_supervisor): the supervisor
+ * claims a slot for its pidfd_getfd duplicate of the program's socket
+ * (cw_drain_prepare_adopt), lets the program's close go ahead (no longer
+ * the last reference: nothing is sent), then cw_drain_go sends the
+ * duplicate to the engine's thread, as the shim's closes do. This file holds only what
  * the supervisor needs around that and the shim never does: give a slot
  * back when the program's call did not happen, tell when a drain is over
  * (CLOSEWATCH_DRAIN_SYNC answers the call then), and wait for the pending
@@ -12,7 +13,6 @@
 #include "drains.h"
 #include "../core/config.h"
 #include "../core/drain_int.h"
-#include "../core/fdtable.h"
 
 #include <time.h>
 #include <unistd.h>
@@ -24,15 +24,10 @@ void cw_trap_drain_abandon(struct cw_drain_ticket *t)
 	int s = t->slot;
 	if (s < 0 || s >= cw_drain_nslots)
 		return;
-	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	/* Still CLAIMED: only this thread knows of the slot. */
-	int fd = atomic_exchange(&sl->fd, -1);
-	if (fd >= 0) {
-		cw_fd_clear(fd);
-		close(fd);
-	}
-	atomic_store_explicit(&sl->state, CW_SLOT_FREE, memory_order_release);
-	atomic_fetch_sub(&cw_drain_active, 1);
+	if (t->fd >= 0)
+		close(t->fd);
+	cw_drain_release(s);
 	t->slot = -1;
 	t->fd = -1;
 }

@@ -942,7 +942,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	 * that thread; the call waits for them in held_resolve(). */
 	drain_sync = cw_cfg.drain_sync;
 	cw_cfg.drain_sync = 0;
-	cw_drain_init();
+	cw_drain_init_supervisor();
 	cw_watch_root(pid);
 
 	sigset_t handled;
