@@ -139,8 +139,19 @@ static int put_stderr_fd(int fd, const char *buf, size_t len)
 	return put_all(fd, kind, buf, len, &stderr_stalled);
 }
 
+/* The drain thread (cw_log_own_*): a table of its own. */
+enum { OWN_OFF, OWN_FD, OWN_LAZY, OWN_STDERR, OWN_NOWHERE };
+static __thread int own_mode __attribute__((tls_model("initial-exec")));
+static __thread int own_fd __attribute__((tls_model("initial-exec")));
+static __thread int own_kind __attribute__((tls_model("initial-exec")));
+static __thread int own_err __attribute__((tls_model("initial-exec")));
+
 static int put_stderr(const char *buf, size_t len)
 {
+	/* The drain thread's fd 2 is not the program's (it may be a drained
+	 * socket there): its copy of the program's stderr, if it has one. */
+	if (own_mode != OWN_OFF)
+		return own_err < 0 ? EBADF : put_stderr_fd(own_err, buf, len);
 	return put_stderr_fd(2, buf, len);
 }
 
@@ -459,11 +470,6 @@ static int current_fd(void)
  * when it started (a later relocation or reopen of log_fd is the program's table's), opens
  * a %p file itself if the program has not yet, and writes stderr records to the copy of
  * fd 2 that the latest drain brought. */
-enum { OWN_OFF, OWN_FD, OWN_LAZY, OWN_STDERR, OWN_NOWHERE };
-static __thread int own_mode __attribute__((tls_model("initial-exec")));
-static __thread int own_fd __attribute__((tls_model("initial-exec")));
-static __thread int own_kind __attribute__((tls_model("initial-exec")));
-static __thread int own_err __attribute__((tls_model("initial-exec")));
 
 int cw_log_own_begin(void)
 {

@@ -720,6 +720,102 @@ def test_dup2_over_our_fds(ctx):
     assert len(ds) == n and all(d["result"] == "delivered" and d["discarded"] == 5100 for d in ds), ds
 
 
+def socket_inodes(path):
+    """Inodes of the sockets in an fd directory (/proc/PID/fd, /proc/PID/task/TID/fd)."""
+    out = set()
+    for l in os.listdir(path):
+        try:
+            t = os.readlink(f"{path}/{l}")
+        except FileNotFoundError:
+            continue
+        if t.startswith("socket:["):
+            out.add(t[8:-1])
+    return out
+
+
+def tcp_inodes():
+    out = set()
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(f) as fh:
+            next(fh)
+            out |= {line.split()[9] for line in fh}
+    return out
+
+
+def test_drained_sockets_live_in_the_drain_threads_own_table(ctx):
+    """While drains are pending, the program's fd table holds no drained socket and no
+    fd of the engine but one unix socket (the channel's program end, shown to the program
+    as not open); the drain thread's own table (unshare(CLONE_FILES)) holds the sockets."""
+    log = ctx.path("log")
+    n = 3
+    srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0, "--waitinq", 100,
+                "--wait", env=drain_env(log, idle=60000))
+    port = int(srv.expect("port "))
+    cs = clients_with_unread(port, n)
+    srv.expect("done")
+    pid = srv.p.pid
+    wait_for(lambda: len(closes(read_records(log))) == n, what="the close records (at receipt)")
+    tcp = tcp_inodes()
+    prog_socks = socket_inodes(f"/proc/{pid}/fd")
+    assert len(prog_socks) == 1 and not prog_socks & tcp, prog_socks
+    tasks = [t for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert len(tasks) == 1, tasks
+    with open(f"/proc/{pid}/task/{tasks[0]}/comm") as f:
+        assert f.read().strip() == "closewatch-drn"
+    thread_socks = socket_inodes(f"/proc/{pid}/task/{tasks[0]}/fd")
+    assert len(thread_socks & tcp) == n and not thread_socks & prog_socks, thread_socks
+    for c in cs:
+        assert pump(c, 1000)["read"] == "eof"
+    wait_drains(log, n)
+    tell(srv)
+    assert finish(srv) == 0
+    for c in cs:
+        c.close()
+
+
+@timeout(120)
+def test_program_wipes_every_fd_while_drains_pend(ctx):
+    """Daemons sanitise their fds: dup2 over every number, close every number in a loop, or
+    close_range(3, ~0) while drains are pending. The drained sockets are not in the
+    program's table (only the channel's program end is, shown as not open): every call
+    gives the program what it gives without closewatch, every pending drain delivers, and
+    a drain after the wipe works too (a new channel when the old one had to go)."""
+    n = 4
+    wipes = {"dup2": ["--dup2-range", 3, "max"], "closeloop": ["--wipe", "closeloop"],
+             "close_range": ["--wipe", "close_range"]}
+    for how, args in wipes.items():
+        outs = {}
+        for shim in (False, True):
+            log = ctx.path(f"log-{how}-{shim}")
+            env = drain_env(log, idle=60000) if shim else os.environ.copy()
+            srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0,
+                        "--waitinq", 100, *args, "--again", 1, "--wait", env=env)
+            port = int(srv.expect("port "))
+            cs = clients_with_unread(port, n)
+            for _ in range(n):
+                closed_line(srv)
+            outs[shim] = srv.expect("dup2 failures " if how == "dup2" else "wipe ", timeout=60)
+            port2 = int(srv.expect("port "))
+            cs += clients_with_unread(port2, 1)
+            closed_line(srv)
+            if shim:
+                for c in cs:
+                    res = pump(c, 5000)
+                    assert res["read"] == "eof" and not res["reset"], (how, res)
+                wait_drains(log, n + 1, timeout=HANG_S)
+            tell(srv)
+            assert finish(srv) == 0, how
+            for c in cs:
+                c.close()
+            if shim:
+                recs = read_records(log)
+                cl, ds = closes(recs), drains(recs)
+                assert len(cl) == n + 1 and all(r["action"] == "drained" for r in cl), (how, cl)
+                assert len(ds) == n + 1 and all(d["result"] == "delivered" and
+                                                d["discarded"] == 5100 for d in ds), (how, ds)
+        assert outs[True] == outs[False], (how, outs)
+
+
 # ---------------------------------------------------------------- programs with their own epoll
 
 def epoll_program(ctx, et):
