@@ -34,24 +34,21 @@
 struct cw_drain_slot *cw_drain_slots;
 struct cw_event *cw_drain_events;
 int cw_drain_nslots;
-atomic_int cw_drain_hw;
-atomic_int cw_drain_async_pending;
+atomic_int cw_drain_hw, cw_drain_pending, cw_drain_flushed, cw_drain_stderr_wanted;
 atomic_llong cw_drain_exit_deadline;
-atomic_int cw_drain_flushed;
-atomic_int cw_drain_stderr_wanted;
 
 static atomic_int active;       /* claimed slots (bounded by nslots) */
-/* The channel's program end P (-1: none yet, or given up), and, while a
- * channel is being made, both ends' numbers in the program's table. */
-static atomic_int chan_p = -1, start_p = -1, start_q = -1;
+/* P, the channel's program end (-1: none yet, or given up); Q's number in
+ * the program's table while a channel is being made. */
+static atomic_int chan_p = -1, start_q = -1;
 static atomic_int sending;      /* threads between loading chan_p and the end of their send */
 static atomic_int flush_seq;
 static atomic_int broken;       /* the thread could not take a table of its own: never drain */
 static atomic_uint generation;  /* of drain threads (slot owners) */
-static int own_table = 1;       /* 0: the supervisor (its table is no program's) */
-/* start_lock: making a channel and relocating P (rare), held across fork.
+static int own_table;           /* the shim: the thread unshares its fd table */
+/* start_lock: making a channel and moving P (rare), held across fork.
  * in_start: this thread holds it (a signal handler must not wait for it);
- * in_send: this thread is inside a send (a relocation in a signal handler
+ * in_send: this thread is inside a send (a move of P in a signal handler
  * must not wait for its own thread). */
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread int in_start __attribute__((tls_model("initial-exec")));
@@ -135,8 +132,8 @@ void cw_drain_note_epoll(int epfd)
 	atomic_store(&program_epolls_hw, MAX_PROGRAM_EPOLLS);
 }
 
-/* What close(fd) would have done, had our duplicate not kept the socket
- * alive: take fd out of the program's epoll sets. */
+/* What close(fd) would have done, had the message in flight not kept the
+ * socket alive: take fd out of the program's epoll sets. */
 static void leave_program_epolls(int fd)
 {
 	int hw = atomic_load(&program_epolls_hw);
@@ -167,49 +164,29 @@ void cw_drain_wake_word(atomic_int *word)
 /* ---- the channel ------------------------------------------------------------ */
 
 /* One message over P, with up to two fds (SCM_RIGHTS). 0 or -1 (errno). */
-static int send_fds(const struct cw_drain_msg *m, const int *fds, int nfds)
+static int send_msg(int type, int n, const int *fds, int nfds)
 {
-	struct iovec v = {(void *)m, sizeof *m};
+	struct cw_drain_msg m = {type, n};
+	struct iovec v = {&m, sizeof m};
 	union {
 		char buf[CMSG_SPACE(2 * sizeof(int))];
 		struct cmsghdr align;
-	} u;
+	} u = {0};
 	struct msghdr h = {.msg_iov = &v, .msg_iovlen = 1};
 	if (nfds > 0) {
-		memset(&u, 0, sizeof u);
 		h.msg_control = u.buf;
 		h.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
 		struct cmsghdr *c = CMSG_FIRSTHDR(&h);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+		*c = (struct cmsghdr){CMSG_LEN((size_t)nfds * sizeof(int)), SOL_SOCKET, SCM_RIGHTS};
 		memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
 	}
 	in_send++;
 	atomic_fetch_add(&sending, 1);
 	int p = atomic_load(&chan_p);
-	ssize_t n = -1;
-	if (p < 0)
-		errno = ENOTCONN;
-	else
-		n = sendmsg(p, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
+	ssize_t r = p < 0 ? (errno = ENOTCONN, -1) : sendmsg(p, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
 	atomic_fetch_sub(&sending, 1);
 	in_send--;
-	return n == (ssize_t)sizeof *m ? 0 : -1;
-}
-
-/* A drain: the socket, and the program's stderr when records go there (the
- * thread writes them to the stderr of the latest drained close). fd 2
- * closed meanwhile (EBADF): the socket alone. */
-static int send_drain(int s, int fd)
-{
-	struct cw_drain_msg m = {CW_MSG_DRAIN, s, 0};
-	int fds[2] = {fd, 2};
-	int n = atomic_load(&cw_drain_stderr_wanted) && fd != 2 ? 2 : 1;
-	int rc = send_fds(&m, fds, n);
-	if (rc < 0 && n == 2 && errno == EBADF)
-		rc = send_fds(&m, fds, 1);
-	return rc;
+	return r == (ssize_t)sizeof m ? 0 : -1;
 }
 
 static void close_program_fd(int fd)
@@ -220,20 +197,16 @@ static void close_program_fd(int fd)
 	}
 }
 
-/* Under start_lock: a socketpair, the thread, and the thread's word that
- * it has a table of its own (then our copy of its end Q goes). */
+/* Under start_lock: a socketpair and the thread, which answers once it has
+ * a table of its own holding its copy of Q (then ours goes). */
 static int start_locked(void)
 {
-	if (atomic_load(&broken))
-		return -1;
 	int sv[2];
-	if (REAL(socketpair)(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+	if (atomic_load(&broken) || REAL(socketpair)(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -1;
-	int q = sv[1];
-	atomic_store(&start_q, q);
+	int p = cw_fd_hide(sv[0]), q = sv[1];
 	cw_fd_set(q, CW_FD_PRIVATE);
-	int p = cw_fd_hide(sv[0]);
-	atomic_store(&start_p, p);
+	atomic_store(&start_q, q);
 	/* Unix datagram room is the sender's: many drains in a burst, while
 	 * the thread (SCHED_BATCH) waits for a CPU, must not find it full.
 	 * SO_SNDBUFFORCE needs privilege; else up to net.core.wmem_max. */
@@ -241,10 +214,8 @@ static int start_locked(void)
 	if (REAL(setsockopt)(p, SOL_SOCKET, SO_SNDBUFFORCE, &room, sizeof room) < 0)
 		REAL(setsockopt)(p, SOL_SOCKET, SO_SNDBUF, &room, sizeof room);
 
-	static struct cw_drain_start st; /* read by the thread before it answers */
-	st.q = q;
-	st.gen = atomic_fetch_add(&generation, 1) + 1;
-	st.own_table = own_table;
+	static struct cw_drain_start st; /* the thread's until it answers */
+	st = (struct cw_drain_start){q, atomic_fetch_add(&generation, 1) + 1, own_table};
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -257,26 +228,19 @@ static int start_locked(void)
 	int rc = pthread_create(&t, &attr, cw_drain_thread, &st);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
-	int ok = 0;
-	if (rc == 0) {
-		/* Its answer says it has its own table, holding its copy of Q:
-		 * only then can ours go. Not timed: a thread that was created
-		 * runs. (In a sanitizer build this also waits out the thread's
-		 * start-up, whose allocator lock a fork must not copy.) */
-		struct cw_drain_msg up;
-		ssize_t n;
-		do
-			n = recv(p, &up, sizeof up, 0);
-		while (n < 0 && errno == EINTR);
-		ok = n == (ssize_t)sizeof up && up.type == CW_MSG_UP && up.slot == 0;
-		if (n == (ssize_t)sizeof up && !ok)
-			atomic_store(&broken, 1);
-	}
-	if (own_table || rc != 0)
+	struct cw_drain_msg up = {-1, -1};
+	/* Not timed: a thread that was created runs. (In a sanitizer build
+	 * this also waits out the thread's start-up, whose allocator lock a
+	 * fork must not copy.) */
+	ssize_t n = -1;
+	while (rc == 0 && (n = recv(p, &up, sizeof up, 0)) < 0 && errno == EINTR)
+		;
+	if (n == (ssize_t)sizeof up && up.n != 0)
+		atomic_store(&broken, 1); /* no table of its own (seccomp, old kernel) */
+	if (own_table || rc != 0) /* else the thread shares our table and closes Q itself */
 		close_program_fd(q);
 	atomic_store(&start_q, -1);
-	atomic_store(&start_p, -1);
-	if (!ok) {
+	if (n != (ssize_t)sizeof up || up.n != 0) {
 		close_program_fd(p);
 		return -1;
 	}
@@ -304,8 +268,8 @@ void cw_drain_relocate_if(int fd)
 {
 	if (fd < 0 || in_start || (fd != atomic_load(&chan_p) && fd != atomic_load(&start_q)))
 		return;
-	/* start_q: the program's copy of Q is closed once the thread has
-	 * taken its own; waiting for the lock waits for that. */
+	/* Q: the program's copy goes once the thread has its own; waiting
+	 * for the lock waits for that. */
 	pthread_mutex_lock(&start_lock);
 	in_start = 1;
 	int p = atomic_load(&chan_p);
@@ -332,10 +296,11 @@ void cw_drain_relocate_if(int fd)
 
 /* ---- slots ------------------------------------------------------------------ */
 
-static void init_slots(void)
+void cw_drain_init(int supervisor)
 {
 	if (cw_cfg.mode != CW_MODE_DRAIN || cw_cfg.drain_max <= 0 || cw_drain_slots)
 		return;
+	own_table = !supervisor;
 	size_t n = (size_t)cw_cfg.drain_max;
 	/* Zero pages are free slots; only the pages of slots used get backed. */
 	void *s = mmap(NULL, n * sizeof *cw_drain_slots, PROT_READ | PROT_WRITE,
@@ -355,23 +320,13 @@ static void init_slots(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-void cw_drain_init(void)
+/* A free slot claimed for ev (and the channel ready), or -1. */
+static int claim(const struct cw_event *ev, struct cw_drain_ticket *t)
 {
-	init_slots();
-}
-
-void cw_drain_init_supervisor(void)
-{
-	own_table = 0;
-	init_slots();
-}
-
-/* A free slot, claimed and filled from ev; -1 if none. */
-static int claim(const struct cw_event *ev)
-{
-	if (!cw_drain_slots || atomic_load(&broken))
+	t->fd = t->slot = -1;
+	if (!cw_drain_slots)
 		return -1;
-	if (atomic_fetch_add(&active, 1) >= cw_drain_nslots) {
+	if (atomic_fetch_add(&active, 1) >= cw_drain_nslots || channel_ready() < 0) {
 		atomic_fetch_sub(&active, 1);
 		return -1;
 	}
@@ -385,16 +340,15 @@ static int claim(const struct cw_event *ev)
 			;
 		atomic_store(&sl->close_written, 0);
 		sl->fd = -1;
-		sl->registered = 0;
 		sl->tcp = ev->rec.proto == CLOSEWATCH_PROTO_TCP;
 		sl->seqpacket = ev->rec.sotype == SOCK_SEQPACKET;
 		sl->linger = ev->rec.linger;
 		sl->quiet = cw_drain_quiet(ev);
 		sl->result = -1;
-		sl->start_ns = sl->last_ns = sl->end_ns = cw_drain_now_ns();
+		sl->start_ns = sl->last_ns = cw_drain_now_ns();
 		sl->discarded = 0;
-		memcpy(&cw_drain_events[i], ev, sizeof *ev);
-		cw_drain_events[i].action = CW_ACTION_DRAINED;
+		t->slot = i;
+		t->id = sl->start_ns;
 		return i;
 	}
 	atomic_fetch_sub(&active, 1);
@@ -406,106 +360,77 @@ void cw_drain_release(int s)
 	atomic_store(&cw_drain_slots[s].owner, 0);
 	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_FREE, memory_order_release);
 	atomic_fetch_sub(&active, 1);
+	cw_drain_wake_word(&cw_drain_slots[s].state); /* a sync close() waiting for it */
 }
 
-/* Publish slot s (the thread reads it once the message is there) and send
- * it with fd. -1: not sent, the slot given back. */
-static int hand_over(int s, int fd, int state)
+/* Copy ev into slot s, publish it (the thread reads it once the message is
+ * there) and send it with fd; the program's stderr too when records go
+ * there (fd 2 closed meanwhile, EBADF: the socket alone). -1: not sent,
+ * the slot given back. */
+static int hand_over(int s, int fd, const struct cw_event *ev)
 {
-	if (state == CW_SLOT_ASYNC)
-		atomic_fetch_add(&cw_drain_async_pending, 1);
-	atomic_store_explicit(&cw_drain_slots[s].state, state, memory_order_release);
-	if (send_drain(s, fd) == 0)
+	memcpy(&cw_drain_events[s], ev, sizeof *ev);
+	cw_drain_events[s].action = CW_ACTION_DRAINED;
+	atomic_fetch_add(&cw_drain_pending, 1);
+	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_SENT, memory_order_release);
+	int fds[2] = {fd, 2};
+	int n = atomic_load(&cw_drain_stderr_wanted) && fd != 2 ? 2 : 1;
+	if (send_msg(CW_MSG_DRAIN, s, fds, n) == 0 || (n == 2 && errno == EBADF &&
+						       send_msg(CW_MSG_DRAIN, s, fds, 1) == 0))
 		return 0;
-	if (state == CW_SLOT_ASYNC)
-		atomic_fetch_sub(&cw_drain_async_pending, 1);
+	atomic_fetch_sub(&cw_drain_pending, 1);
 	cw_drain_release(s);
 	return -1;
 }
 
 int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
 {
-	t->fd = t->slot = -1;
-	int s = claim(ev);
+	int s = claim(ev, t);
 	if (s < 0)
 		return CW_ACTION_DRAIN_SKIPPED;
-	if (channel_ready() < 0) {
-		cw_drain_release(s);
+	leave_program_epolls(fd);
+	if (hand_over(s, fd, ev) < 0) {
+		t->slot = -1;
 		return CW_ACTION_DRAIN_SKIPPED;
 	}
-	leave_program_epolls(fd);
-	int sync = cw_cfg.drain_sync;
-	if (hand_over(s, fd, sync ? CW_SLOT_SYNC : CW_SLOT_ASYNC) < 0)
-		return CW_ACTION_DRAIN_SKIPPED;
-	if (sync)
-		t->slot = s; /* cw_drain_go waits for it */
+	if (!cw_cfg.drain_sync)
+		t->slot = -1; /* nothing left for cw_drain_go */
 	return CW_ACTION_DRAINED;
 }
 
 int cw_drain_prepare_adopt(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
 {
-	t->fd = t->slot = -1;
-	int s = claim(ev);
-	if (s < 0)
+	if (claim(ev, t) < 0)
 		return CW_ACTION_DRAIN_SKIPPED;
-	if (channel_ready() < 0) {
-		cw_drain_release(s);
-		return CW_ACTION_DRAIN_SKIPPED;
-	}
 	t->fd = fd;
-	t->slot = s;
 	return CW_ACTION_DRAINED;
 }
 
-void cw_drain_record_of(int s, struct cw_event *out)
+int cw_drain_over(int s, int64_t id)
 {
 	const struct cw_drain_slot *sl = &cw_drain_slots[s];
-	memcpy(out, &cw_drain_events[s], sizeof *out);
-	int64_t waited = sl->end_ns - sl->start_ns;
-	out->call = CW_CALL_DRAIN;
-	out->drain_result = sl->result < 0 ? CW_DRAIN_TIMEOUT : sl->result;
-	out->discarded = sl->discarded;
-	out->waited_ms = waited > 0 ? (uint64_t)(waited / 1000000) : 0;
-	clock_gettime(CLOCK_REALTIME, &out->ts);
-}
-
-/* CLOSEWATCH_DRAIN_SYNC in the shim: the thread drains, close() waits, then
- * writes the records (close() wrote a non-quiet close record already). */
-static void finish_sync(int s)
-{
-	struct cw_drain_slot *sl = &cw_drain_slots[s];
-	/* The drain may take seconds: forks of other threads do not wait for
-	 * it (forkgate.h; the socket is judged already). */
-	int paused = cw_forkgate_close_pause();
-	for (int st; (st = atomic_load_explicit(&sl->state, memory_order_acquire)) != CW_SLOT_DONE;)
-		wait_word(&sl->state, st, 1000000000LL);
-	cw_forkgate_close_resume(paused);
-	if (!sl->quiet || sl->result != CW_DRAIN_DELIVERED || sl->discarded) {
-		if (sl->quiet)
-			cw_log_event(&cw_drain_events[s]);
-		struct cw_event d;
-		cw_drain_record_of(s, &d);
-		cw_log_event(&d);
-	}
-	cw_drain_release(s);
+	return atomic_load_explicit(&sl->state, memory_order_acquire) != CW_SLOT_SENT ||
+	       sl->start_ns != id;
 }
 
 void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 {
 	int s = t->slot, fd = t->fd;
+	t->slot = t->fd = -1;
 	if (s < 0 || s >= cw_drain_nslots)
 		return;
-	t->slot = t->fd = -1;
 	if (fd < 0) {
-		finish_sync(s);
+		/* Sync: the drain may take seconds; forks of other threads do
+		 * not wait for it (forkgate.h; the socket is judged already). */
+		int paused = cw_forkgate_close_pause();
+		while (!cw_drain_over(s, t->id))
+			wait_word(&cw_drain_slots[s].state, CW_SLOT_SENT, 1000000000LL);
+		cw_forkgate_close_resume(paused);
 		return;
 	}
-	/* The supervisor's duplicate: the program's call went ahead meanwhile. */
-	memcpy(&cw_drain_events[s], ev, sizeof *ev);
-	cw_drain_events[s].action = CW_ACTION_DRAINED;
-	if (hand_over(s, fd, CW_SLOT_ASYNC) < 0) {
-		/* The channel is full or gone: the close is what it would have
-		 * been, and its record says so. */
+	/* The supervisor's duplicate: the program's call went ahead meanwhile.
+	 * The channel full or gone: the close was what it would have been. */
+	if (hand_over(s, fd, ev) < 0) {
 		struct cw_event skipped = *ev;
 		skipped.action = CW_ACTION_DRAIN_SKIPPED;
 		cw_log_event(&skipped);
@@ -517,48 +442,38 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 
 void cw_drain_flush_close_records(void)
 {
-	if (!cw_drain_slots || atomic_load(&cw_drain_async_pending) == 0 || in_send)
+	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0 || in_send)
 		return;
 	/* The thread handles messages in order: once it has done this FLUSH,
 	 * the close record of every drain sent before it is written. */
 	int seq = atomic_fetch_add(&flush_seq, 1) + 1;
-	struct cw_drain_msg m = {CW_MSG_FLUSH, -1, seq};
 	int64_t give_up = cw_drain_now_ns() + FLUSH_WAIT_NS;
-	struct timespec ms = {0, 1000000};
-	int sent = 0;
-	while (!(sent = send_fds(&m, NULL, 0) == 0) && errno == EAGAIN && cw_drain_now_ns() < give_up)
-		nanosleep(&ms, NULL); /* the channel full: the thread is taking drains */
-	for (int f; sent && (f = atomic_load(&cw_drain_flushed)) - seq < 0;) {
-		if (cw_drain_now_ns() >= give_up) {
-			sent = 0;
-			break;
-		}
+	int f, sent = send_msg(CW_MSG_FLUSH, seq, NULL, 0) == 0;
+	while (sent && (f = atomic_load(&cw_drain_flushed)) - seq < 0 && cw_drain_now_ns() < give_up)
 		wait_word(&cw_drain_flushed, f, 10000000);
-	}
-	if (sent)
+	if (sent && atomic_load(&cw_drain_flushed) - seq >= 0)
 		return;
-	/* No answer (a thread stuck, no channel): the close records not written
-	 * are lost, and counted; the thread may still write them later, once. */
+	/* No answer (a thread stuck, the channel full or gone): the close
+	 * records not written are counted as lost (the thread may still write
+	 * them, once). */
 	unsigned long lost = 0;
-	int hw = atomic_load(&cw_drain_hw);
-	for (int i = 0; i < hw; i++)
-		lost += atomic_load(&cw_drain_slots[i].state) == CW_SLOT_ASYNC &&
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
+		lost += atomic_load(&cw_drain_slots[i].state) == CW_SLOT_SENT &&
 			!atomic_load(&cw_drain_slots[i].close_written);
 	cw_log_count_lost(lost, ETIMEDOUT);
 }
 
 void cw_drain_at_exit(void)
 {
-	if (!cw_drain_slots || atomic_load(&cw_drain_async_pending) == 0)
+	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0)
 		return;
 	/* Every pending drain ends by now + idle timeout at the latest (the
 	 * thread ends those still going as timeouts), and is logged. */
 	int64_t deadline = cw_drain_now_ns() + cw_cfg.drain_idle_ms * 1000000LL;
 	atomic_store(&cw_drain_exit_deadline, deadline);
-	struct cw_drain_msg wake = {CW_MSG_WAKE, -1, 0};
-	(void)send_fds(&wake, NULL, 0);
+	(void)send_msg(CW_MSG_WAKE, 0, NULL, 0);
 	struct timespec ms = {0, 1000000};
-	while (atomic_load(&cw_drain_async_pending) > 0 && cw_drain_now_ns() < deadline + EXIT_GRACE_NS)
+	while (atomic_load(&cw_drain_pending) > 0 && cw_drain_now_ns() < deadline + EXIT_GRACE_NS)
 		nanosleep(&ms, NULL);
 	cw_drain_flush_close_records(); /* of drains the thread did not end in time */
 }
@@ -568,10 +483,10 @@ void cw_drain_at_exit(void)
 /* No child sees a channel half made or P half moved. */
 static void fork_prepare(void)
 {
-	if (in_start)
-		return; /* fork from a signal handler inside our section */
-	pthread_mutex_lock(&start_lock);
-	fork_locked = 1;
+	if (!in_start) { /* else a fork from a signal handler inside our section */
+		pthread_mutex_lock(&start_lock);
+		fork_locked = 1;
+	}
 }
 
 static void fork_parent(void)
@@ -588,15 +503,10 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	close_program_fd(atomic_exchange(&chan_p, -1));
-	close_program_fd(atomic_exchange(&start_p, -1)); /* a fork in a handler inside start */
-	close_program_fd(atomic_exchange(&start_q, -1));
-	int hw = atomic_load(&cw_drain_hw);
-	for (int i = 0; i < hw; i++) {
-		atomic_store(&cw_drain_slots[i].owner, 0);
-		atomic_store(&cw_drain_slots[i].state, CW_SLOT_FREE);
-	}
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
+		cw_drain_release(i);
 	atomic_store(&active, 0);
-	atomic_store(&cw_drain_async_pending, 0);
+	atomic_store(&cw_drain_pending, 0);
 	atomic_store(&sending, 0);
 	atomic_store(&cw_drain_exit_deadline, 0);
 	atomic_store(&cw_drain_stderr_wanted, 0);

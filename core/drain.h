@@ -27,11 +27,10 @@
  *     its end of the channel, which the program can neither close, dup2 over
  *     nor pass to a child. It does shutdown(SHUT_WR) and writes the close
  *     record (a quiet drain's only at its end, if at all: cw_drain_quiet);
- *     with CLOSEWATCH_DRAIN_SYNC=1, close() waits until the thread has ended
- *     the drain, then writes its records;
  *   - the thread reads and discards (recv MSG_DONTWAIT, MSG_TRUNC for TCP)
  *     until EOF (delivered), ECONNRESET (peer_reset), idle or total timeout
- *     (timeout), then closes the socket and logs one call:"drain" record;
+ *     (timeout), then closes the socket and logs one call:"drain" record.
+ *     With CLOSEWATCH_DRAIN_SYNC=1 too: close() then waits for that end;
  *   - the socket leaves the program's epoll sets at close(), as it would
  *     without the engine's reference (see cw_drain_note_epoll);
  *   - a forked child closes its copy of the channel and starts afresh; at
@@ -68,10 +67,13 @@
 
 #include "record.h"
 
+#include <stdint.h>
+
 /* Held between cw_drain_prepare() and cw_drain_go(). */
 struct cw_drain_ticket {
 	int fd;     /* the supervisor's duplicate (prepare_adopt) until go; else -1 */
 	int slot;   /* engine-internal */
+	int64_t id; /* names the drain (cw_drain_over) */
 };
 
 /* Should this close be drained? (mode drain is the caller's check; verdict
@@ -94,11 +96,13 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 int cw_drain_prepare_adopt(int fd, const struct cw_event *ev, struct cw_drain_ticket *t);
 
 /* After the program's fd is gone. Shim, async: nothing left to do (the
- * thread writes the close record after sending FIN). Shim, sync: wait for
- * the drain's end, then write its records (the close record, if quiet,
- * then the call:"drain" one; close() wrote a non-quiet close record).
- * Supervisor: copy ev and send the duplicate to the drain thread. */
+ * thread writes both records). Shim, CLOSEWATCH_DRAIN_SYNC=1: wait until the
+ * drain has ended and its records are written. Supervisor: copy ev and send
+ * the duplicate to the drain thread. */
 void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev);
+
+/* Has the drain named id (a ticket's) in slot ended, its records written? */
+int cw_drain_over(int slot, int64_t id);
 
 /* Write the close records that the drain thread has not written yet: before
  * exec and _exit (the thread dies with the process image), and at exit. */
@@ -121,11 +125,9 @@ void cw_drain_relocate_if(int fd);
  * a connection it closed, under a number it may already have reused. */
 void cw_drain_note_epoll(int epfd);
 
-void cw_drain_init(void);
-/* The same for the supervisor: the drain thread keeps the process's fd
- * table (no program shares it), so the log writer's per-process files work
- * from it unchanged. */
-void cw_drain_init_supervisor(void);
+/* supervisor: the drain thread keeps the process's fd table (no program
+ * shares it), so the log writer's per-process files work from it unchanged. */
+void cw_drain_init(int supervisor);
 /* At exit and _exit: a bounded wait for pending drains, each logged either way. */
 void cw_drain_at_exit(void);
 

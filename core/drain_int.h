@@ -6,30 +6,29 @@
  *     SOCK_SEQPACKET socketpair, close-on-exec, marked CW_FD_PRIVATE (the
  *     hooks show it to the program as not open). Nothing else of the engine
  *     ever lives there: no duplicate of a drained socket, no epoll fd.
- *  2. The drain thread T has a table of its own (unshare(CLONE_FILES) then
- *     close of all but its end Q and its log target). It owns Q, its epoll
+ *  2. The drain thread T has a table of its own (unshare(CLONE_FILES), then
+ *     it closes all but its end Q and its log target). It owns Q, its epoll
  *     fd and every drained socket: the program cannot close, dup2 over or
  *     bequeath any of them. (The supervisor's T keeps its process's table:
  *     no program shares it.)
  *  3. A closing thread claims a slot (CAS FREE -> CLAIMED), fills it and the
- *     event, publishes it (store ASYNC or SYNC, release), then sends
- *     {slot} + the socket over P, before the program's close(). The message
- *     in flight is a reference to the socket. Send failed: the slot goes
- *     back to FREE (T never heard of it) and the close is drain_skipped.
- *  4. A slot is written by one side at a time: the closer until the send,
- *     T from the message's receipt (load acquire) until it frees the slot
- *     (ASYNC) or marks it DONE (SYNC: the closer then writes its records
- *     and frees it). Only T writes records of an ASYNC slot, so each is
- *     written once, whole.
+ *     event, publishes it (store SENT, release), then sends {slot} and the
+ *     socket over P, before the program's close(). The message in flight is
+ *     a reference to the socket. Send failed: the slot goes back to FREE (T
+ *     never heard of it) and the close is drain_skipped.
+ *  4. A slot is written by one thread at a time: the closer until the send,
+ *     T from the message's receipt (load acquire) until it frees the slot.
+ *     Only T writes a sent drain's records: each is written once, whole.
+ *     A sync close() only waits until its slot is freed (or reused).
  *  5. T handles messages in order: when it acknowledges a FLUSH, every
  *     close record of a drain sent before it is written (exec, _exit).
  *  6. Senders count themselves (`sending`) around their use of P's number;
- *     a relocation (the program dup2s onto P) publishes the new number,
+ *     a move of P (the program dup2s onto it) publishes the new number,
  *     then waits until no sender holds the old one (never for itself).
  *  7. A fork's child closes its copy of P and frees every slot of its
  *     memory copy: it inherits no drain, no thread, no engine fd. The one
- *     lock (start_lock: making a channel, relocating P) is held across
- *     fork, so no child sees a channel half made.
+ *     lock (start_lock: making a channel, moving P) is held across fork,
+ *     so no child sees a channel half made.
  *  No correctness rests on a timed wait: the waits bounded by time (exit,
  *  FLUSH) are policy or a safety net against a stuck thread (the records
  *  not written are then counted as lost, never written twice). */
@@ -41,14 +40,13 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-enum { CW_SLOT_FREE, CW_SLOT_CLAIMED, CW_SLOT_ASYNC, CW_SLOT_SYNC, CW_SLOT_DONE };
+enum { CW_SLOT_FREE, CW_SLOT_CLAIMED, CW_SLOT_SENT };
 
 struct cw_drain_slot {
 	atomic_int state;     /* CW_SLOT_* */
 	atomic_uint owner;    /* the drain thread that received it (its generation); 0 none */
 	atomic_int close_written; /* T has written its close record */
 	int fd;               /* T's: the socket in T's table; -1 none */
-	int registered;       /* T's: in T's epoll set */
 	int tcp, seqpacket;
 	int linger;           /* the program's SO_LINGER seconds, -1 off */
 	/* Not an event by itself (EVENTS=risky, a verdict that throws nothing
@@ -56,19 +54,18 @@ struct cw_drain_slot {
 	 * delivered with nothing discarded (cw_drain_quiet). */
 	int quiet;
 	int result;           /* enum cw_drain_result once over, -1 before */
-	int64_t start_ns;     /* CLOCK_MONOTONIC: claimed */
+	int64_t start_ns;     /* CLOCK_MONOTONIC: claimed (names the drain: cw_drain_over) */
 	int64_t last_ns;      /* last byte from the peer (or start) */
-	int64_t end_ns;
 	uint64_t discarded;
 };
 
-/* Over the channel: a drain (with the socket, and for a stderr log target
- * the program's fd 2, as SCM_RIGHTS), a flush, or a wake-up. */
+/* Over the channel: a drain (n: the slot; SCM_RIGHTS: the socket, and for a
+ * stderr log target the program's fd 2), a flush (n: its sequence number,
+ * acknowledged in cw_drain_flushed), a wake-up (exit), and the thread's
+ * first answer (n: 0 when it has its own table). */
 enum { CW_MSG_DRAIN, CW_MSG_FLUSH, CW_MSG_WAKE, CW_MSG_UP };
 struct cw_drain_msg {
-	int type;
-	int slot;         /* DRAIN */
-	int seq;          /* FLUSH: acknowledged in cw_drain_flushed */
+	int type, n;
 };
 
 /* The engine's state (drain.c). slots/events are mapped once at init. */
@@ -76,24 +73,21 @@ extern struct cw_drain_slot *cw_drain_slots;
 extern struct cw_event *cw_drain_events;
 extern int cw_drain_nslots;
 extern atomic_int cw_drain_hw;          /* one past the highest slot ever claimed */
-extern atomic_int cw_drain_async_pending;
-extern atomic_llong cw_drain_exit_deadline;   /* CLOCK_MONOTONIC ns; 0: not exiting */
-extern atomic_int cw_drain_flushed;     /* the last FLUSH seq T has done */
+extern atomic_int cw_drain_pending;     /* sent, not over */
+extern atomic_llong cw_drain_exit_deadline; /* CLOCK_MONOTONIC ns; 0: not exiting */
+extern atomic_int cw_drain_flushed;     /* the last FLUSH T has done */
 /* Set by the shim's thread before it answers: records go to stderr, so each
  * drain carries the program's fd 2 (cw_log_own_begin). */
 extern atomic_int cw_drain_stderr_wanted;
 
 /* Give slot s back (its records written or never due). */
 void cw_drain_release(int s);
-/* Slot s's event turned into its call:"drain" record. */
-void cw_drain_record_of(int s, struct cw_event *out);
 /* futex wake of every waiter on a word. */
 void cw_drain_wake_word(atomic_int *word);
 
 /* drain_loop.c */
 int64_t cw_drain_now_ns(void);
-/* The thread body (started by drain.c under start_lock, signals blocked).
- * arg: its start (struct cw_drain_start). */
+/* The thread body (started by drain.c under start_lock, signals blocked). */
 struct cw_drain_start {
 	int q;            /* its end of the channel */
 	unsigned gen;     /* its generation (slot owner) */

@@ -19,18 +19,20 @@
 
 #define THREAD_CHUNK (64 * 1024) /* reads of the drain thread */
 #define READS_PER_TURN 16        /* then the other sockets get their turn */
-#define UNPOLLED_EVERY_NS (50 * 1000000LL) /* a socket epoll refused is looked at this often */
 #define EPOLL_BATCH 64
 #define CHANNEL_TAG UINT32_MAX   /* epoll data of Q */
 
-/* A sanitizer build (make check): the thread keeps fd 2, where the
- * sanitizer writes its reports. */
+/* A sanitizer build (make check) keeps fd 2 in the thread's table: the
+ * sanitizer writes its reports there. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define CW_SANITIZED 1
+#define KEEP_STDERR 2
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define CW_SANITIZED 1
+#define KEEP_STDERR 2
 #endif
+#endif
+#ifndef KEEP_STDERR
+#define KEEP_STDERR -1
 #endif
 
 /* The thread's own state: nobody else reads it. */
@@ -60,16 +62,6 @@ static int64_t deadline_of(const struct cw_drain_slot *sl)
 	return x && x < d ? x : d;
 }
 
-/* Milliseconds from now to t, rounded up (never wake before a deadline). */
-static int ms_until(int64_t t, int64_t now)
-{
-	int64_t ns = t - now;
-	if (ns <= 0)
-		return 0;
-	int64_t ms = (ns + 999999) / 1000000;
-	return ms > INT_MAX ? INT_MAX : (int)ms;
-}
-
 /* recv() returned 0 on a seqpacket socket: EOF, or an empty record? */
 static int peer_closed(int fd)
 {
@@ -77,15 +69,8 @@ static int peer_closed(int fd)
 	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
 }
 
-/* The connection failed while we drained: reset by the peer, or (timed out
- * retransmitting, unreachable, …) a timeout of a kind. */
-static int result_of_errno(int e)
-{
-	return e == ECONNRESET || e == EPIPE || e == ECONNABORTED ? CW_DRAIN_PEER_RESET : CW_DRAIN_TIMEOUT;
-}
-
 /* Read and discard what is there, a bounded number of reads. Returns 1 when
- * the drain is over (sl->result set). */
+ * the drain is over (sl->result set; a lost socket, fd -1, is a timeout). */
 static int read_some(struct cw_drain_slot *sl, char *buf)
 {
 	for (int k = 0; sl->fd >= 0 && k < READS_PER_TURN; k++) {
@@ -95,31 +80,27 @@ static int read_some(struct cw_drain_slot *sl, char *buf)
 		if (n > 0) {
 			sl->discarded += (uint64_t)n;
 			sl->last_ns = cw_drain_now_ns();
-			continue;
-		}
-		if (n == 0) {
-			if (sl->seqpacket && !peer_closed(sl->fd))
-				continue;
+		} else if (n == 0 && (!sl->seqpacket || peer_closed(sl->fd))) {
 			sl->result = CW_DRAIN_DELIVERED;
 			return 1;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK) {
-			sl->result = result_of_errno(errno);
+		} else if (n < 0 && errno == EAGAIN) {
+			return 0;
+		} else if (n < 0 && errno != EINTR) {
+			/* Reset by the peer, or (timed out retransmitting,
+			 * unreachable, …) a timeout of a kind. */
+			int e = errno;
+			sl->result = e == ECONNRESET || e == EPIPE || e == ECONNABORTED
+					     ? CW_DRAIN_PEER_RESET : CW_DRAIN_TIMEOUT;
 			return 1;
 		}
-		return 0;
 	}
 	return sl->fd < 0;
 }
 
 static int mine(const struct drainer *d, uint32_t s)
 {
-	if (s >= (uint32_t)cw_drain_nslots || atomic_load(&cw_drain_slots[s].owner) != d->gen)
-		return 0;
-	int st = atomic_load_explicit(&cw_drain_slots[s].state, memory_order_acquire);
-	return st == CW_SLOT_ASYNC || st == CW_SLOT_SYNC;
+	return s < (uint32_t)cw_drain_nslots && atomic_load(&cw_drain_slots[s].owner) == d->gen &&
+	       atomic_load_explicit(&cw_drain_slots[s].state, memory_order_acquire) == CW_SLOT_SENT;
 }
 
 static void write_close_record(int s)
@@ -128,8 +109,7 @@ static void write_close_record(int s)
 	atomic_store(&cw_drain_slots[s].close_written, 1);
 }
 
-/* The drain of slot s is over (result set, or a timeout): the socket goes,
- * and its records (async), or the closer is told (sync). */
+/* The drain of slot s is over: the socket goes, then its records. */
 static void finish(struct drainer *d, int s)
 {
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
@@ -138,40 +118,32 @@ static void finish(struct drainer *d, int s)
 		 * is the last reference: the program's close() may not have run
 		 * yet, and meanwhile its EOF would be reported again and again. */
 		struct epoll_event unused;
-		if (sl->registered)
-			epoll_ctl(d->ep, EPOLL_CTL_DEL, sl->fd, &unused);
+		epoll_ctl(d->ep, EPOLL_CTL_DEL, sl->fd, &unused);
 		/* SO_LINGER {1,N}: our close must not block the thread (the
 		 * queue still drains after close, as an orphan). */
-		if (sl->linger > 0) {
-			struct linger off = {0, 0};
+		struct linger off = {0, 0};
+		if (sl->linger > 0)
 			REAL(setsockopt)(sl->fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
-		}
 		REAL(close)(sl->fd);
-		sl->fd = -1;
 	}
-	sl->end_ns = cw_drain_now_ns();
-	if (sl->result < 0)
-		sl->result = CW_DRAIN_TIMEOUT;
-	atomic_store(&sl->owner, 0);
-	d->own--;
-	if (atomic_load(&sl->state) == CW_SLOT_SYNC) {
-		atomic_store_explicit(&sl->state, CW_SLOT_DONE, memory_order_release);
-		cw_drain_wake_word(&sl->state);
-	} else {
-		/* A quiet drain that lost nothing writes nothing, unless a FLUSH
-		 * wrote its close record: then its drain record follows. */
-		int written = atomic_load(&sl->close_written);
-		if (!sl->quiet || sl->result != CW_DRAIN_DELIVERED || sl->discarded || written) {
-			if (!written)
-				write_close_record(s);
-			struct cw_event rec;
-			cw_drain_record_of(s, &rec);
-			cw_log_event(&rec);
-		}
-		atomic_fetch_sub(&cw_drain_async_pending, 1);
-		cw_drain_release(s);
+	/* A quiet drain that lost nothing writes nothing, unless a FLUSH wrote
+	 * its close record: then its drain record follows. */
+	int written = atomic_load(&sl->close_written);
+	if (!sl->quiet || sl->result != CW_DRAIN_DELIVERED || sl->discarded || written) {
+		if (!written)
+			write_close_record(s);
+		struct cw_event *ev = &cw_drain_events[s];
+		int64_t waited = cw_drain_now_ns() - sl->start_ns;
+		ev->call = CW_CALL_DRAIN;
+		ev->drain_result = sl->result < 0 ? CW_DRAIN_TIMEOUT : sl->result;
+		ev->discarded = sl->discarded;
+		ev->waited_ms = waited > 0 ? (uint64_t)(waited / 1000000) : 0;
+		clock_gettime(CLOCK_REALTIME, &ev->ts);
+		cw_log_event(ev);
 	}
-	if (d->own == 0 && d->err >= 0) { /* the program's stderr is not held while idle */
+	atomic_fetch_sub(&cw_drain_pending, 1);
+	cw_drain_release(s);
+	if (--d->own == 0 && d->err >= 0) { /* the program's stderr is not held while idle */
 		cw_log_own_stderr(-1);
 		REAL(close)(d->err);
 		d->err = -1;
@@ -179,46 +151,34 @@ static void finish(struct drainer *d, int s)
 }
 
 /* A drain handed over: queued data and FIN go out, the socket joins our
- * epoll set (if epoll refuses it, scan() reads it), the close record. */
+ * epoll set (refused: the drain ends now, a timeout), the close record. */
 static void take(struct drainer *d, int s, int fd, int err)
 {
 	if (err >= 0) {
 		if (d->err >= 0)
 			REAL(close)(d->err);
-		d->err = err;
-		cw_log_own_stderr(err);
+		cw_log_own_stderr(d->err = err);
 	}
-	int state = s >= 0 && s < cw_drain_nslots
-			    ? atomic_load_explicit(&cw_drain_slots[s].state, memory_order_acquire)
-			    : CW_SLOT_FREE;
-	if (state != CW_SLOT_ASYNC && state != CW_SLOT_SYNC) {
+	if (!(s >= 0 && s < cw_drain_nslots && atomic_load_explicit(&cw_drain_slots[s].state,
+								    memory_order_acquire) == CW_SLOT_SENT)) {
 		if (fd >= 0)
-			REAL(close)(fd); /* not a published slot: never sent so */
+			REAL(close)(fd); /* never sent so */
 		return;
 	}
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
-	sl->fd = fd; /* -1: lost on the way (our table full): ends now, as a timeout */
+	struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)s};
+	if (fd >= 0) { /* -1: lost on the way (our table full) */
+		REAL(shutdown)(fd, SHUT_WR);
+		if (epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &e) < 0) {
+			REAL(close)(fd);
+			fd = -1;
+		}
+	}
+	sl->fd = fd;
 	atomic_store(&sl->owner, d->gen);
 	d->own++;
-	if (fd >= 0) {
-		REAL(shutdown)(fd, SHUT_WR);
-		struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)s};
-		sl->registered = epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &e) == 0;
-	}
-	if (state == CW_SLOT_ASYNC && !sl->quiet)
+	if (!sl->quiet)
 		write_close_record(s); /* FIN first, then the record */
-}
-
-/* The close records not written yet, of every drain of ours. */
-static void flush(struct drainer *d, int seq)
-{
-	int hw = atomic_load(&cw_drain_hw);
-	for (int i = 0; i < hw; i++)
-		if (mine(d, (uint32_t)i) && atomic_load(&cw_drain_slots[i].state) == CW_SLOT_ASYNC &&
-		    !atomic_load(&cw_drain_slots[i].close_written))
-			write_close_record(i);
-	atomic_store(&cw_drain_flushed, seq);
-	cw_drain_wake_word(&cw_drain_flushed);
 }
 
 /* Every message waiting on Q, in order. */
@@ -240,88 +200,68 @@ static void receive(struct drainer *d)
 			struct epoll_event unused;
 			epoll_ctl(d->ep, EPOLL_CTL_DEL, d->q, &unused);
 			d->eof = 1;
-			return;
 		}
-		if (n < 0)
+		if (n <= 0)
 			return;
 		int fds[2] = {-1, -1};
 		struct cmsghdr *c = CMSG_FIRSTHDR(&h);
-		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			memcpy(fds, CMSG_DATA(c), (k > 2 ? 2 : k) * sizeof(int));
-		}
+		size_t k = c && c->cmsg_type == SCM_RIGHTS ? c->cmsg_len - CMSG_LEN(0) : 0;
+		if (k)
+			memcpy(fds, CMSG_DATA(c), k < sizeof fds ? k : sizeof fds);
 		if (n == (ssize_t)sizeof m && m.type == CW_MSG_DRAIN) {
-			take(d, m.slot, fds[0], fds[1]);
+			take(d, m.n, fds[0], fds[1]);
 			continue;
 		}
 		for (int i = 0; i < 2; i++)
 			if (fds[i] >= 0)
 				REAL(close)(fds[i]);
-		if (n == (ssize_t)sizeof m && m.type == CW_MSG_FLUSH)
-			flush(d, m.seq);
+		if (n != (ssize_t)sizeof m || m.type != CW_MSG_FLUSH)
+			continue;
+		for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
+			if (mine(d, (uint32_t)i) && !atomic_load(&cw_drain_slots[i].close_written))
+				write_close_record(i);
+		atomic_store(&cw_drain_flushed, m.n);
+		cw_drain_wake_word(&cw_drain_flushed);
 	}
 }
 
-/* End the drains past their deadline; look at sockets that epoll refused.
- * Returns the next deadline (INT64_MAX: none). Deadlines only move later
- * when data arrives, so until a message comes the next scan is due no
- * earlier than this. */
+/* End the drains past their deadline. Returns the next deadline (INT64_MAX:
+ * none). Deadlines only move later when data arrives, so until a message
+ * comes the next scan is due no earlier than this. */
 static int64_t scan(struct drainer *d, int64_t now)
 {
 	int64_t next = INT64_MAX;
-	int hw = atomic_load(&cw_drain_hw);
-	for (int i = 0; i < hw && d->own > 0; i++) {
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw && d->own > 0; i++) {
 		if (!mine(d, (uint32_t)i))
 			continue;
-		struct cw_drain_slot *sl = &cw_drain_slots[i];
-		if ((!sl->registered && read_some(sl, d->buf)) || now >= deadline_of(sl)) {
+		int64_t t = deadline_of(&cw_drain_slots[i]);
+		if (now >= t || cw_drain_slots[i].fd < 0)
 			finish(d, i);
-			continue;
-		}
-		int64_t t = deadline_of(sl);
-		if (!sl->registered && t > now + UNPOLLED_EVERY_NS)
-			t = now + UNPOLLED_EVERY_NS;
-		if (t < next)
+		else if (t < next)
 			next = t;
 	}
 	return next;
 }
 
-/* Close every fd but the kept ones (sorted, -1s first are skipped). */
-static void close_all_but(int *keep, int n)
-{
-	for (int i = 1; i < n; i++) /* insertion sort of at most 3 */
-		for (int j = i; j > 0 && keep[j] < keep[j - 1]; j--) {
-			int t = keep[j];
-			keep[j] = keep[j - 1];
-			keep[j - 1] = t;
-		}
-	unsigned lo = 0;
-	for (int i = 0; i < n; i++) {
-		if (keep[i] < 0 || (unsigned)keep[i] < lo)
-			continue;
-		if ((unsigned)keep[i] > lo)
-			REAL(close_range)(lo, (unsigned)keep[i] - 1, 0);
-		lo = (unsigned)keep[i] + 1;
-	}
-	REAL(close_range)(lo, ~0U, 0);
-}
-
 /* The shim's thread: a table of its own, holding Q and its log target
- * only. The copy of the program's table lives microseconds. */
+ * only (the copy of the program's table lives microseconds). */
 static int take_own_table(int q)
 {
 	if (unshare(CLONE_FILES) < 0)
 		return -1;
 	int log = cw_log_own_begin();
 	atomic_store(&cw_drain_stderr_wanted, cw_log_own_wants_stderr());
-#ifdef CW_SANITIZED
-	int keep[3] = {q, log, 2};
-#else
-	int keep[3] = {q, log, -1};
-#endif
-	close_all_but(keep, 3);
-	return 0;
+	unsigned lo = 0;
+	for (;;) { /* close every fd but q, log and KEEP_STDERR */
+		int keep[3] = {q, log, KEEP_STDERR}, next = -1;
+		for (int i = 0; i < 3; i++)
+			if (keep[i] >= (int)lo && (next < 0 || keep[i] < next))
+				next = keep[i];
+		REAL(close_range)(lo, next < 0 ? ~0U : (unsigned)next - 1, 0);
+		if (next < 0)
+			return 0;
+		lo = (unsigned)next + 1;
+	}
 }
 
 void *cw_drain_thread(void *arg)
@@ -343,21 +283,22 @@ void *cw_drain_thread(void *arg)
 	 * (a seccomp filter) only costs that. */
 	struct sched_param batch = {0};
 	sched_setscheduler(0, SCHED_BATCH, &batch);
-	if (ok) {
-		d.ep = REAL(epoll_create1)(EPOLL_CLOEXEC);
-		struct epoll_event e = {.events = EPOLLIN, .data.u32 = CHANNEL_TAG};
-		ok = d.ep >= 0 && epoll_ctl(d.ep, EPOLL_CTL_ADD, d.q, &e) == 0;
-	}
-	struct cw_drain_msg up = {CW_MSG_UP, ok ? 0 : -1, 0};
+	struct epoll_event evs[EPOLL_BATCH] = {{.events = EPOLLIN, .data.u32 = CHANNEL_TAG}};
+	if (ok)
+		ok = (d.ep = REAL(epoll_create1)(EPOLL_CLOEXEC)) >= 0 &&
+		     epoll_ctl(d.ep, EPOLL_CTL_ADD, d.q, &evs[0]) == 0;
+	struct cw_drain_msg up = {CW_MSG_UP, ok ? 0 : -1};
 	(void)send(d.q, &up, sizeof up, MSG_NOSIGNAL);
-	struct epoll_event evs[EPOLL_BATCH];
 	int64_t next_scan = INT64_MAX;
 	while (ok && !(d.eof && d.own == 0)) {
 		int64_t now = cw_drain_now_ns();
 		if (now >= next_scan)
 			next_scan = scan(&d, now);
-		int timeout = next_scan == INT64_MAX ? -1 : ms_until(next_scan, now);
-		int n = epoll_wait(d.ep, evs, EPOLL_BATCH, timeout);
+		/* In milliseconds, rounded up: never wake before a deadline. */
+		int64_t ms = next_scan == INT64_MAX ? -1
+			     : next_scan <= now	   ? 0
+						   : (next_scan - now + 999999) / 1000000;
+		int n = epoll_wait(d.ep, evs, EPOLL_BATCH, ms < 0 ? -1 : ms > INT_MAX ? INT_MAX : (int)ms);
 		for (int i = 0; i < n; i++) {
 			uint32_t s = evs[i].data.u32;
 			if (s == CHANNEL_TAG) {

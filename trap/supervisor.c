@@ -658,7 +658,7 @@ static int drain_sync;
 struct held {
 	uint64_t id;    /* the notification */
 	int slot;       /* one of its drains */
-	int64_t drain;  /* cw_trap_drain_id */
+	int64_t drain;  /* its ticket's id */
 };
 static struct held *held;
 static size_t nheld, capheld;
@@ -668,7 +668,7 @@ static size_t nheld, capheld;
 static void held_resolve(void)
 {
 	for (size_t i = 0; i < nheld; i++)
-		if (cw_trap_drain_over(held[i].slot, held[i].drain))
+		if (cw_drain_over(held[i].slot, held[i].drain))
 			held[i].slot = -1;
 	for (size_t i = 0; i < nheld; i++) {
 		if (held[i].slot != -1)
@@ -711,7 +711,7 @@ static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 				emit(b);
 				continue;
 			}
-			struct held h = {req->id, b->ticket.slot, cw_trap_drain_id(&b->ticket)};
+			struct held h = {req->id, b->ticket.slot, b->ticket.id};
 			if (nheld == capheld) {
 				size_t c = capheld ? capheld * 2 : 16;
 				struct held *g = realloc(held, c * sizeof *g);
@@ -942,7 +942,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	 * that thread; the call waits for them in held_resolve(). */
 	drain_sync = cw_cfg.drain_sync;
 	cw_cfg.drain_sync = 0;
-	cw_drain_init_supervisor();
+	cw_drain_init(1);
 	cw_watch_root(pid);
 
 	sigset_t handled;
