@@ -184,8 +184,16 @@ static int send_msg(int type, int n, const int *fds, int nfds)
 	atomic_fetch_add(&sending, 1);
 	int p = atomic_load(&chan_p);
 	ssize_t r = p < 0 ? (errno = ENOTCONN, -1) : sendmsg(p, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
+	int e = errno;
+	/* P closed behind our back (a raw close syscall), or its number
+	 * reused since: give the channel up, the next drain makes another. */
+	if (r < 0 && p >= 0 && (e == ENOTSOCK || e == EPIPE || e == ENOTCONN || e == EOPNOTSUPP ||
+				(e == EBADF && REAL(fcntl)(p, F_GETFD) < 0)) &&
+	    atomic_compare_exchange_strong(&chan_p, &p, -1))
+		cw_fd_clear(p);
 	atomic_fetch_sub(&sending, 1);
 	in_send--;
+	errno = e;
 	return r == (ssize_t)sizeof m ? 0 : -1;
 }
 
@@ -347,6 +355,7 @@ static int claim(const struct cw_event *ev, struct cw_drain_ticket *t)
 		sl->result = -1;
 		sl->start_ns = sl->last_ns = cw_drain_now_ns();
 		sl->discarded = 0;
+		atomic_store(&sl->id, sl->start_ns);
 		t->slot = i;
 		t->id = sl->start_ns;
 		return i;
@@ -408,9 +417,8 @@ int cw_drain_prepare_adopt(int fd, const struct cw_event *ev, struct cw_drain_ti
 
 int cw_drain_over(int s, int64_t id)
 {
-	const struct cw_drain_slot *sl = &cw_drain_slots[s];
-	return atomic_load_explicit(&sl->state, memory_order_acquire) != CW_SLOT_SENT ||
-	       sl->start_ns != id;
+	struct cw_drain_slot *sl = &cw_drain_slots[s];
+	return atomic_load(&sl->state) != CW_SLOT_SENT || atomic_load(&sl->id) != id;
 }
 
 void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
@@ -503,8 +511,10 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	close_program_fd(atomic_exchange(&chan_p, -1));
-	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
-		cw_drain_release(i);
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++) {
+		atomic_store(&cw_drain_slots[i].owner, 0);
+		atomic_store(&cw_drain_slots[i].state, CW_SLOT_FREE);
+	}
 	atomic_store(&active, 0);
 	atomic_store(&cw_drain_pending, 0);
 	atomic_store(&sending, 0);

@@ -54,7 +54,8 @@ struct cw_drain_slot {
 	 * delivered with nothing discarded (cw_drain_quiet). */
 	int quiet;
 	int result;           /* enum cw_drain_result once over, -1 before */
-	int64_t start_ns;     /* CLOCK_MONOTONIC: claimed (names the drain: cw_drain_over) */
+	atomic_llong id;      /* names the drain (cw_drain_over): its start_ns */
+	int64_t start_ns;     /* CLOCK_MONOTONIC: claimed */
 	int64_t last_ns;      /* last byte from the peer (or start) */
 	uint64_t discarded;
 };
