@@ -642,6 +642,32 @@ def test_close_record_survives_exit_and_exec_right_after(ctx):
             c.close()
 
 
+def test_exec_writes_quiet_close_records_once(ctx):
+    """EVENTS=risky: a clean close in ESTABLISHED is drained quietly (its close record is
+    due only if the drain loses something). An exec right after such closes cuts the drains
+    short: the drain thread writes each close record once, when the exec's flush message
+    reaches it, and no drain record (the thread ends with the image)."""
+    n = 6
+    log = ctx.path("log")
+    srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 10, "--write", 100,
+                "--then", "exec", env=drain_env(log, events="risky", idle=60000))
+    port = int(srv.expect("port "))
+    cs = []
+    for _ in range(n):
+        c = client(port)
+        c.sendall(b"0123456789")
+        cs.append(c)
+    assert finish(srv) == 0
+    recs = read_records(log)
+    cl = closes(recs)
+    assert sorted(int(r["peer"].rsplit(":", 1)[1]) for r in cl) == \
+        sorted(c.getsockname()[1] for c in cs), cl
+    assert all(r["action"] == "drained" and r["verdict"] == "clean" for r in cl), cl
+    assert not drains(recs), recs
+    for c in cs:
+        c.close()
+
+
 def test_exit_waits_for_pending_drains(ctx):
     """At exit, pending drains get a bounded wait (<= the idle timeout), and
     each is logged: delivered if the peer closes in time, else timeout.
