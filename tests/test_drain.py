@@ -721,10 +721,10 @@ def test_exit_right_after_close_waits_for_the_drain(ctx):
 
 def test_dup2_over_our_fds(ctx):
     """A program that dup2()s over a range of high fd numbers where ours live
-    (the log's, the drains', the drain thread's) while drains are pending: its
+    (the log's, the drain channel's program end) while drains are pending: its
     dup2s and closes all succeed, our fds move out of its way, the drains
-    complete. (A program that fills every fd up to RLIMIT_NOFILE leaves no
-    room: the drains that lose their fd end at once as timeouts.)"""
+    complete. (Over every number up to RLIMIT_NOFILE: the channel is given up,
+    see test_program_wipes_every_fd_while_drains_pend.)"""
     import resource
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     n = 4
