@@ -799,6 +799,36 @@ def test_drained_sockets_live_in_the_drain_threads_own_table(ctx):
         c.close()
 
 
+def test_drain_thread_own_table_where_unshare_is_refused(ctx):
+    """Where a seccomp filter refuses unshare (Docker's default profile without
+    CAP_SYS_ADMIN), the drain thread takes its own table with close_range's
+    CLOSE_RANGE_UNSHARE: the drained sockets are still out of the program's table, and
+    the drains deliver."""
+    log = ctx.path("log")
+    n = 2
+    srv = ctx.start([prog("no_unshare"), prog("drain_server"), "--conns", str(n), "--batch",
+                     "--read", "0", "--waitinq", "100", "--wait"],
+                    env=drain_env(log, idle=60000), stdin=subprocess.PIPE)
+    port = int(srv.expect("port "))
+    cs = clients_with_unread(port, n)
+    srv.expect("done")
+    pid = srv.p.pid
+    wait_for(lambda: len(closes(read_records(log))) == n, what="the close records (at receipt)")
+    tcp = tcp_inodes()
+    assert not socket_inodes(f"/proc/{pid}/fd") & tcp
+    (tid,) = [t for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert len(socket_inodes(f"/proc/{pid}/task/{tid}/fd") & tcp) == n
+    for c in cs:
+        assert pump(c, 1000)["read"] == "eof"
+    wait_drains(log, n)
+    tell(srv)
+    assert finish(srv) == 0
+    ds = drains(read_records(log))
+    assert len(ds) == n and all(d["result"] == "delivered" for d in ds), ds
+    for c in cs:
+        c.close()
+
+
 @timeout(120)
 def test_program_wipes_every_fd_while_drains_pend(ctx):
     """Daemons sanitise their fds: dup2 over every number, close every number in a loop, or
