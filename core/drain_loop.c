@@ -24,7 +24,8 @@
 #define CHANNEL_TAG UINT32_MAX   /* epoll data of Q */
 
 /* A sanitizer build (make check) keeps fd 2 in the thread's table: the
- * sanitizer writes its reports there. */
+ * sanitizer writes its reports there. CW_OWN_FD (real.h): each fd call of
+ * the thread, on its own table. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define KEEP_STDERR 2
 #elif defined(__has_feature)
@@ -67,7 +68,7 @@ static int64_t deadline_of(const struct cw_drain_slot *sl)
 static int peer_closed(int fd)
 {
 	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
-	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
+	return CW_OWN_FD(poll(&p, 1, 0)) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
 }
 
 /* Read and discard what is there, a bounded number of reads. Returns 1 when
@@ -77,7 +78,7 @@ static int read_some(struct cw_drain_slot *sl, char *buf)
 	for (int k = 0; sl->fd >= 0 && k < READS_PER_TURN; k++) {
 		/* TCP discards without copying with MSG_TRUNC (never more than
 		 * the buffer: the count is what the peer sent). */
-		ssize_t n = recv(sl->fd, buf, THREAD_CHUNK, MSG_DONTWAIT | (sl->tcp ? MSG_TRUNC : 0));
+		ssize_t n = CW_OWN_FD(recv(sl->fd, buf, THREAD_CHUNK, MSG_DONTWAIT | (sl->tcp ? MSG_TRUNC : 0)));
 		if (n > 0) {
 			sl->discarded += (uint64_t)n;
 			sl->last_ns = cw_drain_now_ns();
@@ -119,13 +120,13 @@ static void finish(struct drainer *d, int s)
 		 * is the last reference: the program's close() may not have run
 		 * yet, and meanwhile its EOF would be reported again and again. */
 		struct epoll_event unused;
-		epoll_ctl(d->ep, EPOLL_CTL_DEL, sl->fd, &unused);
+		CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_DEL, sl->fd, &unused));
 		/* SO_LINGER {1,N}: our close must not block the thread (the
 		 * queue still drains after close, as an orphan). */
 		struct linger off = {0, 0};
 		if (sl->linger > 0)
-			REAL(setsockopt)(sl->fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
-		REAL(close)(sl->fd);
+			CW_OWN_FD(REAL(setsockopt)(sl->fd, SOL_SOCKET, SO_LINGER, &off, sizeof off));
+		CW_OWN_FD(REAL(close)(sl->fd));
 	}
 	/* A quiet drain that lost nothing writes nothing, unless a FLUSH wrote
 	 * its close record: then its drain record follows. */
@@ -146,7 +147,7 @@ static void finish(struct drainer *d, int s)
 	cw_drain_release(s);
 	if (--d->own == 0 && d->err >= 0) { /* the program's stderr is not held while idle */
 		cw_log_own_stderr(-1);
-		REAL(close)(d->err);
+		CW_OWN_FD(REAL(close)(d->err));
 		d->err = -1;
 	}
 }
@@ -157,21 +158,21 @@ static void take(struct drainer *d, int s, int fd, int err)
 {
 	if (err >= 0) {
 		if (d->err >= 0)
-			REAL(close)(d->err);
+			CW_OWN_FD(REAL(close)(d->err));
 		cw_log_own_stderr(d->err = err);
 	}
 	if (!(s >= 0 && s < cw_drain_nslots && atomic_load_explicit(&cw_drain_slots[s].state,
 								    memory_order_acquire) == CW_SLOT_SENT)) {
 		if (fd >= 0)
-			REAL(close)(fd); /* never sent so */
+			CW_OWN_FD(REAL(close)(fd)); /* never sent so */
 		return;
 	}
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)s};
 	if (fd >= 0) { /* -1: lost on the way (our table full) */
-		REAL(shutdown)(fd, SHUT_WR);
-		if (epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &e) < 0) {
-			REAL(close)(fd);
+		CW_OWN_FD(REAL(shutdown)(fd, SHUT_WR));
+		if (CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &e)) < 0) {
+			CW_OWN_FD(REAL(close)(fd));
 			fd = -1;
 		}
 	}
@@ -194,12 +195,12 @@ static void receive(struct drainer *d)
 		} u;
 		struct msghdr h = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = u.buf,
 				   .msg_controllen = sizeof u.buf};
-		ssize_t n = REAL(recvmsg)(d->q, &h, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		ssize_t n = CW_OWN_FD(REAL(recvmsg)(d->q, &h, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n == 0) { /* P is gone (given up, or the process is ending) */
 			struct epoll_event unused;
-			epoll_ctl(d->ep, EPOLL_CTL_DEL, d->q, &unused);
+			CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_DEL, d->q, &unused));
 			d->eof = 1;
 		}
 		if (n <= 0)
@@ -215,7 +216,7 @@ static void receive(struct drainer *d)
 		}
 		for (int i = 0; i < 2; i++)
 			if (fds[i] >= 0)
-				REAL(close)(fds[i]);
+				CW_OWN_FD(REAL(close)(fds[i]));
 		if (n != (ssize_t)sizeof m || m.type != CW_MSG_FLUSH)
 			continue;
 		for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
@@ -251,7 +252,7 @@ static int take_own_table(int q)
 	/* close_range's way where unshare is refused (Docker's default
 	 * seccomp profile allows unshare only with CAP_SYS_ADMIN): it copies
 	 * the table below its first fd, so none is closed. */
-	if (unshare(CLONE_FILES) < 0 && REAL(close_range)(~0U, ~0U, CLOSE_RANGE_UNSHARE) < 0)
+	if (unshare(CLONE_FILES) < 0 && CW_OWN_FD(REAL(close_range)(~0U, ~0U, CLOSE_RANGE_UNSHARE)) < 0)
 		return -1;
 	int log = cw_log_own_begin();
 	atomic_store(&cw_drain_stderr_wanted, cw_log_own_wants_stderr());
@@ -261,7 +262,7 @@ static int take_own_table(int q)
 		for (int i = 0; i < 3; i++)
 			if (keep[i] >= (int)lo && (next < 0 || keep[i] < next))
 				next = keep[i];
-		REAL(close_range)(lo, next < 0 ? ~0U : (unsigned)next - 1, 0);
+		CW_OWN_FD(REAL(close_range)(lo, next < 0 ? ~0U : (unsigned)next - 1, 0));
 		if (next < 0)
 			return 0;
 		lo = (unsigned)next + 1;
@@ -289,10 +290,10 @@ void *cw_drain_thread(void *arg)
 	sched_setscheduler(0, SCHED_BATCH, &batch);
 	struct epoll_event evs[EPOLL_BATCH] = {{.events = EPOLLIN, .data.u32 = CHANNEL_TAG}};
 	if (ok)
-		ok = (d.ep = REAL(epoll_create1)(EPOLL_CLOEXEC)) >= 0 &&
-		     epoll_ctl(d.ep, EPOLL_CTL_ADD, d.q, &evs[0]) == 0;
+		ok = (d.ep = CW_OWN_FD(REAL(epoll_create1)(EPOLL_CLOEXEC))) >= 0 &&
+		     CW_OWN_FD(epoll_ctl(d.ep, EPOLL_CTL_ADD, d.q, &evs[0])) == 0;
 	struct cw_drain_msg up = {CW_MSG_UP, ok ? 0 : -1};
-	(void)send(d.q, &up, sizeof up, MSG_NOSIGNAL);
+	(void)CW_OWN_FD(send(d.q, &up, sizeof up, MSG_NOSIGNAL));
 	int64_t next_scan = INT64_MAX;
 	while (ok && !(d.eof && d.own == 0)) {
 		int64_t now = cw_drain_now_ns();
@@ -302,7 +303,7 @@ void *cw_drain_thread(void *arg)
 		int64_t ms = next_scan == INT64_MAX ? -1
 			     : next_scan <= now	   ? 0
 						   : (next_scan - now + 999999) / 1000000;
-		int n = epoll_wait(d.ep, evs, EPOLL_BATCH, ms < 0 ? -1 : ms > INT_MAX ? INT_MAX : (int)ms);
+		int n = CW_OWN_FD(epoll_wait(d.ep, evs, EPOLL_BATCH, ms < 0 ? -1 : ms > INT_MAX ? INT_MAX : (int)ms));
 		for (int i = 0; i < n; i++) {
 			uint32_t s = evs[i].data.u32;
 			if (s == CHANNEL_TAG) {
@@ -315,11 +316,11 @@ void *cw_drain_thread(void *arg)
 	}
 	/* The channel is gone and so are our drains (or we never started). */
 	if (d.ep >= 0)
-		REAL(close)(d.ep);
+		CW_OWN_FD(REAL(close)(d.ep));
 	if (d.err >= 0)
-		REAL(close)(d.err);
+		CW_OWN_FD(REAL(close)(d.err));
 	if (!own_table || unshared) /* else the starter closes it */
-		REAL(close)(d.q);
+		CW_OWN_FD(REAL(close)(d.q));
 	if (unshared)
 		cw_log_own_end();
 	return NULL;

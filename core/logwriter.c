@@ -151,7 +151,7 @@ static int put_stderr(const char *buf, size_t len)
 	/* The drain thread's fd 2 is not the program's (it may be a drained
 	 * socket there): its copy of the program's stderr, if it has one. */
 	if (own_mode != OWN_OFF)
-		return own_err < 0 ? EBADF : put_stderr_fd(own_err, buf, len);
+		return own_err < 0 ? EBADF : CW_OWN_FD(put_stderr_fd(own_err, buf, len));
 	return put_stderr_fd(2, buf, len);
 }
 
@@ -500,7 +500,7 @@ void cw_log_own_stderr(int fd)
 void cw_log_own_end(void)
 {
 	if (own_fd >= 0)
-		REAL(close)(own_fd);
+		CW_OWN_FD(REAL(close)(own_fd));
 	own_fd = -1;
 	own_mode = OWN_OFF;
 }
@@ -654,7 +654,7 @@ void cw_log_event(const struct cw_event *ev)
 		return;
 	}
 	if (own_mode != OWN_OFF) {
-		int e = put_own(buf, n);
+		int e = CW_OWN_FD(put_own(buf, n));
 		if (e)
 			record_lost(e);
 		return;

@@ -759,6 +759,17 @@ def socket_inodes(path):
     return out
 
 
+def drain_thread(pid):
+    """The tid of pid's drain thread (a sanitizer may run threads of its own)."""
+    tids = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{t}/comm") as f:
+            if f.read().strip() == "closewatch-drn":
+                tids.append(t)
+    assert len(tids) == 1, tids
+    return tids[0]
+
+
 def tcp_inodes():
     out = set()
     for f in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -784,11 +795,8 @@ def test_drained_sockets_live_in_the_drain_threads_own_table(ctx):
     tcp = tcp_inodes()
     prog_socks = socket_inodes(f"/proc/{pid}/fd")
     assert len(prog_socks) == 1 and not prog_socks & tcp, prog_socks
-    tasks = [t for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
-    assert len(tasks) == 1, tasks
-    with open(f"/proc/{pid}/task/{tasks[0]}/comm") as f:
-        assert f.read().strip() == "closewatch-drn"
-    thread_socks = socket_inodes(f"/proc/{pid}/task/{tasks[0]}/fd")
+    tid = drain_thread(pid)
+    thread_socks = socket_inodes(f"/proc/{pid}/task/{tid}/fd")
     assert len(thread_socks & tcp) == n and not thread_socks & prog_socks, thread_socks
     for c in cs:
         assert pump(c, 1000)["read"] == "eof"
@@ -816,8 +824,7 @@ def test_drain_thread_own_table_where_unshare_is_refused(ctx):
     wait_for(lambda: len(closes(read_records(log))) == n, what="the close records (at receipt)")
     tcp = tcp_inodes()
     assert not socket_inodes(f"/proc/{pid}/fd") & tcp
-    (tid,) = [t for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
-    assert len(socket_inodes(f"/proc/{pid}/task/{tid}/fd") & tcp) == n
+    assert len(socket_inodes(f"/proc/{pid}/task/{drain_thread(pid)}/fd") & tcp) == n
     for c in cs:
         assert pump(c, 1000)["read"] == "eof"
     wait_drains(log, n)
