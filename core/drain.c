@@ -31,19 +31,28 @@
 #define CHANNEL_BUF (4 * 1024 * 1024)    /* room for drains sent faster than the thread takes them */
 #define MAX_PROGRAM_EPOLLS 64
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CW_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CW_SANITIZED 1
+#endif
+#endif
+
 struct cw_drain_slot *cw_drain_slots;
 struct cw_event *cw_drain_events;
 int cw_drain_nslots;
-atomic_int cw_drain_hw, cw_drain_pending, cw_drain_flushed, cw_drain_stderr_wanted;
+atomic_int cw_drain_hw, cw_drain_pending, cw_drain_flushed, cw_drain_stderr_wanted, cw_drain_q_taken;
 atomic_llong cw_drain_exit_deadline;
 
 static atomic_int active;       /* claimed slots (bounded by nslots) */
 /* P, the channel's program end (-1: none yet, or given up); Q's number in
- * the program's table while a channel is being made. */
+ * the program's table until the thread has its own copy (drop_program_q). */
 static atomic_int chan_p = -1, start_q = -1;
 static atomic_int sending;      /* threads between loading chan_p and the end of their send */
 static atomic_int flush_seq;
-static atomic_int broken;       /* the thread could not take a table of its own: never drain */
+atomic_int cw_drain_broken;     /* a thread could not take a table of its own: never drain */
+#define broken cw_drain_broken
 static atomic_uint generation;  /* of drain threads (slot owners) */
 static int own_table;           /* the shim: the thread unshares its fd table */
 /* start_lock: making a channel and moving P (rare), held across fork.
@@ -205,16 +214,28 @@ static void close_program_fd(int fd)
 	}
 }
 
-/* Under start_lock: a socketpair and the thread, which answers once it has
- * a table of its own holding its copy of Q (then ours goes). */
+/* The program's copy of Q goes once the thread has its own (it says so in
+ * cw_drain_q_taken). wait: until then (a dup2 onto Q's number, a new
+ * channel); not timed: a thread that was created runs. */
+static void drop_program_q(int wait)
+{
+	int q = atomic_load(&start_q);
+	while (q >= 0 && wait && !atomic_load(&cw_drain_q_taken))
+		wait_word(&cw_drain_q_taken, 0, 1000000000LL);
+	if (q >= 0 && atomic_load(&cw_drain_q_taken) && atomic_compare_exchange_strong(&start_q, &q, -1))
+		close_program_fd(q);
+}
+
+/* Under start_lock: a socketpair and the thread. close() does not wait for
+ * the thread to run: the program's copy of Q goes at a later drain. */
 static int start_locked(void)
 {
+	drop_program_q(1); /* of a channel given up: its thread runs by now */
 	int sv[2];
 	if (atomic_load(&broken) || REAL(socketpair)(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -1;
 	int p = cw_fd_hide(sv[0]), q = sv[1];
 	cw_fd_set(q, CW_FD_PRIVATE);
-	atomic_store(&start_q, q);
 	/* Unix datagram room is the sender's: many drains in a burst, while
 	 * the thread (SCHED_BATCH) waits for a CPU, must not find it full.
 	 * SO_SNDBUFFORCE needs privilege; else up to net.core.wmem_max. */
@@ -222,8 +243,10 @@ static int start_locked(void)
 	if (REAL(setsockopt)(p, SOL_SOCKET, SO_SNDBUFFORCE, &room, sizeof room) < 0)
 		REAL(setsockopt)(p, SOL_SOCKET, SO_SNDBUF, &room, sizeof room);
 
-	static struct cw_drain_start st; /* the thread's until it answers */
+	static struct cw_drain_start st; /* read by the thread before cw_drain_q_taken */
 	st = (struct cw_drain_start){q, atomic_fetch_add(&generation, 1) + 1, own_table};
+	atomic_store(&cw_drain_q_taken, 0);
+	atomic_store(&cw_drain_stderr_wanted, own_table && cw_log_targets_stderr());
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -236,36 +259,58 @@ static int start_locked(void)
 	int rc = pthread_create(&t, &attr, cw_drain_thread, &st);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
-	struct cw_drain_msg up = {-1, -1};
-	/* Not timed: a thread that was created runs. (In a sanitizer build
-	 * this also waits out the thread's start-up, whose allocator lock a
-	 * fork must not copy.) */
-	ssize_t n = -1;
-	while (rc == 0 && (n = recv(p, &up, sizeof up, 0)) < 0 && errno == EINTR)
-		;
-	if (n == (ssize_t)sizeof up && up.n != 0)
-		atomic_store(&broken, 1); /* no table of its own (seccomp, old kernel) */
-	if (own_table || rc != 0) /* else the thread shares our table and closes Q itself */
+	if (rc != 0) {
 		close_program_fd(q);
-	atomic_store(&start_q, -1);
-	if (n != (ssize_t)sizeof up || up.n != 0) {
 		close_program_fd(p);
 		return -1;
 	}
+	if (own_table) /* else the thread shares our table and closes Q itself */
+		atomic_store(&start_q, q);
 	atomic_store(&chan_p, p);
+#ifdef CW_SANITIZED
+	/* The thread's start-up allocates in the sanitizer's runtime, whose
+	 * allocator is not fork-safe: a child forked meanwhile would inherit
+	 * its lock held. Once per thread; a production build does not wait. */
+	drop_program_q(1);
+#endif
 	return 0;
+}
+
+/* The thread could not take a table of its own (a seccomp filter refusing
+ * unshare and close_range's unshare, an old kernel): no drain from now on.
+ * The drains it was sent are closed with the channel, as close() would
+ * have; their records are counted as lost. Under start_lock. */
+static void give_up_broken(void)
+{
+	close_program_fd(atomic_exchange(&chan_p, -1));
+	drop_program_q(1);
+	unsigned long lost = 0;
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++) {
+		int sent = CW_SLOT_SENT;
+		if (atomic_compare_exchange_strong(&cw_drain_slots[i].state, &sent, CW_SLOT_CLAIMED)) {
+			atomic_fetch_sub(&cw_drain_pending, 1);
+			cw_drain_release(i);
+			lost++;
+		}
+	}
+	cw_log_count_lost(lost, EPERM);
 }
 
 /* A channel and its thread, made by the first drain (and again after a
  * channel was given up). */
 static int channel_ready(void)
 {
-	if (atomic_load(&chan_p) >= 0)
+	if (atomic_load(&chan_p) >= 0 && !atomic_load(&broken)) {
+		if (atomic_load(&start_q) >= 0)
+			drop_program_q(0);
 		return 0;
+	}
 	if (in_start)
 		return -1; /* a signal handler inside our own section */
 	pthread_mutex_lock(&start_lock);
 	in_start = 1;
+	if (atomic_load(&broken) && atomic_load(&chan_p) >= 0)
+		give_up_broken();
 	int rc = atomic_load(&chan_p) >= 0 ? 0 : start_locked();
 	in_start = 0;
 	pthread_mutex_unlock(&start_lock);
@@ -276,10 +321,10 @@ void cw_drain_relocate_if(int fd)
 {
 	if (fd < 0 || in_start || (fd != atomic_load(&chan_p) && fd != atomic_load(&start_q)))
 		return;
-	/* Q: the program's copy goes once the thread has its own; waiting
-	 * for the lock waits for that. */
 	pthread_mutex_lock(&start_lock);
 	in_start = 1;
+	if (fd == atomic_load(&start_q))
+		drop_program_q(1); /* the program's dup2 then takes a free number */
 	int p = atomic_load(&chan_p);
 	if (fd == p) {
 		/* Above it first (out of the way of an upward dup2 loop). None
@@ -511,6 +556,7 @@ static void fork_parent(void)
 static void fork_child(void)
 {
 	close_program_fd(atomic_exchange(&chan_p, -1));
+	close_program_fd(atomic_exchange(&start_q, -1));
 	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++) {
 		atomic_store(&cw_drain_slots[i].owner, 0);
 		atomic_store(&cw_drain_slots[i].state, CW_SLOT_FREE);

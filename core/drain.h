@@ -51,11 +51,10 @@
  *   - records written by the drain thread go to the log target as it was
  *     when the thread started (a file, syslog), or to the program's stderr
  *     as it was at the latest drained close (logwriter.h, cw_log_own_*).
- *   - the first asynchronous drain starts a thread that stays (blocked in
- *     epoll_wait): the process is multi-threaded from then on (e.g. a later
+ *   - the first drain starts a thread that stays (blocked in epoll_wait):
+ *     the process is multi-threaded from then on (e.g. a later
  *     unshare(CLONE_NEWUSER) fails). Starting it is the one allocation made
- *     in a close() path; that close() waits until the thread has its own
- *     table (tens of microseconds past the thread's creation).
+ *     in a close() path (it does not wait for the thread to run).
  *   - a program that dup2()s over every fd number up to RLIMIT_NOFILE leaves
  *     the channel's program end no room: the channel is given up (pending
  *     drains go on to their end), and the next drain starts a new one.

@@ -4,8 +4,11 @@
  * Invariants (the whole engine in one screen):
  *  1. The program's fd table holds one engine fd: P, the program end of a
  *     SOCK_SEQPACKET socketpair, close-on-exec, marked CW_FD_PRIVATE (the
- *     hooks show it to the program as not open). Nothing else of the engine
- *     ever lives there: no duplicate of a drained socket, no epoll fd.
+ *     hooks show it to the program as not open); and the other end Q from
+ *     the thread's start until the first drain after the thread has its
+ *     own copy (cw_drain_q_taken): close() never waits for the thread.
+ *     Nothing else of the engine ever lives there: no duplicate of a
+ *     drained socket, no epoll fd.
  *  2. The drain thread T has a table of its own (unshare(CLONE_FILES), then
  *     it closes all but its end Q and its log target). It owns Q, its epoll
  *     fd and every drained socket: the program cannot close, dup2 over or
@@ -62,9 +65,8 @@ struct cw_drain_slot {
 
 /* Over the channel: a drain (n: the slot; SCM_RIGHTS: the socket, and for a
  * stderr log target the program's fd 2), a flush (n: its sequence number,
- * acknowledged in cw_drain_flushed), a wake-up (exit), and the thread's
- * first answer (n: 0 when it has its own table). */
-enum { CW_MSG_DRAIN, CW_MSG_FLUSH, CW_MSG_WAKE, CW_MSG_UP };
+ * acknowledged in cw_drain_flushed), a wake-up (exit). */
+enum { CW_MSG_DRAIN, CW_MSG_FLUSH, CW_MSG_WAKE };
 struct cw_drain_msg {
 	int type, n;
 };
@@ -77,9 +79,11 @@ extern atomic_int cw_drain_hw;          /* one past the highest slot ever claime
 extern atomic_int cw_drain_pending;     /* sent, not over */
 extern atomic_llong cw_drain_exit_deadline; /* CLOCK_MONOTONIC ns; 0: not exiting */
 extern atomic_int cw_drain_flushed;     /* the last FLUSH T has done */
-/* Set by the shim's thread before it answers: records go to stderr, so each
- * drain carries the program's fd 2 (cw_log_own_begin). */
-extern atomic_int cw_drain_stderr_wanted;
+/* q_taken: set by the shim's thread once it has its own table (or could
+ * not take one: broken); the program's copy of Q may go then.
+ * stderr_wanted: records go to stderr (set when the thread is started), so
+ * each drain carries the program's fd 2 (logwriter.h, cw_log_own_*). */
+extern atomic_int cw_drain_q_taken, cw_drain_broken, cw_drain_stderr_wanted;
 
 /* Give slot s back (its records written or never due). */
 void cw_drain_release(int s);

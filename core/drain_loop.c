@@ -255,7 +255,6 @@ static int take_own_table(int q)
 	if (unshare(CLONE_FILES) < 0 && CW_OWN_FD(REAL(close_range)(~0U, ~0U, CLOSE_RANGE_UNSHARE)) < 0)
 		return -1;
 	int log = cw_log_own_begin();
-	atomic_store(&cw_drain_stderr_wanted, cw_log_own_wants_stderr());
 	unsigned lo = 0;
 	for (;;) { /* close every fd but q, log and KEEP_STDERR */
 		int keep[3] = {q, log, KEEP_STDERR}, next = -1;
@@ -271,7 +270,7 @@ static int take_own_table(int q)
 
 void *cw_drain_thread(void *arg)
 {
-	const struct cw_drain_start *st = arg; /* the starter's again once we answer */
+	const struct cw_drain_start *st = arg;
 	char buf[THREAD_CHUNK]; /* contents never used */
 	struct drainer d = {.q = st->q, .ep = -1, .gen = st->gen, .err = -1, .buf = buf};
 	int own_table = st->own_table;
@@ -292,8 +291,10 @@ void *cw_drain_thread(void *arg)
 	if (ok)
 		ok = (d.ep = CW_OWN_FD(REAL(epoll_create1)(EPOLL_CLOEXEC))) >= 0 &&
 		     CW_OWN_FD(epoll_ctl(d.ep, EPOLL_CTL_ADD, d.q, &evs[0])) == 0;
-	struct cw_drain_msg up = {CW_MSG_UP, ok ? 0 : -1};
-	(void)CW_OWN_FD(send(d.q, &up, sizeof up, MSG_NOSIGNAL));
+	if (!ok)
+		atomic_store(&cw_drain_broken, 1);
+	atomic_store(&cw_drain_q_taken, 1); /* after reading st: the starter's again */
+	cw_drain_wake_word(&cw_drain_q_taken);
 	int64_t next_scan = INT64_MAX;
 	while (ok && !(d.eof && d.own == 0)) {
 		int64_t now = cw_drain_now_ns();
@@ -319,7 +320,7 @@ void *cw_drain_thread(void *arg)
 		CW_OWN_FD(REAL(close)(d.ep));
 	if (d.err >= 0)
 		CW_OWN_FD(REAL(close)(d.err));
-	if (!own_table || unshared) /* else the starter closes it */
+	if (!own_table || unshared) /* else the program's side closes it */
 		CW_OWN_FD(REAL(close)(d.q));
 	if (unshared)
 		cw_log_own_end();

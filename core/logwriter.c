@@ -487,9 +487,10 @@ int cw_log_own_begin(void)
 	return own_fd;
 }
 
-int cw_log_own_wants_stderr(void)
+int cw_log_targets_stderr(void)
 {
-	return own_mode == OWN_STDERR;
+	return atomic_load(&log_fd) < 0 && !atomic_load(&open_at_first_record) &&
+	       !atomic_load(&reopen_pending) && atomic_load(&fallback) == CW_LOG_STDERR;
 }
 
 void cw_log_own_stderr(int fd)

@@ -39,12 +39,13 @@ void cw_log_stderr(const char *line, size_t len);
  *   cw_log_own_begin: called in that table first thing; returns the fd
  *     (a file, syslog) to keep, or -1 (a %p file not opened yet: the thread
  *     opens its own at its first record; stderr; nowhere);
- *   cw_log_own_wants_stderr: records go to stderr, so the thread needs the
- *     program's fd 2, which each drain brings: cw_log_own_stderr(fd) names
- *     the copy to write to (-1: none, the record is lost);
+ *   cw_log_targets_stderr (asked by the program's side before the thread
+ *     starts): records go to stderr, so the thread needs the program's
+ *     fd 2, which each drain brings: cw_log_own_stderr(fd) names the copy
+ *     to write to (-1: none, the record is lost);
  *   cw_log_own_end: the thread ends, its copy is closed. */
 int cw_log_own_begin(void);
-int cw_log_own_wants_stderr(void);
+int cw_log_targets_stderr(void);
 void cw_log_own_stderr(int fd);
 void cw_log_own_end(void);
 

@@ -781,8 +781,8 @@ def tcp_inodes():
 
 def test_drained_sockets_live_in_the_drain_threads_own_table(ctx):
     """While drains are pending, the program's fd table holds no drained socket and no
-    fd of the engine but one unix socket (the channel's program end, shown to the program
-    as not open); the drain thread's own table (unshare(CLONE_FILES)) holds the sockets."""
+    fd of the engine but the channel (unix sockets, shown to the program as not open); the
+    drain thread's own table (unshare(CLONE_FILES)) holds the sockets."""
     log = ctx.path("log")
     n = 3
     srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0, "--waitinq", 100,
@@ -794,10 +794,12 @@ def test_drained_sockets_live_in_the_drain_threads_own_table(ctx):
     wait_for(lambda: len(closes(read_records(log))) == n, what="the close records (at receipt)")
     tcp = tcp_inodes()
     prog_socks = socket_inodes(f"/proc/{pid}/fd")
-    assert len(prog_socks) == 1 and not prog_socks & tcp, prog_socks
+    # P, and (until a drain after the thread has taken its own table) the program's copy
+    # of the thread's end: both unix sockets, hidden from the program.
+    assert 1 <= len(prog_socks) <= 2 and not prog_socks & tcp, prog_socks
     tid = drain_thread(pid)
     thread_socks = socket_inodes(f"/proc/{pid}/task/{tid}/fd")
-    assert len(thread_socks & tcp) == n and not thread_socks & prog_socks, thread_socks
+    assert len(thread_socks & tcp) == n, thread_socks
     for c in cs:
         assert pump(c, 1000)["read"] == "eof"
     wait_drains(log, n)
