@@ -172,8 +172,8 @@ void cw_drain_wake_word(atomic_int *word)
 
 /* ---- the channel ------------------------------------------------------------ */
 
-/* One message over P, with up to two fds (SCM_RIGHTS). 0 or -1 (errno). */
-static int send_msg(int type, int n, const int *fds, int nfds)
+/* One message over p, with up to two fds (SCM_RIGHTS). */
+static ssize_t send_on(int p, int type, int n, const int *fds, int nfds)
 {
 	struct cw_drain_msg m = {type, n};
 	struct iovec v = {&m, sizeof m};
@@ -189,10 +189,17 @@ static int send_msg(int type, int n, const int *fds, int nfds)
 		*c = (struct cmsghdr){CMSG_LEN((size_t)nfds * sizeof(int)), SOL_SOCKET, SCM_RIGHTS};
 		memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
 	}
+	ssize_t r = sendmsg(p, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return r == (ssize_t)sizeof m ? 0 : -1;
+}
+
+/* The same over P. 0 or -1 (errno). */
+static int send_msg(int type, int n, const int *fds, int nfds)
+{
 	in_send++;
 	atomic_fetch_add(&sending, 1);
 	int p = atomic_load(&chan_p);
-	ssize_t r = p < 0 ? (errno = ENOTCONN, -1) : sendmsg(p, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
+	int r = p < 0 ? (errno = ENOTCONN, -1) : send_on(p, type, n, fds, nfds);
 	int e = errno;
 	/* P closed behind our back (a raw close syscall), or its number
 	 * reused since: give the channel up, the next drain makes another. */
@@ -203,7 +210,7 @@ static int send_msg(int type, int n, const int *fds, int nfds)
 	atomic_fetch_sub(&sending, 1);
 	in_send--;
 	errno = e;
-	return r == (ssize_t)sizeof m ? 0 : -1;
+	return r;
 }
 
 static void close_program_fd(int fd)
@@ -243,10 +250,14 @@ static int start_locked(void)
 	if (REAL(setsockopt)(p, SOL_SOCKET, SO_SNDBUFFORCE, &room, sizeof room) < 0)
 		REAL(setsockopt)(p, SOL_SOCKET, SO_SNDBUF, &room, sizeof room);
 
+	/* Its log target first: the thread's table keeps none of ours. */
 	static struct cw_drain_start st; /* read by the thread before cw_drain_q_taken */
-	st = (struct cw_drain_start){q, atomic_fetch_add(&generation, 1) + 1, own_table};
+	int log, mode = own_table ? cw_log_own_target(&log) : 0;
+	if (mode == CW_LOG_OWN_FD && send_on(p, CW_MSG_LOG, 0, &log, 1) < 0)
+		mode = CW_LOG_OWN_LAZY;
+	st = (struct cw_drain_start){q, atomic_fetch_add(&generation, 1) + 1, own_table, mode};
 	atomic_store(&cw_drain_q_taken, 0);
-	atomic_store(&cw_drain_stderr_wanted, own_table && cw_log_targets_stderr());
+	atomic_store(&cw_drain_stderr_wanted, mode == CW_LOG_OWN_STDERR);
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

@@ -9,11 +9,11 @@
  *     own copy (cw_drain_q_taken): close() never waits for the thread.
  *     Nothing else of the engine ever lives there: no duplicate of a
  *     drained socket, no epoll fd.
- *  2. The drain thread T has a table of its own (unshare(CLONE_FILES), then
- *     it closes all but its end Q and its log target). It owns Q, its epoll
- *     fd and every drained socket: the program cannot close, dup2 over or
- *     bequeath any of them. (The supervisor's T keeps its process's table:
- *     no program shares it.)
+ *  2. The drain thread T has a table of its own (close_range with
+ *     CLOSE_RANGE_UNSHARE: all but its end Q closed; its log target comes
+ *     over Q, the first message). It owns Q, its epoll fd and every drained
+ *     socket: the program cannot close, dup2 over or bequeath any of them.
+ *     (The supervisor's T keeps its process's table: no program shares it.)
  *  3. A closing thread claims a slot (CAS FREE -> CLAIMED), fills it and the
  *     event, publishes it (store SENT, release), then sends {slot} and the
  *     socket over P, before the program's close(). The message in flight is
@@ -65,8 +65,9 @@ struct cw_drain_slot {
 
 /* Over the channel: a drain (n: the slot; SCM_RIGHTS: the socket, and for a
  * stderr log target the program's fd 2), a flush (n: its sequence number,
- * acknowledged in cw_drain_flushed), a wake-up (exit). */
-enum { CW_MSG_DRAIN, CW_MSG_FLUSH, CW_MSG_WAKE };
+ * acknowledged in cw_drain_flushed), a wake-up (exit), and first of all
+ * the log target (SCM_RIGHTS: the program's log fd, logwriter.h). */
+enum { CW_MSG_DRAIN, CW_MSG_FLUSH, CW_MSG_WAKE, CW_MSG_LOG };
 struct cw_drain_msg {
 	int type, n;
 };
@@ -97,6 +98,7 @@ struct cw_drain_start {
 	int q;            /* its end of the channel */
 	unsigned gen;     /* its generation (slot owner) */
 	int own_table;    /* unshare the fd table (the shim) */
+	int log_mode;     /* its records (cw_log_own_begin) */
 };
 void *cw_drain_thread(void *arg);
 

@@ -214,6 +214,10 @@ static void receive(struct drainer *d)
 			take(d, m.n, fds[0], fds[1]);
 			continue;
 		}
+		if (n == (ssize_t)sizeof m && m.type == CW_MSG_LOG && fds[1] < 0) {
+			cw_log_own_fd(fds[0]);
+			continue;
+		}
 		for (int i = 0; i < 2; i++)
 			if (fds[i] >= 0)
 				CW_OWN_FD(REAL(close)(fds[i]));
@@ -245,27 +249,25 @@ static int64_t scan(struct drainer *d, int64_t now)
 	return next;
 }
 
-/* The shim's thread: a table of its own, holding Q and its log target
- * only (the copy of the program's table lives microseconds). */
+/* The shim's thread: a table of its own, holding Q only (and its log
+ * target, which comes over Q). close_range's unshare copies only the fds
+ * below its first (the engine's other fds are high): the copy of the
+ * program's table is small and lives microseconds. unshare's way where
+ * close_range cannot (Linux before 5.9). */
 static int take_own_table(int q)
 {
-	/* close_range's way where unshare is refused (Docker's default
-	 * seccomp profile allows unshare only with CAP_SYS_ADMIN): it copies
-	 * the table below its first fd, so none is closed. */
-	if (unshare(CLONE_FILES) < 0 && CW_OWN_FD(REAL(close_range)(~0U, ~0U, CLOSE_RANGE_UNSHARE)) < 0)
-		return -1;
-	int log = cw_log_own_begin();
-	unsigned lo = 0;
-	for (;;) { /* close every fd but q, log and KEEP_STDERR */
-		int keep[3] = {q, log, KEEP_STDERR}, next = -1;
-		for (int i = 0; i < 3; i++)
-			if (keep[i] >= (int)lo && (next < 0 || keep[i] < next))
-				next = keep[i];
-		CW_OWN_FD(REAL(close_range)(lo, next < 0 ? ~0U : (unsigned)next - 1, 0));
-		if (next < 0)
-			return 0;
-		lo = (unsigned)next + 1;
+	if (CW_OWN_FD(REAL(close_range)((unsigned)q + 1, ~0U, CLOSE_RANGE_UNSHARE)) < 0) {
+		if (unshare(CLONE_FILES) < 0)
+			return -1;
+		CW_OWN_FD(REAL(close_range)((unsigned)q + 1, ~0U, 0));
 	}
+	/* Below Q: all, but fd 2 in a sanitizer build. */
+	int k = KEEP_STDERR >= 0 && KEEP_STDERR < q ? KEEP_STDERR : q;
+	if (k > 0)
+		CW_OWN_FD(REAL(close_range)(0, (unsigned)k - 1, 0));
+	if (k + 1 < q)
+		CW_OWN_FD(REAL(close_range)((unsigned)k + 1, (unsigned)q - 1, 0));
+	return 0;
 }
 
 void *cw_drain_thread(void *arg)
@@ -274,19 +276,23 @@ void *cw_drain_thread(void *arg)
 	char buf[THREAD_CHUNK]; /* contents never used */
 	struct drainer d = {.q = st->q, .ep = -1, .gen = st->gen, .err = -1, .buf = buf};
 	int own_table = st->own_table;
-	/* Failing that (a seccomp filter, an old kernel), the shim's thread
-	 * touches no fd: its table is still the program's. */
-	int unshared = own_table && take_own_table(d.q) == 0;
-	int ok = !own_table || unshared;
 	prctl(PR_SET_NAME, "closewatch-drn", 0, 0, 0);
 	/* SCHED_BATCH: a fair share of the CPU as before (same nice value), but
 	 * waking up never preempts the running thread (the scheduler leaves
 	 * that to the tick). Without it, the close() that hands a drain over
 	 * was often preempted by this thread on the same CPU, and the FIN's
 	 * loopback processing landed inside the program's close(). Failure
-	 * (a seccomp filter) only costs that. */
+	 * (a seccomp filter) only costs that. First thing: */
 	struct sched_param batch = {0};
 	sched_setscheduler(0, SCHED_BATCH, &batch);
+	/* Then (its table's copy is work: as SCHED_BATCH, it does not take the
+	 * CPU from the close() that started it) a table of its own. Failing
+	 * that (a seccomp filter, an old kernel), the shim's thread touches no
+	 * fd: its table is still the program's. */
+	int unshared = own_table && take_own_table(d.q) == 0;
+	if (unshared)
+		cw_log_own_begin(st->log_mode);
+	int ok = !own_table || unshared;
 	struct epoll_event evs[EPOLL_BATCH] = {{.events = EPOLLIN, .data.u32 = CHANNEL_TAG}};
 	if (ok)
 		ok = (d.ep = CW_OWN_FD(REAL(epoll_create1)(EPOLL_CLOEXEC))) >= 0 &&

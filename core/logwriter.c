@@ -140,7 +140,7 @@ static int put_stderr_fd(int fd, const char *buf, size_t len)
 }
 
 /* The drain thread (cw_log_own_*): a table of its own. */
-enum { OWN_OFF, OWN_FD, OWN_LAZY, OWN_STDERR, OWN_NOWHERE };
+enum { OWN_OFF, OWN_FD = CW_LOG_OWN_FD, OWN_LAZY = CW_LOG_OWN_LAZY, OWN_STDERR = CW_LOG_OWN_STDERR };
 static __thread int own_mode __attribute__((tls_model("initial-exec")));
 static __thread int own_fd __attribute__((tls_model("initial-exec")));
 static __thread int own_kind __attribute__((tls_model("initial-exec")));
@@ -471,26 +471,28 @@ static int current_fd(void)
  * a %p file itself if the program has not yet, and writes stderr records to the copy of
  * fd 2 that the latest drain brought. */
 
-int cw_log_own_begin(void)
+int cw_log_own_target(int *fd)
 {
-	own_fd = own_err = -1;
-	int fd = atomic_load(&log_fd);
-	if (fd >= 0) {
-		own_mode = OWN_FD;
-		own_fd = fd;
-		own_kind = atomic_load(&log_kind);
-	} else if (atomic_load(&open_at_first_record) || atomic_load(&reopen_pending)) {
-		own_mode = OWN_LAZY;
-	} else {
-		own_mode = atomic_load(&fallback) == CW_LOG_STDERR ? OWN_STDERR : OWN_NOWHERE;
-	}
-	return own_fd;
+	*fd = atomic_load(&log_fd);
+	if (*fd >= 0)
+		return CW_LOG_OWN_FD;
+	if (atomic_load(&open_at_first_record) || atomic_load(&reopen_pending))
+		return CW_LOG_OWN_LAZY;
+	return atomic_load(&fallback) == CW_LOG_STDERR ? CW_LOG_OWN_STDERR : CW_LOG_OWN_NOWHERE;
 }
 
-int cw_log_targets_stderr(void)
+void cw_log_own_begin(int mode)
 {
-	return atomic_load(&log_fd) < 0 && !atomic_load(&open_at_first_record) &&
-	       !atomic_load(&reopen_pending) && atomic_load(&fallback) == CW_LOG_STDERR;
+	own_mode = mode;
+	own_fd = own_err = -1;
+	own_kind = atomic_load(&log_kind);
+}
+
+void cw_log_own_fd(int fd)
+{
+	if (own_fd >= 0)
+		CW_OWN_FD(REAL(close)(own_fd));
+	own_fd = fd;
 }
 
 void cw_log_own_stderr(int fd)
@@ -527,7 +529,7 @@ static int put_own(const char *buf, size_t len)
 		own_mode = OWN_FD;
 	}
 	if (own_mode == OWN_FD)
-		return put_all(own_fd, own_kind, buf, len, &log_stalled);
+		return own_fd < 0 ? EBADF : put_all(own_fd, own_kind, buf, len, &log_stalled);
 	if (own_mode == OWN_STDERR)
 		return own_err < 0 ? EBADF : put_stderr_fd(own_err, buf, len);
 	return atomic_load(&reopen_err);
