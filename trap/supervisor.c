@@ -386,9 +386,8 @@ static void leave_program_epolls(struct task *t, int fd, int drained, unsigned l
 	for (long k = 0; k < n; k++) {
 		if (!epoll_lists(t->tgid, eps[k], fd, ino))
 			continue;
-		/* The child gets a duplicate of its own: the engine's fd is a
-		 * slot's, which a fork's child handler closes (a vfork that is
-		 * a fork, as under ThreadSanitizer, runs those handlers). */
+		/* The child gets a duplicate of its own: the supervisor's is
+		 * the engine's once claimed (sent to its thread at drain_go). */
 		if (sock < 0 && (sock = fcntl(drained, F_DUPFD_CLOEXEC, 3)) < 0)
 			return;
 		int ep = getfd(t, eps[k]);
