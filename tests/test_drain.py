@@ -125,6 +125,19 @@ def wait_drains(log, n, timeout=10):
                     timeout=timeout, what=f"{n} drain record(s) in {log}")
 
 
+def end_delivered(srv, log, cs, n, upload):
+    """Each client sends upload bytes and closes, the server is told to end: n drains,
+    every one delivered (returned)."""
+    for c in cs:
+        assert pump(c, upload)["read"] == "eof"
+    wait_drains(log, n)
+    tell(srv)
+    assert finish(srv) == 0
+    ds = drains(read_records(log))
+    assert len(ds) == n and all(d["result"] == "delivered" for d in ds), ds
+    return ds
+
+
 def closed_line(srv, timeout=10):
     """'closed fd F ns T rc R' → (fd, ns, rc)."""
     w = srv.expect("closed fd ", timeout=timeout).split()
@@ -609,13 +622,7 @@ def test_fork_storm_while_draining(ctx):
         stop.set()
         t.join()
     assert all(k[1:] == ["sockets", "0"] for k in kids), kids
-    for c in cs:
-        assert pump(c, 0)["read"] == "eof"
-    wait_drains(log, n)
-    tell(srv)
-    assert finish(srv) == 0
-    ds = drains(read_records(log))
-    assert len(ds) == n and all(d["result"] == "delivered" for d in ds), ds
+    ds = end_delivered(srv, log, cs, n, 0)
     by_port = {int(d["peer"].rsplit(":", 1)[1]): d["discarded"] for d in ds}
     assert by_port == {c.getsockname()[1]: want for c, want in zip(cs, sent)}, (by_port, sent)
     for c in cs:
@@ -779,14 +786,14 @@ def tcp_inodes():
     return out
 
 
-def test_drained_sockets_live_in_the_drain_threads_own_table(ctx):
-    """While drains are pending, the program's fd table holds no drained socket and no
-    fd of the engine but the channel (unix sockets, shown to the program as not open); the
-    drain thread's own table (unshare(CLONE_FILES)) holds the sockets."""
+def sockets_in_the_threads_table(ctx, wrapper, n):
+    """drain_server (run through wrapper) closes n connections with unread bytes: while
+    their drains are pending, the drained sockets are in the drain thread's table, none in
+    the program's; then every drain delivers."""
     log = ctx.path("log")
-    n = 3
-    srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0, "--waitinq", 100,
-                "--wait", env=drain_env(log, idle=60000))
+    srv = ctx.start(wrapper + [prog("drain_server"), "--conns", str(n), "--batch", "--read", "0",
+                               "--waitinq", "100", "--wait"],
+                    env=drain_env(log, idle=60000), stdin=subprocess.PIPE)
     port = int(srv.expect("port "))
     cs = clients_with_unread(port, n)
     srv.expect("done")
@@ -797,45 +804,24 @@ def test_drained_sockets_live_in_the_drain_threads_own_table(ctx):
     # P, and (until a drain after the thread has taken its own table) the program's copy
     # of the thread's end: both unix sockets, hidden from the program.
     assert 1 <= len(prog_socks) <= 2 and not prog_socks & tcp, prog_socks
-    tid = drain_thread(pid)
-    thread_socks = socket_inodes(f"/proc/{pid}/task/{tid}/fd")
+    thread_socks = socket_inodes(f"/proc/{pid}/task/{drain_thread(pid)}/fd")
     assert len(thread_socks & tcp) == n, thread_socks
-    for c in cs:
-        assert pump(c, 1000)["read"] == "eof"
-    wait_drains(log, n)
-    tell(srv)
-    assert finish(srv) == 0
+    end_delivered(srv, log, cs, n, 1000)
     for c in cs:
         c.close()
+
+
+def test_drained_sockets_live_in_the_drain_threads_own_table(ctx):
+    """While drains are pending, the program's fd table holds no drained socket and no
+    fd of the engine but the channel (unix sockets, shown to the program as not open); the
+    drain thread's own table (close_range's CLOSE_RANGE_UNSHARE) holds the sockets."""
+    sockets_in_the_threads_table(ctx, [], 3)
 
 
 def test_drain_thread_own_table_where_unshare_is_refused(ctx):
-    """Where a seccomp filter refuses unshare (Docker's default profile without
-    CAP_SYS_ADMIN), the drain thread takes its own table with close_range's
-    CLOSE_RANGE_UNSHARE: the drained sockets are still out of the program's table, and
-    the drains deliver."""
-    log = ctx.path("log")
-    n = 2
-    srv = ctx.start([prog("no_unshare"), prog("drain_server"), "--conns", str(n), "--batch",
-                     "--read", "0", "--waitinq", "100", "--wait"],
-                    env=drain_env(log, idle=60000), stdin=subprocess.PIPE)
-    port = int(srv.expect("port "))
-    cs = clients_with_unread(port, n)
-    srv.expect("done")
-    pid = srv.p.pid
-    wait_for(lambda: len(closes(read_records(log))) == n, what="the close records (at receipt)")
-    tcp = tcp_inodes()
-    assert not socket_inodes(f"/proc/{pid}/fd") & tcp
-    assert len(socket_inodes(f"/proc/{pid}/task/{drain_thread(pid)}/fd") & tcp) == n
-    for c in cs:
-        assert pump(c, 1000)["read"] == "eof"
-    wait_drains(log, n)
-    tell(srv)
-    assert finish(srv) == 0
-    ds = drains(read_records(log))
-    assert len(ds) == n and all(d["result"] == "delivered" for d in ds), ds
-    for c in cs:
-        c.close()
+    """The same where a seccomp filter refuses unshare (Docker's default profile without
+    CAP_SYS_ADMIN): close_range's CLOSE_RANGE_UNSHARE is not unshare(2)."""
+    sockets_in_the_threads_table(ctx, [prog("no_unshare")], 2)
 
 
 @timeout(120)
