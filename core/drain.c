@@ -1,6 +1,6 @@
-/* Drain engine: policy, the slot table, the life of our private fds, fork
- * and exit. See drain.h for the design, drain_int.h for the locks, and
- * drain_loop.c for the reading itself. */
+/* Drain engine, the program's side: policy, the slot table, the channel to
+ * the drain thread, fork and exit. See drain.h for the design, drain_int.h
+ * for the invariants, and drain_loop.c for the drain thread. */
 #include "drain.h"
 #include "config.h"
 #include "drain_int.h"
@@ -12,22 +12,25 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define THREAD_STACK (256 * 1024)
-#define EXIT_GRACE_NS (500 * 1000000LL) /* for the thread to write the last records */
+#define EXIT_GRACE_NS (500 * 1000000LL)  /* for the thread to write the last records */
+#define FLUSH_WAIT_NS (1000 * 1000000LL) /* safety net: a drain thread that is stuck */
+#define CHANNEL_BUF (4 * 1024 * 1024)    /* room for drains sent faster than the thread takes them */
 #define MAX_PROGRAM_EPOLLS 64
 
-/* A sanitizer build (make check): see wait_thread_up. */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define CW_SANITIZED 1
 #elif defined(__has_feature)
@@ -39,37 +42,31 @@
 struct cw_drain_slot *cw_drain_slots;
 struct cw_event *cw_drain_events;
 int cw_drain_nslots;
-atomic_int cw_drain_hw;
-atomic_int cw_drain_active;
-atomic_int cw_drain_async_pending;
-atomic_int cw_drain_ep = -1, cw_drain_wake = -1;
+atomic_int cw_drain_hw, cw_drain_pending, cw_drain_flushed, cw_drain_stderr_wanted, cw_drain_q_taken;
 atomic_llong cw_drain_exit_deadline;
-atomic_int cw_drain_in_wait;
-atomic_uint cw_drain_wait_epoch;
-atomic_int cw_drain_thread_up;
+
+static atomic_int active;       /* claimed slots (bounded by nslots) */
+/* P, the channel's program end (-1: none yet, or given up); Q's number in
+ * the program's table until the thread has its own copy (drop_program_q). */
+static atomic_int chan_p = -1, start_q = -1;
+static atomic_int sending;      /* threads between loading chan_p and the end of their send */
+static atomic_int flush_seq;
+atomic_int cw_drain_broken;     /* a thread could not take a table of its own: never drain */
+#define broken cw_drain_broken
+static atomic_uint generation;  /* of drain threads (slot owners) */
+static int own_table;           /* the shim: the thread unshares its fd table */
+/* start_lock: making a channel and moving P (rare), held across fork.
+ * in_start: this thread holds it (a signal handler must not wait for it);
+ * in_send: this thread is inside a send (a move of P in a signal handler
+ * must not wait for its own thread). */
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread int in_start __attribute__((tls_model("initial-exec")));
+static __thread int in_send __attribute__((tls_model("initial-exec")));
+static __thread int fork_locked __attribute__((tls_model("initial-exec")));
 
 static void fork_prepare(void);
 static void fork_parent(void);
 static void fork_child(void);
-
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static atomic_int thread_running;
-/* This thread holds `lock` (in_lock), or took it for a fork (fork_locked),
- * or holds a slot's busy flag (busy_held). */
-static __thread int in_lock __attribute__((tls_model("initial-exec")));
-static __thread int fork_locked __attribute__((tls_model("initial-exec")));
-static __thread int busy_held __attribute__((tls_model("initial-exec")));
-static __thread int in_prepare __attribute__((tls_model("initial-exec")));
-static int fork_locked_slots; /* busy flags fork_prepare took: [0, this) */
-
-/* The closing threads' side takes no lock. Instead: `preparing` counts
- * threads inside cw_drain_prepare (claiming a slot and duplicating), and
- * `gate_shut` asks them to wait while a fork or a relocation (dup2 onto one
- * of our numbers), both under the engine lock, needs no duplicate half made;
- * `waking` counts writers of the eventfd, which a relocation of the eventfd
- * waits out before closing the old number. Counters, not locks: closing
- * threads never wait for each other. */
-static atomic_int preparing, gate_shut, waking;
 
 /* ---- policy ---------------------------------------------------------------- */
 
@@ -108,148 +105,6 @@ int cw_drain_quiet(const struct cw_event *ev)
 	return !cw_cfg.events_all && !closewatch_verdict_is_risky(ev->rec.verdict);
 }
 
-/* ---- locks ----------------------------------------------------------------- */
-
-int cw_drain_lock(void)
-{
-	if (in_lock || fork_locked)
-		return -1; /* a signal handler inside our own locked section */
-	pthread_mutex_lock(&lock);
-	in_lock = 1;
-	return 0;
-}
-
-void cw_drain_unlock(void)
-{
-	in_lock = 0;
-	pthread_mutex_unlock(&lock);
-}
-
-void cw_drain_spin_lock(atomic_int *flag)
-{
-	while (atomic_exchange_explicit(flag, 1, memory_order_acquire))
-		sched_yield();
-	busy_held++;
-}
-
-void cw_drain_spin_unlock(atomic_int *flag)
-{
-	busy_held--;
-	atomic_store_explicit(flag, 0, memory_order_release);
-}
-
-/* Under the engine lock: no cw_drain_prepare in flight from now on, until
- * open_gate(). Bounded: a thread stopped inside prepare (a debugger) only
- * costs time. */
-static void shut_gate(void)
-{
-	atomic_store(&gate_shut, 1);
-	for (int i = 0; i < 1000000 && atomic_load(&preparing); i++)
-		sched_yield();
-}
-
-static void open_gate(void)
-{
-	atomic_store(&gate_shut, 0);
-}
-
-void cw_drain_wake_up(void)
-{
-	atomic_fetch_add(&waking, 1);
-	uint64_t one = 1;
-	(void)!write(atomic_load(&cw_drain_wake), &one, sizeof one);
-	atomic_fetch_sub(&waking, 1);
-}
-
-/* ---- our fds ----------------------------------------------------------------- */
-
-/* Forget before closing: once closed, the number may be the program's. */
-static void close_private(int fd)
-{
-	if (fd < 0)
-		return;
-	cw_fd_clear(fd);
-	REAL(close)(fd);
-}
-
-/* ---- the drain thread's fds and the thread itself ------------------------- */
-
-/* fd moved to a private high number, or -1 (and fd closed). */
-static int hide(int fd)
-{
-	if (fd < 0)
-		return -1;
-	int h = cw_fd_hide(fd);
-	if (h < 0)
-		REAL(close)(fd);
-	return h;
-}
-
-/* Sanitizer builds only: return once the new thread runs our code. Its
- * start-up allocates in a sanitizer's runtime (ASan's thread setup does, in
- * the new thread), and that allocator is not fork-safe (ASan's in GCC 12 is
- * not): a child the program forks meanwhile inherits its lock held and hangs
- * in its first malloc. Once per process, at the first drain; bounded, so a
- * thread that is slow to run only costs time. glibc's pthread_create and the
- * thread's start-up are fork-safe, so a production build does not wait: a
- * process's first drained close (every close of a fork-per-connection
- * server's child) costs the thread's creation, not its scheduling. */
-#ifdef CW_SANITIZED
-#define THREAD_UP_WAIT_NS (1000 * 1000000LL)
-static void wait_thread_up(void)
-{
-	int64_t give_up = cw_drain_now_ns() + THREAD_UP_WAIT_NS;
-	struct timespec tick = {0, 20000};
-	while (!atomic_load_explicit(&cw_drain_thread_up, memory_order_acquire) &&
-	       cw_drain_now_ns() < give_up)
-		nanosleep(&tick, NULL);
-}
-#else
-static void wait_thread_up(void)
-{
-}
-#endif
-
-static int engine_start_locked(void)
-{
-	if (atomic_load(&thread_running))
-		return 0;
-	int ep = hide(REAL(epoll_create1)(EPOLL_CLOEXEC));
-	int wake = hide(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-	/* Edge-triggered: every write is an event, and the counter is never
-	 * read (2^64 wake-ups away from full), so the thread takes no lock for
-	 * a wake-up that a dup2 onto the eventfd's number could race with. */
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u32 = CW_DRAIN_WAKE_TAG};
-	if (ep < 0 || wake < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, wake, &ev) < 0)
-		goto fail;
-	atomic_store(&cw_drain_ep, ep);
-	atomic_store(&cw_drain_wake, wake);
-
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, THREAD_STACK);
-	/* Our thread must never run the program's signal handlers. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_t t;
-	int rc = pthread_create(&t, &attr, cw_drain_thread, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
-	if (rc == 0) {
-		atomic_store(&thread_running, 1);
-		wait_thread_up();
-		return 0;
-	}
-	atomic_store(&cw_drain_ep, -1);
-	atomic_store(&cw_drain_wake, -1);
-fail:
-	close_private(ep);
-	close_private(wake);
-	return -1;
-}
-
 /* ---- the program's epoll sets ---------------------------------------------- */
 
 /* fd + 1 of each epoll instance the program created; 0 = empty. */
@@ -286,8 +141,8 @@ void cw_drain_note_epoll(int epfd)
 	atomic_store(&program_epolls_hw, MAX_PROGRAM_EPOLLS);
 }
 
-/* What close(fd) would have done, had our duplicate not kept the socket
- * alive: take fd out of the program's epoll sets. */
+/* What close(fd) would have done, had the message in flight not kept the
+ * socket alive: take fd out of the program's epoll sets. */
 static void leave_program_epolls(int fd)
 {
 	int hw = atomic_load(&program_epolls_hw);
@@ -301,12 +156,215 @@ static void leave_program_epolls(int fd)
 	}
 }
 
+/* ---- futex words ------------------------------------------------------------ */
+
+/* Sleep while *word == val, at most ns (a re-check, never a correctness bound). */
+static void wait_word(atomic_int *word, int val, int64_t ns)
+{
+	struct timespec ts = {ns / 1000000000LL, ns % 1000000000LL};
+	REAL(syscall)(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
+}
+
+void cw_drain_wake_word(atomic_int *word)
+{
+	REAL(syscall)(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+/* ---- the channel ------------------------------------------------------------ */
+
+/* One message over p, with up to two fds (SCM_RIGHTS). */
+static ssize_t send_on(int p, int type, int n, const int *fds, int nfds)
+{
+	struct cw_drain_msg m = {type, n};
+	struct iovec v = {&m, sizeof m};
+	union {
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+		struct cmsghdr align;
+	} u = {0};
+	struct msghdr h = {.msg_iov = &v, .msg_iovlen = 1};
+	if (nfds > 0) {
+		h.msg_control = u.buf;
+		h.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+		struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+		*c = (struct cmsghdr){CMSG_LEN((size_t)nfds * sizeof(int)), SOL_SOCKET, SCM_RIGHTS};
+		memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
+	}
+	ssize_t r = sendmsg(p, &h, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return r == (ssize_t)sizeof m ? 0 : -1;
+}
+
+/* The same over P. 0 or -1 (errno). */
+static int send_msg(int type, int n, const int *fds, int nfds)
+{
+	in_send++;
+	atomic_fetch_add(&sending, 1);
+	int p = atomic_load(&chan_p);
+	int r = p < 0 ? (errno = ENOTCONN, -1) : send_on(p, type, n, fds, nfds);
+	int e = errno;
+	/* P closed behind our back (a raw close syscall), or its number
+	 * reused since: give the channel up, the next drain makes another. */
+	if (r < 0 && p >= 0 && (e == ENOTSOCK || e == EPIPE || e == ENOTCONN || e == EOPNOTSUPP ||
+				(e == EBADF && REAL(fcntl)(p, F_GETFD) < 0)) &&
+	    atomic_compare_exchange_strong(&chan_p, &p, -1))
+		cw_fd_clear(p);
+	atomic_fetch_sub(&sending, 1);
+	in_send--;
+	errno = e;
+	return r;
+}
+
+static void close_program_fd(int fd)
+{
+	if (fd >= 0) {
+		cw_fd_clear(fd);
+		REAL(close)(fd);
+	}
+}
+
+/* The program's copy of Q goes once the thread has its own (it says so in
+ * cw_drain_q_taken). wait: until then (a dup2 onto Q's number, a new
+ * channel); not timed: a thread that was created runs. */
+static void drop_program_q(int wait)
+{
+	int q = atomic_load(&start_q);
+	while (q >= 0 && wait && !atomic_load(&cw_drain_q_taken))
+		wait_word(&cw_drain_q_taken, 0, 1000000000LL);
+	if (q >= 0 && atomic_load(&cw_drain_q_taken) && atomic_compare_exchange_strong(&start_q, &q, -1))
+		close_program_fd(q);
+}
+
+/* Under start_lock: a socketpair and the thread. close() does not wait for
+ * the thread to run: the program's copy of Q goes at a later drain. */
+static int start_locked(void)
+{
+	drop_program_q(1); /* of a channel given up: its thread runs by now */
+	int sv[2];
+	if (atomic_load(&broken) || REAL(socketpair)(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -1;
+	int p = cw_fd_hide(sv[0]), q = sv[1];
+	cw_fd_set(q, CW_FD_PRIVATE);
+	/* Unix datagram room is the sender's: many drains in a burst, while
+	 * the thread (SCHED_BATCH) waits for a CPU, must not find it full.
+	 * SO_SNDBUFFORCE needs privilege; else up to net.core.wmem_max. */
+	int room = CHANNEL_BUF;
+	if (REAL(setsockopt)(p, SOL_SOCKET, SO_SNDBUFFORCE, &room, sizeof room) < 0)
+		REAL(setsockopt)(p, SOL_SOCKET, SO_SNDBUF, &room, sizeof room);
+
+	/* Its log target first: the thread's table keeps none of ours. */
+	static struct cw_drain_start st; /* read by the thread before cw_drain_q_taken */
+	int log, mode = own_table ? cw_log_own_target(&log) : 0;
+	if (mode == CW_LOG_OWN_FD && send_on(p, CW_MSG_LOG, 0, &log, 1) < 0)
+		mode = CW_LOG_OWN_LAZY;
+	st = (struct cw_drain_start){q, atomic_fetch_add(&generation, 1) + 1, own_table, mode};
+	atomic_store(&cw_drain_q_taken, 0);
+	atomic_store(&cw_drain_stderr_wanted, mode == CW_LOG_OWN_STDERR);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, THREAD_STACK);
+	/* Our thread must never run the program's signal handlers. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_t t;
+	int rc = pthread_create(&t, &attr, cw_drain_thread, &st);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc != 0) {
+		close_program_fd(q);
+		close_program_fd(p);
+		return -1;
+	}
+	if (own_table) /* else the thread shares our table and closes Q itself */
+		atomic_store(&start_q, q);
+	atomic_store(&chan_p, p);
+#ifdef CW_SANITIZED
+	/* The thread's start-up allocates in the sanitizer's runtime, whose
+	 * allocator is not fork-safe: a child forked meanwhile would inherit
+	 * its lock held. Once per thread; a production build does not wait. */
+	drop_program_q(1);
+#endif
+	return 0;
+}
+
+/* The thread could not take a table of its own (a seccomp filter refusing
+ * unshare and close_range's unshare, an old kernel): no drain from now on.
+ * The drains it was sent are closed with the channel, as close() would
+ * have; their records are counted as lost. Under start_lock. */
+static void give_up_broken(void)
+{
+	close_program_fd(atomic_exchange(&chan_p, -1));
+	drop_program_q(1);
+	unsigned long lost = 0;
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++) {
+		int sent = CW_SLOT_SENT;
+		if (atomic_compare_exchange_strong(&cw_drain_slots[i].state, &sent, CW_SLOT_CLAIMED)) {
+			atomic_fetch_sub(&cw_drain_pending, 1);
+			cw_drain_release(i);
+			lost++;
+		}
+	}
+	cw_log_count_lost(lost, EPERM);
+}
+
+/* A channel and its thread, made by the first drain (and again after a
+ * channel was given up). */
+static int channel_ready(void)
+{
+	if (atomic_load(&chan_p) >= 0 && !atomic_load(&broken)) {
+		if (atomic_load(&start_q) >= 0)
+			drop_program_q(0);
+		return 0;
+	}
+	if (in_start)
+		return -1; /* a signal handler inside our own section */
+	pthread_mutex_lock(&start_lock);
+	in_start = 1;
+	if (atomic_load(&broken) && atomic_load(&chan_p) >= 0)
+		give_up_broken();
+	int rc = atomic_load(&chan_p) >= 0 ? 0 : start_locked();
+	in_start = 0;
+	pthread_mutex_unlock(&start_lock);
+	return rc;
+}
+
+void cw_drain_relocate_if(int fd)
+{
+	if (fd < 0 || in_start || (fd != atomic_load(&chan_p) && fd != atomic_load(&start_q)))
+		return;
+	pthread_mutex_lock(&start_lock);
+	in_start = 1;
+	if (fd == atomic_load(&start_q))
+		drop_program_q(1); /* the program's dup2 then takes a free number */
+	int p = atomic_load(&chan_p);
+	if (fd == p) {
+		/* Above it first (out of the way of an upward dup2 loop). None
+		 * to be had: the channel is given up; once the program's dup2
+		 * replaces P, the thread sees EOF and ends with its drains. */
+		int m = REAL(fcntl)(p, F_DUPFD_CLOEXEC, p + 1);
+		if (m < 0)
+			m = REAL(fcntl)(p, F_DUPFD_CLOEXEC, 3);
+		if (m >= 0)
+			cw_fd_set(m, CW_FD_PRIVATE);
+		atomic_store(&chan_p, m);
+		/* A sender that loaded the old number is counted: its send ends
+		 * before the program's dup2 replaces it. Not our own thread's
+		 * (a signal handler inside a send). */
+		while (atomic_load(&sending) > in_send)
+			sched_yield();
+		cw_fd_clear(p);
+	}
+	in_start = 0;
+	pthread_mutex_unlock(&start_lock);
+}
+
 /* ---- slots ------------------------------------------------------------------ */
 
-void cw_drain_init(void)
+void cw_drain_init(int supervisor)
 {
 	if (cw_cfg.mode != CW_MODE_DRAIN || cw_cfg.drain_max <= 0 || cw_drain_slots)
 		return;
+	own_table = !supervisor;
 	size_t n = (size_t)cw_cfg.drain_max;
 	/* Zero pages are free slots; only the pages of slots used get backed. */
 	void *s = mmap(NULL, n * sizeof *cw_drain_slots, PROT_READ | PROT_WRITE,
@@ -326,88 +384,26 @@ void cw_drain_init(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-static int claim_slot(void)
-{
-	for (int i = 0; i < cw_drain_nslots; i++) {
-		int expected = CW_SLOT_FREE;
-		if (atomic_compare_exchange_strong(&cw_drain_slots[i].state, &expected, CW_SLOT_CLAIMED)) {
-			int hw = atomic_load(&cw_drain_hw);
-			while (hw <= i && !atomic_compare_exchange_weak(&cw_drain_hw, &hw, i + 1))
-				;
-			return i;
-		}
-	}
-	return -1;
-}
-
-/* The first drain starts the engine (epoll, eventfd, thread). */
-static int engine_ready(void)
-{
-	if (cw_cfg.drain_sync || atomic_load(&thread_running))
-		return 1;
-	if (cw_drain_lock() < 0)
-		return 0;
-	int ok = engine_start_locked() == 0;
-	cw_drain_unlock();
-	return ok;
-}
-
-static void release_slot(int s)
-{
-	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_FREE, memory_order_release);
-	atomic_fetch_sub(&cw_drain_active, 1);
-}
-
-static int prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t, int adopt);
-
-int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
-{
-	return prepare(fd, ev, t, 0);
-}
-
-int cw_drain_prepare_adopt(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
-{
-	return prepare(fd, ev, t, 1);
-}
-
-static int prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t, int adopt)
+/* A free slot claimed for ev (and the channel ready), or -1. */
+static int claim(const struct cw_event *ev, struct cw_drain_ticket *t)
 {
 	t->fd = t->slot = -1;
 	if (!cw_drain_slots)
-		return CW_ACTION_DRAIN_SKIPPED;
-	if (atomic_fetch_add(&cw_drain_active, 1) >= cw_drain_nslots) {
-		atomic_fetch_sub(&cw_drain_active, 1);
-		return CW_ACTION_DRAIN_SKIPPED;
+		return -1;
+	if (atomic_fetch_add(&active, 1) >= cw_drain_nslots || channel_ready() < 0) {
+		atomic_fetch_sub(&active, 1);
+		return -1;
 	}
-	/* A signal handler that interrupted a fork or a relocation on this
-	 * thread would wait for itself at the gate. */
-	if (in_lock || fork_locked || in_prepare || !engine_ready()) {
-		atomic_fetch_sub(&cw_drain_active, 1);
-		return CW_ACTION_DRAIN_SKIPPED;
-	}
-	in_prepare = 1;
-	for (;;) {
-		atomic_fetch_add(&preparing, 1);
-		if (!atomic_load(&gate_shut))
-			break;
-		atomic_fetch_sub(&preparing, 1);
-		while (atomic_load(&gate_shut))
-			sched_yield();
-	}
-	int s = claim_slot(), d = -1;
-	if (s >= 0 && adopt) {
-		cw_fd_set(fd, CW_FD_PRIVATE);
-		d = fd;
-	} else if (s >= 0 && (d = cw_fd_dup_private(fd)) < 0) {
-		atomic_store(&cw_drain_slots[s].state, CW_SLOT_FREE);
-		s = -1;
-	}
-	if (s >= 0) {
-		struct cw_drain_slot *sl = &cw_drain_slots[s];
-		atomic_store(&sl->registered, 0);
-		atomic_store(&sl->started, 0);
-		/* Nothing to write until cw_drain_go has copied the event. */
-		atomic_store(&sl->close_logged, CLOSE_RECORD_WRITTEN);
+	for (int i = 0; i < cw_drain_nslots; i++) {
+		struct cw_drain_slot *sl = &cw_drain_slots[i];
+		int expected = CW_SLOT_FREE;
+		if (!atomic_compare_exchange_strong(&sl->state, &expected, CW_SLOT_CLAIMED))
+			continue;
+		int hw = atomic_load(&cw_drain_hw);
+		while (hw <= i && !atomic_compare_exchange_weak(&cw_drain_hw, &hw, i + 1))
+			;
+		atomic_store(&sl->close_written, 0);
+		sl->fd = -1;
 		sl->tcp = ev->rec.proto == CLOSEWATCH_PROTO_TCP;
 		sl->seqpacket = ev->rec.sotype == SOCK_SEQPACKET;
 		sl->linger = ev->rec.linger;
@@ -415,303 +411,178 @@ static int prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t,
 		sl->result = -1;
 		sl->start_ns = sl->last_ns = cw_drain_now_ns();
 		sl->discarded = 0;
-		atomic_store(&sl->fd, d);
+		atomic_store(&sl->id, sl->start_ns);
+		t->slot = i;
+		t->id = sl->start_ns;
+		return i;
 	}
-	atomic_fetch_sub(&preparing, 1);
-	in_prepare = 0;
-	if (s < 0) {
-		atomic_fetch_sub(&cw_drain_active, 1);
+	atomic_fetch_sub(&active, 1);
+	return -1;
+}
+
+void cw_drain_release(int s)
+{
+	atomic_store(&cw_drain_slots[s].owner, 0);
+	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_FREE, memory_order_release);
+	atomic_fetch_sub(&active, 1);
+	cw_drain_wake_word(&cw_drain_slots[s].state); /* a sync close() waiting for it */
+}
+
+/* Copy ev into slot s, publish it (the thread reads it once the message is
+ * there) and send it with fd; the program's stderr too when records go
+ * there (fd 2 closed meanwhile, EBADF: the socket alone). -1: not sent,
+ * the slot given back. */
+static int hand_over(int s, int fd, const struct cw_event *ev)
+{
+	memcpy(&cw_drain_events[s], ev, sizeof *ev);
+	cw_drain_events[s].action = CW_ACTION_DRAINED;
+	atomic_fetch_add(&cw_drain_pending, 1);
+	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_SENT, memory_order_release);
+	int fds[2] = {fd, 2};
+	int n = atomic_load(&cw_drain_stderr_wanted) && fd != 2 ? 2 : 1;
+	if (send_msg(CW_MSG_DRAIN, s, fds, n) == 0 || (n == 2 && errno == EBADF &&
+						       send_msg(CW_MSG_DRAIN, s, fds, 1) == 0))
+		return 0;
+	atomic_fetch_sub(&cw_drain_pending, 1);
+	cw_drain_release(s);
+	return -1;
+}
+
+int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
+{
+	int s = claim(ev, t);
+	if (s < 0)
+		return CW_ACTION_DRAIN_SKIPPED;
+	leave_program_epolls(fd);
+	if (hand_over(s, fd, ev) < 0) {
+		t->slot = -1;
 		return CW_ACTION_DRAIN_SKIPPED;
 	}
-	leave_program_epolls(fd);
-	t->fd = d;
-	t->slot = s;
+	if (!cw_cfg.drain_sync)
+		t->slot = -1; /* nothing left for cw_drain_go */
 	return CW_ACTION_DRAINED;
+}
+
+int cw_drain_prepare_adopt(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
+{
+	if (claim(ev, t) < 0)
+		return CW_ACTION_DRAIN_SKIPPED;
+	t->fd = fd;
+	return CW_ACTION_DRAINED;
+}
+
+int cw_drain_over(int s, int64_t id)
+{
+	struct cw_drain_slot *sl = &cw_drain_slots[s];
+	return atomic_load(&sl->state) != CW_SLOT_SENT || atomic_load(&sl->id) != id;
 }
 
 void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 {
-	int s = t->slot;
+	int s = t->slot, fd = t->fd;
+	t->slot = t->fd = -1;
 	if (s < 0 || s >= cw_drain_nslots)
 		return;
-	struct cw_drain_slot *sl = &cw_drain_slots[s];
-	memcpy(&cw_drain_events[s], ev, sizeof *ev);
-	if (cw_cfg.drain_sync) {
-		/* close() wrote the close record, as usual; a quiet one is
-		 * written at the end, if the drain's outcome makes it due. */
-		if (sl->quiet)
-			atomic_store(&sl->close_logged, CLOSE_RECORD_DUE);
-		/* The drain may take seconds: forks of other threads do not
-		 * wait for it (forkgate.h; the socket is judged already). */
+	if (fd < 0) {
+		/* Sync: the drain may take seconds; forks of other threads do
+		 * not wait for it (forkgate.h; the socket is judged already). */
 		int paused = cw_forkgate_close_pause();
-		cw_drain_run_sync(s);
+		while (!cw_drain_over(s, t->id))
+			wait_word(&cw_drain_slots[s].state, CW_SLOT_SENT, 1000000000LL);
 		cw_forkgate_close_resume(paused);
 		return;
 	}
-	atomic_store(&sl->close_logged, CLOSE_RECORD_DUE); /* after the copy */
-	/* close() only hands over, without a lock: the drain thread sends FIN,
-	 * registers the socket and writes the close record (drain_loop.c). */
-	atomic_fetch_add(&cw_drain_async_pending, 1);
-	atomic_store_explicit(&sl->state, CW_SLOT_ASYNC, memory_order_release);
-	cw_drain_wake_up();
-	t->slot = -1;
+	/* The supervisor's duplicate: the program's call went ahead meanwhile.
+	 * The channel full or gone: the close was what it would have been. */
+	if (hand_over(s, fd, ev) < 0) {
+		struct cw_event skipped = *ev;
+		skipped.action = CW_ACTION_DRAIN_SKIPPED;
+		cw_log_event(&skipped);
+	}
+	close(fd); /* the message holds the socket now */
 }
 
-void cw_drain_log_close(int s)
-{
-	atomic_int *state = &cw_drain_slots[s].close_logged;
-	int expected = CLOSE_RECORD_DUE;
-	if (atomic_compare_exchange_strong(state, &expected, CLOSE_RECORD_WRITING)) {
-		cw_log_event(&cw_drain_events[s]);
-		atomic_store(state, CLOSE_RECORD_WRITTEN);
-		return;
-	}
-	/* Another thread writes it (the drain thread, or a flush at _exit or
-	 * exec): on return it is out, and the event free to change. Bounded,
-	 * in case that thread never finishes (a signal handler's _exit). */
-	struct timespec tick = {0, 50000};
-	for (int i = 0; i < 2000 && atomic_load(state) != CLOSE_RECORD_WRITTEN; i++)
-		nanosleep(&tick, NULL);
-}
+/* ---- exec, _exit, exit ------------------------------------------------------------ */
 
 void cw_drain_flush_close_records(void)
 {
-	if (!cw_drain_slots || atomic_load(&cw_drain_async_pending) == 0 || cw_drain_lock() < 0)
+	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0 || in_send)
 		return;
-	/* A record is DUE only once cw_drain_go has copied its event, and
-	 * finish() waits while we write one: each is written whole, once. */
-	int hw = atomic_load(&cw_drain_hw);
-	for (int i = 0; i < hw; i++)
-		if (atomic_load(&cw_drain_slots[i].state) == CW_SLOT_ASYNC)
-			cw_drain_log_close(i);
-	cw_drain_unlock();
-}
-
-/* Called by the slot's owner (the drain thread, or the closing thread in
- * sync mode) once sl->result is set. */
-void cw_drain_finish(int s)
-{
-	struct cw_drain_slot *sl = &cw_drain_slots[s];
-	int is_async = atomic_load(&sl->state) == CW_SLOT_ASYNC;
-	int silent = sl->quiet && sl->result == CW_DRAIN_DELIVERED && sl->discarded == 0;
-	if (silent) {
-		/* Its close record is not written either, unless a flush (exec,
-		 * _exit) has written it already: then the drain record follows. */
-		int due = CLOSE_RECORD_DUE;
-		if (!atomic_compare_exchange_strong(&sl->close_logged, &due, CLOSE_RECORD_WRITTEN)) {
-			cw_drain_log_close(s); /* waits for a flush writing it */
-			silent = 0;
-		}
-	} else if (is_async || sl->quiet) {
-		cw_drain_log_close(s); /* the close record always comes first */
-	}
-	/* Our fd goes under the slot's busy flag, not the engine lock: a
-	 * closing thread (cw_drain_prepare) must never wait for this thread.
-	 * A relocation (dup2 onto our number) and fork_prepare take busy too,
-	 * so neither sees the fd half closed. The number is forgotten only
-	 * after it is closed (fork_child closes what the slot still names). */
-	cw_drain_spin_lock(&sl->busy);
-	int fd = atomic_load(&sl->fd);
-	if (fd >= 0) {
-		/* Our close takes the socket out of our epoll set only if ours
-		 * is the last reference: the program's close() may not have run
-		 * yet (this thread can preempt it right after the hand-over),
-		 * and meanwhile its EOF would be reported again and again. */
-		if (atomic_exchange(&sl->registered, 0)) {
-			struct epoll_event unused;
-			epoll_ctl(atomic_load(&cw_drain_ep), EPOLL_CTL_DEL, fd, &unused);
-		}
-		/* SO_LINGER {1,N}: our close must not block the drain thread
-		 * (the queue still drains after close, as an orphan). */
-		if (is_async && sl->linger > 0) {
-			struct linger off = {0, 0};
-			REAL(setsockopt)(fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
-		}
-		close_private(fd);
-		atomic_store(&sl->fd, -1);
-	}
-	cw_drain_spin_unlock(&sl->busy);
-
-	struct cw_event *ev = &cw_drain_events[s];
-	int64_t waited = cw_drain_now_ns() - sl->start_ns;
-	ev->call = CW_CALL_DRAIN;
-	ev->drain_result = sl->result < 0 ? CW_DRAIN_TIMEOUT : sl->result;
-	ev->discarded = sl->discarded;
-	ev->waited_ms = waited > 0 ? (uint64_t)(waited / 1000000) : 0;
-	clock_gettime(CLOCK_REALTIME, &ev->ts);
-	if (!silent)
-		cw_log_event(ev);
-	if (is_async)
-		atomic_fetch_sub(&cw_drain_async_pending, 1);
-	release_slot(s);
-}
-
-/* ---- dup2 onto one of our numbers --------------------------------------------- */
-
-/* Move our fd off `fd`; returns the new number or -1. Under the lock.
- * Above it first (out of the way of an upward dup2 loop), else anywhere. */
-static int move_private(int fd)
-{
-	int m = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, fd + 1);
-	if (m < 0)
-		m = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, 3);
-	if (m >= 0)
-		cw_fd_set(m, CW_FD_PRIVATE);
-	return m;
-}
-
-static void wait_thread_left_epoll(void);
-static void relocate_slot_fd(int fd, int ep);
-
-void cw_drain_relocate_if(int fd)
-{
-	if (!cw_drain_slots || fd < 0 || in_prepare || cw_drain_lock() < 0)
+	/* The thread handles messages in order: once it has done this FLUSH,
+	 * the close record of every drain sent before it is written. */
+	int seq = atomic_fetch_add(&flush_seq, 1) + 1;
+	int64_t give_up = cw_drain_now_ns() + FLUSH_WAIT_NS;
+	int f, sent = send_msg(CW_MSG_FLUSH, seq, NULL, 0) == 0;
+	while (sent && (f = atomic_load(&cw_drain_flushed)) - seq < 0 && cw_drain_now_ns() < give_up)
+		wait_word(&cw_drain_flushed, f, 10000000);
+	if (sent && atomic_load(&cw_drain_flushed) - seq >= 0)
 		return;
-	shut_gate(); /* no duplicate half made while we look */
-	int ep = atomic_load(&cw_drain_ep), wake = atomic_load(&cw_drain_wake);
-	if (fd == wake) {
-		int m = move_private(fd);
-		if (m >= 0) {
-			atomic_store(&cw_drain_wake, m);
-			/* A writer that loaded the old number is counted. */
-			for (int i = 0; i < 1000000 && atomic_load(&waking); i++)
-				sched_yield();
-			close_private(fd);
-		}
-	} else if (fd == ep) {
-		int m = move_private(fd);
-		if (m >= 0) {
-			atomic_store(&cw_drain_ep, m);
-			wait_thread_left_epoll();
-			close_private(fd);
-		}
-	} else {
-		relocate_slot_fd(fd, ep);
-	}
-	open_gate();
-	cw_drain_unlock();
+	/* No answer (a thread stuck, the channel full or gone): the close
+	 * records not written are counted as lost (the thread may still write
+	 * them, once). */
+	unsigned long lost = 0;
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
+		lost += atomic_load(&cw_drain_slots[i].state) == CW_SLOT_SENT &&
+			!atomic_load(&cw_drain_slots[i].close_written);
+	cw_log_count_lost(lost, ETIMEDOUT);
 }
-
-/* The drain thread may be inside epoll_wait on the old epoll number: wake it
- * and wait until it has returned (it loads the new number next time). */
-static void wait_thread_left_epoll(void)
-{
-	unsigned epoch = atomic_load(&cw_drain_wait_epoch);
-	if (!atomic_load(&cw_drain_in_wait))
-		return;
-	cw_drain_wake_up();
-	struct timespec tick = {0, 100000};
-	for (int i = 0; i < 10000 && atomic_load(&cw_drain_wait_epoch) == epoch; i++)
-		nanosleep(&tick, NULL);
-}
-
-static void relocate_slot_fd(int fd, int ep)
-{
-	int hw = atomic_load(&cw_drain_hw);
-	for (int i = 0; i < hw; i++) {
-		struct cw_drain_slot *sl = &cw_drain_slots[i];
-		if (atomic_load(&sl->state) == CW_SLOT_FREE || atomic_load(&sl->fd) != fd)
-			continue;
-		cw_drain_spin_lock(&sl->busy);
-		if (atomic_load(&sl->fd) != fd) { /* closed by finish meanwhile */
-			cw_drain_spin_unlock(&sl->busy);
-			break;
-		}
-		int m = move_private(fd);
-		if (atomic_load(&sl->registered)) {
-			struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i};
-			epoll_ctl(ep, EPOLL_CTL_DEL, fd, &e);
-			atomic_store(&sl->registered, m >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, m, &e) == 0);
-		}
-		/* Without a new number (the program holds every fd up to the
-		 * limit), this drain ends now: its owner sees fd -1. */
-		atomic_store(&sl->fd, m);
-		close_private(fd);
-		cw_drain_spin_unlock(&sl->busy);
-		if (m < 0 && atomic_load(&sl->state) == CW_SLOT_ASYNC)
-			cw_drain_wake_up();
-		break;
-	}
-}
-
-/* ---- fork ------------------------------------------------------------------- */
-
-/* The engine lock and every slot's busy flag: the child sees no fd of ours
- * half moved or half closed. */
-static void fork_prepare(void)
-{
-	if (in_lock || busy_held || in_prepare)
-		return; /* fork from a signal handler inside our section */
-	pthread_mutex_lock(&lock);
-	fork_locked = 1;
-	shut_gate(); /* no duplicate half made: the child would keep it */
-	fork_locked_slots = atomic_load(&cw_drain_hw);
-	for (int i = 0; i < fork_locked_slots; i++)
-		cw_drain_spin_lock(&cw_drain_slots[i].busy);
-}
-
-static void fork_parent(void)
-{
-	if (fork_locked) {
-		for (int i = 0; i < fork_locked_slots; i++)
-			cw_drain_spin_unlock(&cw_drain_slots[i].busy);
-		open_gate();
-		fork_locked = 0;
-		pthread_mutex_unlock(&lock);
-	}
-}
-
-/* The child inherits no drain: it closes the duplicates (the parent keeps
- * draining with its own), and has no thread until its own first drain. */
-static void fork_child(void)
-{
-	int hw = atomic_load(&cw_drain_hw);
-	for (int i = 0; i < hw; i++) {
-		struct cw_drain_slot *sl = &cw_drain_slots[i];
-		atomic_store(&sl->busy, 0); /* taken by fork_prepare */
-		if (atomic_load(&sl->state) == CW_SLOT_FREE)
-			continue;
-		close_private(atomic_exchange(&sl->fd, -1));
-		atomic_store(&sl->state, CW_SLOT_FREE);
-	}
-	busy_held = 0;
-	in_prepare = 0;
-	atomic_store(&preparing, 0);
-	atomic_store(&waking, 0);
-	open_gate();
-	atomic_store(&cw_drain_active, 0);
-	atomic_store(&cw_drain_async_pending, 0);
-	close_private(atomic_exchange(&cw_drain_ep, -1));
-	close_private(atomic_exchange(&cw_drain_wake, -1));
-	atomic_store(&thread_running, 0);
-	atomic_store(&cw_drain_thread_up, 0);
-	atomic_store(&cw_drain_in_wait, 0);
-	atomic_store(&cw_drain_exit_deadline, 0);
-	if (fork_locked) {
-		fork_locked = 0;
-		pthread_mutex_unlock(&lock);
-	} else {
-		pthread_mutex_init(&lock, NULL);
-		in_lock = 0;
-	}
-}
-
-/* ---- exit ------------------------------------------------------------------- */
 
 void cw_drain_at_exit(void)
 {
-	if (!cw_drain_slots || !atomic_load(&thread_running) || atomic_load(&cw_drain_async_pending) == 0)
+	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0)
 		return;
 	/* Every pending drain ends by now + idle timeout at the latest (the
 	 * thread ends those still going as timeouts), and is logged. */
 	int64_t deadline = cw_drain_now_ns() + cw_cfg.drain_idle_ms * 1000000LL;
 	atomic_store(&cw_drain_exit_deadline, deadline);
-	if (cw_drain_lock() == 0) {
-		cw_drain_wake_up();
-		cw_drain_unlock();
-	}
+	(void)send_msg(CW_MSG_WAKE, 0, NULL, 0);
 	struct timespec ms = {0, 1000000};
-	while (atomic_load(&cw_drain_async_pending) > 0 && cw_drain_now_ns() < deadline + EXIT_GRACE_NS)
+	while (atomic_load(&cw_drain_pending) > 0 && cw_drain_now_ns() < deadline + EXIT_GRACE_NS)
 		nanosleep(&ms, NULL);
 	cw_drain_flush_close_records(); /* of drains the thread did not end in time */
+}
+
+/* ---- fork ------------------------------------------------------------------- */
+
+/* No child sees a channel half made or P half moved. */
+static void fork_prepare(void)
+{
+	if (!in_start) { /* else a fork from a signal handler inside our section */
+		pthread_mutex_lock(&start_lock);
+		fork_locked = 1;
+	}
+}
+
+static void fork_parent(void)
+{
+	if (fork_locked) {
+		fork_locked = 0;
+		pthread_mutex_unlock(&start_lock);
+	}
+}
+
+/* The child inherits no drain: the sockets are in the parent's thread's
+ * table; its copy of P goes, and its memory's slots are free. Its first
+ * drain makes a channel and a thread of its own. */
+static void fork_child(void)
+{
+	close_program_fd(atomic_exchange(&chan_p, -1));
+	close_program_fd(atomic_exchange(&start_q, -1));
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++) {
+		atomic_store(&cw_drain_slots[i].owner, 0);
+		atomic_store(&cw_drain_slots[i].state, CW_SLOT_FREE);
+	}
+	atomic_store(&active, 0);
+	atomic_store(&cw_drain_pending, 0);
+	atomic_store(&sending, 0);
+	atomic_store(&cw_drain_exit_deadline, 0);
+	atomic_store(&cw_drain_stderr_wanted, 0);
+	in_send = 0;
+	if (fork_locked) {
+		fork_locked = 0;
+		pthread_mutex_unlock(&start_lock);
+	} else {
+		pthread_mutex_init(&start_lock, NULL);
+		in_start = 0;
+	}
 }

@@ -1,5 +1,5 @@
 /* Lingering close (CLOSEWATCH_MODE=drain): instead of letting the kernel
- * reset a connection, keep a private duplicate of the socket, discard what
+ * reset a connection, keep a reference to the socket, discard what
  * the peer sends, shutdown(SHUT_WR) so queued data and FIN go out, and close
  * for real once the peer has closed (or timed out).
  *
@@ -14,25 +14,28 @@
  *         peer's EOF into ECONNRESET) are worth a drain.
  *   Never SO_LINGER {1,0} (an intended abort), listeners, or shared sockets.
  *
- * The engine (drain.c: slots, life of our fds, fork, exit; drain_loop.c:
- * reading, timeouts, the background thread, the synchronous loop):
+ * The engine (drain.c: slots, the channel, fork, exit; drain_loop.c: the
+ * drain thread):
  *   - a fixed slot table of CLOSEWATCH_DRAIN_MAX entries, mapped once at
  *     init; past it, the close is not drained (action drain_skipped);
- *   - cw_drain_prepare() takes a close-on-exec duplicate at a high fd number
- *     (marked CW_FD_PRIVATE), so the program's close() releases its number at
- *     once; cw_drain_go() hands it to one background thread (epoll + an
- *     eventfd, both private, created on the first drain; SCHED_BATCH), which
- *     does shutdown(SHUT_WR) and writes the close record (a quiet drain's
- *     only at its end, if at all: cw_drain_quiet), or, with
- *     CLOSEWATCH_DRAIN_SYNC=1, runs the same loop in close() itself;
- *   - the loop reads and discards (recv MSG_DONTWAIT, MSG_TRUNC for TCP) until
- *     EOF (delivered), ECONNRESET (peer_reset), idle or total timeout
- *     (timeout), then closes the duplicate and logs one call:"drain" record;
+ *   - cw_drain_prepare() claims a slot, copies the event and sends the socket
+ *     over a private socketpair (SCM_RIGHTS) to the drain thread. The message
+ *     in flight holds the socket, so the program's close() that follows is
+ *     not the last reference: nothing is reset, and no duplicate ever sits in
+ *     the program's fd table. The thread has a table of its own
+ *     (unshare(CLONE_FILES)): it owns every drained socket, its epoll fd and
+ *     its end of the channel, which the program can neither close, dup2 over
+ *     nor pass to a child. It does shutdown(SHUT_WR) and writes the close
+ *     record (a quiet drain's only at its end, if at all: cw_drain_quiet);
+ *   - the thread reads and discards (recv MSG_DONTWAIT, MSG_TRUNC for TCP)
+ *     until EOF (delivered), ECONNRESET (peer_reset), idle or total timeout
+ *     (timeout), then closes the socket and logs one call:"drain" record.
+ *     With CLOSEWATCH_DRAIN_SYNC=1 too: close() then waits for that end;
  *   - the socket leaves the program's epoll sets at close(), as it would
- *     without our duplicate (see cw_drain_note_epoll);
- *   - a forked child closes the duplicates it inherited and starts afresh;
- *     at exit, pending drains get a bounded wait (<= the idle timeout) and
- *     each one is logged.
+ *     without the engine's reference (see cw_drain_note_epoll);
+ *   - a forked child closes its copy of the channel and starts afresh; at
+ *     exit, pending drains get a bounded wait (<= the idle timeout) and each
+ *     one is logged.
  *
  * Limits (for the README):
  *   - epoll sets the shim does not know of (created before our constructor,
@@ -40,17 +43,21 @@
  *     fd) keep a drained fd registered until the drain ends: the program may
  *     see events for a connection it closed. O_ASYNC/F_SETOWN signals go on
  *     during a drain, for the same reason (the socket is still open).
- *   - exec() cuts pending drains short (our duplicates are close-on-exec):
- *     no call:"drain" record then (the close records not yet written by the
- *     thread are, cw_drain_flush_close_records). _exit() waits as exit does.
- *     A sync drain still running in another thread when the process exits
- *     is not waited for.
- *   - the first asynchronous drain starts a thread that stays (blocked in
- *     epoll_wait): the process is multi-threaded from then on (e.g. a later
+ *   - exec() cuts pending drains short (the thread and its table end with
+ *     the image): no call:"drain" record then (the close records not yet
+ *     written are, cw_drain_flush_close_records). _exit() waits as exit
+ *     does. A sync drain still running in another thread when the process
+ *     exits is not waited for.
+ *   - records written by the drain thread go to the log target as it was
+ *     when the thread started (a file, syslog), or to the program's stderr
+ *     as it was at the latest drained close (logwriter.h, cw_log_own_*).
+ *   - the first drain starts a thread that stays (blocked in epoll_wait):
+ *     the process is multi-threaded from then on (e.g. a later
  *     unshare(CLONE_NEWUSER) fails). Starting it is the one allocation made
- *     in a close() path.
+ *     in a close() path (it does not wait for the thread to run).
  *   - a program that dup2()s over every fd number up to RLIMIT_NOFILE leaves
- *     our duplicate no room: that drain ends at once, as a timeout.
+ *     the channel's program end no room: the channel is given up (pending
+ *     drains go on to their end), and the next drain starts a new one.
  *   - SO_LINGER {1,N>0} with unread data is drained; the drain thread turns
  *     lingering off before its own close so as not to block, the queue still
  *     drains as an orphan. */
@@ -59,10 +66,13 @@
 
 #include "record.h"
 
+#include <stdint.h>
+
 /* Held between cw_drain_prepare() and cw_drain_go(). */
 struct cw_drain_ticket {
-	int fd;     /* the shim's private duplicate, -1 if none */
+	int fd;     /* the supervisor's duplicate (prepare_adopt) until go; else -1 */
 	int slot;   /* engine-internal */
+	int64_t id; /* names the drain (cw_drain_over) */
 };
 
 /* Should this close be drained? (mode drain is the caller's check; verdict
@@ -70,24 +80,28 @@ struct cw_drain_ticket {
  * linger {1,0}, listeners or shared sockets). Pure. */
 int cw_drain_wanted(const struct cw_event *ev);
 
-/* Take over the socket before the program's fd is closed: returns
- * CW_ACTION_DRAINED (t holds a private duplicate) or CW_ACTION_DRAIN_SKIPPED
- * (over CLOSEWATCH_DRAIN_MAX or no resources: close normally). fd is also
- * removed from the program's epoll sets that we know of. */
+/* Hand the socket over before the program's fd is closed (the shim): ev is
+ * copied (action drained) and the socket sent to the drain thread. Returns
+ * CW_ACTION_DRAINED or CW_ACTION_DRAIN_SKIPPED (over CLOSEWATCH_DRAIN_MAX,
+ * no channel, the send failed: close normally). fd is also removed from the
+ * program's epoll sets that we know of. */
 int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t);
 
-/* The same, keeping fd itself instead of a duplicate (the supervisor's
- * duplicate of the program's socket, in its own table): on CW_ACTION_DRAINED
- * fd is the engine's (closed when the drain ends, or by
- * cw_trap_drain_abandon); otherwise it is still the caller's. */
+/* The supervisor's way: claim a slot for fd (its pidfd_getfd duplicate, in
+ * its own table) and keep fd in t until cw_drain_go hands it over (the
+ * program's call goes ahead in between). On CW_ACTION_DRAINED fd is the
+ * engine's (sent at go, or closed by cw_trap_drain_abandon); otherwise it
+ * is still the caller's. */
 int cw_drain_prepare_adopt(int fd, const struct cw_event *ev, struct cw_drain_ticket *t);
 
-/* Start the drain. Sync: the caller has written the close record, the drain
- * runs to its end now. Async: hand it to the drain thread, which writes the
- * close record (ev) after sending FIN, so that close() does not wait for the
- * log. Either way the call:"drain" record follows when the drain ends. ev is
- * copied. */
+/* After the program's fd is gone. Shim, async: nothing left to do (the
+ * thread writes both records). Shim, CLOSEWATCH_DRAIN_SYNC=1: wait until the
+ * drain has ended and its records are written. Supervisor: copy ev and send
+ * the duplicate to the drain thread. */
 void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev);
+
+/* Has the drain named id (a ticket's) in slot ended, its records written? */
+int cw_drain_over(int slot, int64_t id);
 
 /* Write the close records that the drain thread has not written yet: before
  * exec and _exit (the thread dies with the process image), and at exit. */
@@ -98,18 +112,21 @@ void cw_drain_flush_close_records(void);
  * not risky). Pure but for the configuration. */
 int cw_drain_quiet(const struct cw_event *ev);
 
-/* The program is about to dup2/dup3 onto fd: if it is one of ours, move it. */
+/* The program is about to dup2/dup3 onto fd: if it is the channel's
+ * program end, move it. */
 void cw_drain_relocate_if(int fd);
 
 /* The program created the epoll instance epfd (epoll_create/epoll_create1
  * hooks). Closing an fd removes it from an epoll set only when the last
- * reference to the socket goes, and our duplicate is such a reference: so a
+ * reference to the socket goes, and the engine's is such a reference: so a
  * drained fd is removed (EPOLL_CTL_DEL) from every epoll set we know of
  * before the program's close, or the program would keep receiving events for
  * a connection it closed, under a number it may already have reused. */
 void cw_drain_note_epoll(int epfd);
 
-void cw_drain_init(void);
+/* supervisor: the drain thread keeps the process's fd table (no program
+ * shares it), so the log writer's per-process files work from it unchanged. */
+void cw_drain_init(int supervisor);
 /* At exit and _exit: a bounded wait for pending drains, each logged either way. */
 void cw_drain_at_exit(void);
 

@@ -1,44 +1,55 @@
-/* Drain engine internals, shared by drain.c (slots, fds, fork, exit) and
- * drain_loop.c (reading, timeouts, the thread, the synchronous loop).
+/* Drain engine internals, shared by drain.c (the program's side: slots,
+ * the channel, fork, exit), drain_loop.c (the drain thread) and the trap.
  *
- * Ownership of a slot: FREE → CLAIMED (the closing thread, between
- * cw_drain_prepare and cw_drain_go) → ASYNC (the drain thread) or SYNC (the
- * closing thread, inside close()) → FREE after its record is written.
- *
- * Locks:
- *   A closing thread takes none (drain.c: the `preparing` / `gate_shut`
- *     counters let a fork or a relocation wait until no duplicate is half
- *     made, and `waking` lets a relocation of the eventfd wait out its
- *     writers).
- *   cw_drain_lock (a mutex) guards starting the engine, relocating (dup2
- *     onto our number), fork, and flushing close records: rare events. The
- *     drain thread never takes it in its steady state. Never held across a
- *     wait.
- *   slot.busy (a spin flag) keeps a slot's fd stable while it is read,
- *     started or closed (finish), against a relocation.
- *   pthread_atfork takes both (the lock, then every busy flag), so a child
- *     never sees half of any of these. Order: cw_drain_lock, then busy. */
+ * Invariants (the whole engine in one screen):
+ *  1. The program's fd table holds one engine fd: P, the program end of a
+ *     SOCK_SEQPACKET socketpair, close-on-exec, marked CW_FD_PRIVATE (the
+ *     hooks show it to the program as not open); and the other end Q from
+ *     the thread's start until the first drain after the thread has its
+ *     own copy (cw_drain_q_taken): close() never waits for the thread.
+ *     Nothing else of the engine ever lives there: no duplicate of a
+ *     drained socket, no epoll fd.
+ *  2. The drain thread T has a table of its own (close_range with
+ *     CLOSE_RANGE_UNSHARE: all but its end Q closed; its log target comes
+ *     over Q, the first message). It owns Q, its epoll fd and every drained
+ *     socket: the program cannot close, dup2 over or bequeath any of them.
+ *     (The supervisor's T keeps its process's table: no program shares it.)
+ *  3. A closing thread claims a slot (CAS FREE -> CLAIMED), fills it and the
+ *     event, publishes it (store SENT, release), then sends {slot} and the
+ *     socket over P, before the program's close(). The message in flight is
+ *     a reference to the socket. Send failed: the slot goes back to FREE (T
+ *     never heard of it) and the close is drain_skipped.
+ *  4. A slot is written by one thread at a time: the closer until the send,
+ *     T from the message's receipt (load acquire) until it frees the slot.
+ *     Only T writes a sent drain's records: each is written once, whole.
+ *     A sync close() only waits until its slot is freed (or reused).
+ *  5. T handles messages in order: when it acknowledges a FLUSH, every
+ *     close record of a drain sent before it is written (exec, _exit).
+ *  6. Senders count themselves (`sending`) around their use of P's number;
+ *     a move of P (the program dup2s onto it) publishes the new number,
+ *     then waits until no sender holds the old one (never for itself).
+ *  7. A fork's child closes its copy of P and frees every slot of its
+ *     memory copy: it inherits no drain, no thread, no engine fd. The one
+ *     lock (start_lock: making a channel, moving P) is held across fork,
+ *     so no child sees a channel half made.
+ *  No correctness rests on a timed wait: the waits bounded by time (exit,
+ *  FLUSH) are policy or a safety net against a stuck thread (the records
+ *  not written are then counted as lost, never written twice). */
 #ifndef CW_DRAIN_INT_H
 #define CW_DRAIN_INT_H
 
 #include "record.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define CW_DRAIN_WAKE_TAG UINT32_MAX /* epoll data of the eventfd */
-
-enum { CW_SLOT_FREE, CW_SLOT_CLAIMED, CW_SLOT_ASYNC, CW_SLOT_SYNC };
-enum { CLOSE_RECORD_DUE, CLOSE_RECORD_WRITING, CLOSE_RECORD_WRITTEN };
+enum { CW_SLOT_FREE, CW_SLOT_CLAIMED, CW_SLOT_SENT };
 
 struct cw_drain_slot {
 	atomic_int state;     /* CW_SLOT_* */
-	atomic_int fd;        /* our private duplicate; -1 once closed */
-	atomic_int busy;      /* spin flag: the fd is being read */
-	atomic_int registered; /* in the drain thread's epoll set */
-	atomic_int started;   /* the drain thread has sent FIN and registered it */
-	atomic_int close_logged; /* CLOSE_RECORD_*: whose turn the close record is */
+	atomic_uint owner;    /* the drain thread that received it (its generation); 0 none */
+	atomic_int close_written; /* T has written its close record */
+	int fd;               /* T's: the socket in T's table; -1 none */
 	int tcp, seqpacket;
 	int linger;           /* the program's SO_LINGER seconds, -1 off */
 	/* Not an event by itself (EVENTS=risky, a verdict that throws nothing
@@ -46,9 +57,19 @@ struct cw_drain_slot {
 	 * delivered with nothing discarded (cw_drain_quiet). */
 	int quiet;
 	int result;           /* enum cw_drain_result once over, -1 before */
-	int64_t start_ns;     /* CLOCK_MONOTONIC: prepare */
+	atomic_llong id;      /* names the drain (cw_drain_over): its start_ns */
+	int64_t start_ns;     /* CLOCK_MONOTONIC: claimed */
 	int64_t last_ns;      /* last byte from the peer (or start) */
 	uint64_t discarded;
+};
+
+/* Over the channel: a drain (n: the slot; SCM_RIGHTS: the socket, and for a
+ * stderr log target the program's fd 2), a flush (n: its sequence number,
+ * acknowledged in cw_drain_flushed), a wake-up (exit), and first of all
+ * the log target (SCM_RIGHTS: the program's log fd, logwriter.h). */
+enum { CW_MSG_DRAIN, CW_MSG_FLUSH, CW_MSG_WAKE, CW_MSG_LOG };
+struct cw_drain_msg {
+	int type, n;
 };
 
 /* The engine's state (drain.c). slots/events are mapped once at init. */
@@ -56,42 +77,29 @@ extern struct cw_drain_slot *cw_drain_slots;
 extern struct cw_event *cw_drain_events;
 extern int cw_drain_nslots;
 extern atomic_int cw_drain_hw;          /* one past the highest slot ever claimed */
-extern atomic_int cw_drain_active;      /* claimed slots (bounded by nslots) */
-extern atomic_int cw_drain_async_pending;
-extern atomic_int cw_drain_ep, cw_drain_wake; /* private fds; -1 none */
-extern atomic_llong cw_drain_exit_deadline;   /* CLOCK_MONOTONIC ns; 0: not exiting */
-/* The drain thread is in (or entering) epoll_wait on cw_drain_ep; it counts
- * every return. A dup2 that moves the epoll fd waits for one before it closes
- * the old number. */
-extern atomic_int cw_drain_in_wait;
-extern atomic_uint cw_drain_wait_epoch;
-/* Set by the drain thread first thing: its start-up (the C library's, a
- * sanitizer's) is over. See engine_start_locked in drain.c. */
-extern atomic_int cw_drain_thread_up;
+extern atomic_int cw_drain_pending;     /* sent, not over */
+extern atomic_llong cw_drain_exit_deadline; /* CLOCK_MONOTONIC ns; 0: not exiting */
+extern atomic_int cw_drain_flushed;     /* the last FLUSH T has done */
+/* q_taken: set by the shim's thread once it has its own table (or could
+ * not take one: broken); the program's copy of Q may go then.
+ * stderr_wanted: records go to stderr (set when the thread is started), so
+ * each drain carries the program's fd 2 (logwriter.h, cw_log_own_*). */
+extern atomic_int cw_drain_q_taken, cw_drain_broken, cw_drain_stderr_wanted;
 
-/* cw_drain_lock with a guard against a signal handler re-entering the
- * shim on the thread that holds it: returns -1 instead of deadlocking. */
-int cw_drain_lock(void);
-void cw_drain_unlock(void);
-
-void cw_drain_spin_lock(atomic_int *flag);
-void cw_drain_spin_unlock(atomic_int *flag);
-
-/* The slot is over (result set): close our fd, write the record, free it. */
-void cw_drain_finish(int s);
-
-/* Write slot s's close record unless someone did (the drain thread after
- * start, or a flush at exec/_exit/exit). cw_drain_events[s] is left as
- * cw_drain_go copied it until then. */
-void cw_drain_log_close(int s);
+/* Give slot s back (its records written or never due). */
+void cw_drain_release(int s);
+/* futex wake of every waiter on a word. */
+void cw_drain_wake_word(atomic_int *word);
 
 /* drain_loop.c */
 int64_t cw_drain_now_ns(void);
-/* The thread body (started by drain.c under the lock, signals blocked). */
+/* The thread body (started by drain.c under start_lock, signals blocked). */
+struct cw_drain_start {
+	int q;            /* its end of the channel */
+	unsigned gen;     /* its generation (slot owner) */
+	int own_table;    /* unshare the fd table (the shim) */
+	int log_mode;     /* its records (cw_log_own_begin) */
+};
 void *cw_drain_thread(void *arg);
-/* Wake the drain thread (a new drain, or exit). Any thread, no lock. */
-void cw_drain_wake_up(void);
-/* Run slot s to its end in the calling thread (CLOSEWATCH_DRAIN_SYNC=1). */
-void cw_drain_run_sync(int s);
 
 #endif

@@ -1,14 +1,17 @@
-/* Drain engine: reading and discarding, timeouts, the background thread and
- * the synchronous loop. See drain.h and drain_int.h. */
+/* Drain engine, the drain thread: it takes a table of its own, receives
+ * drains over its end of the channel, sends FIN, reads and discards,
+ * times out, and writes the records. See drain.h and drain_int.h. */
 #include "config.h"
 #include "drain_int.h"
+#include "logwriter.h"
 #include "real.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <linux/close_range.h>
 #include <poll.h>
-#include <pthread.h>
-#include <stdint.h>
+#include <sched.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -16,11 +19,33 @@
 #include <unistd.h>
 
 #define THREAD_CHUNK (64 * 1024) /* reads of the drain thread */
-#define SYNC_CHUNK 4096          /* reads inside close(), on the program's stack */
 #define READS_PER_TURN 16        /* then the other sockets get their turn */
-#define UNPOLLED_EVERY_NS (50 * 1000000LL) /* a socket epoll refused is looked at this often */
-#define SYNC_POLL_MAX_MS 250     /* a sync drain re-reads its fd this often (dup2 may move it) */
 #define EPOLL_BATCH 64
+#define CHANNEL_TAG UINT32_MAX   /* epoll data of Q */
+
+/* A sanitizer build (make check) keeps fd 2 in the thread's table: the
+ * sanitizer writes its reports there. CW_OWN_FD (real.h): each fd call of
+ * the thread, on its own table. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define KEEP_STDERR 2
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define KEEP_STDERR 2
+#endif
+#endif
+#ifndef KEEP_STDERR
+#define KEEP_STDERR -1
+#endif
+
+/* The thread's own state: nobody else reads it. */
+struct drainer {
+	int q, ep;
+	unsigned gen;
+	int own;       /* its drains not yet over */
+	int eof;       /* P is gone: end once own is 0 */
+	int err;       /* its copy of the program's stderr, while it has drains */
+	char *buf;
+};
 
 int64_t cw_drain_now_ns(void)
 {
@@ -39,203 +64,271 @@ static int64_t deadline_of(const struct cw_drain_slot *sl)
 	return x && x < d ? x : d;
 }
 
-/* Milliseconds from now to t, rounded up (never wake before a deadline). */
-static int ms_until(int64_t t, int64_t now)
-{
-	int64_t ns = t - now;
-	if (ns <= 0)
-		return 0;
-	int64_t ms = (ns + 999999) / 1000000;
-	return ms > INT_MAX ? INT_MAX : (int)ms;
-}
-
 /* recv() returned 0 on a seqpacket socket: EOF, or an empty record? */
 static int peer_closed(int fd)
 {
 	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
-	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
-}
-
-/* The connection failed while we drained: reset by the peer, or (timed out
- * retransmitting, unreachable, …) a timeout of a kind. */
-static int result_of_errno(int e)
-{
-	return e == ECONNRESET || e == EPIPE || e == ECONNABORTED ? CW_DRAIN_PEER_RESET : CW_DRAIN_TIMEOUT;
+	return CW_OWN_FD(poll(&p, 1, 0)) == 1 && (p.revents & (POLLRDHUP | POLLHUP));
 }
 
 /* Read and discard what is there, a bounded number of reads. Returns 1 when
- * the drain is over (sl->result set). Only the slot's owner calls this. */
-static int read_some(struct cw_drain_slot *sl, char *buf, size_t cap)
+ * the drain is over (sl->result set; a lost socket, fd -1, is a timeout). */
+static int read_some(struct cw_drain_slot *sl, char *buf)
 {
-	int over = 0;
-	cw_drain_spin_lock(&sl->busy);
-	int fd = atomic_load(&sl->fd);
-	for (int k = 0; fd >= 0 && k < READS_PER_TURN; k++) {
+	for (int k = 0; sl->fd >= 0 && k < READS_PER_TURN; k++) {
 		/* TCP discards without copying with MSG_TRUNC (never more than
-		 * cap: the count is what the peer sent). */
-		ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT | (sl->tcp ? MSG_TRUNC : 0));
+		 * the buffer: the count is what the peer sent). */
+		ssize_t n = CW_OWN_FD(recv(sl->fd, buf, THREAD_CHUNK, MSG_DONTWAIT | (sl->tcp ? MSG_TRUNC : 0)));
 		if (n > 0) {
 			sl->discarded += (uint64_t)n;
 			sl->last_ns = cw_drain_now_ns();
-			continue;
-		}
-		if (n == 0) {
-			if (sl->seqpacket && !peer_closed(fd))
-				continue;
+		} else if (n == 0 && (!sl->seqpacket || peer_closed(sl->fd))) {
 			sl->result = CW_DRAIN_DELIVERED;
-			over = 1;
-			break;
+			return 1;
+		} else if (n < 0 && errno == EAGAIN) {
+			return 0;
+		} else if (n < 0 && errno != EINTR) {
+			/* Reset by the peer, or (timed out retransmitting,
+			 * unreachable, …) a timeout of a kind. */
+			int e = errno;
+			sl->result = e == ECONNRESET || e == EPIPE || e == ECONNABORTED
+					     ? CW_DRAIN_PEER_RESET : CW_DRAIN_TIMEOUT;
+			return 1;
 		}
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK) {
-			sl->result = result_of_errno(errno);
-			over = 1;
-		}
-		break;
 	}
-	cw_drain_spin_unlock(&sl->busy);
-	return over;
+	return sl->fd < 0;
 }
 
-/* ---- the background thread ---------------------------------------------------- */
-
-static char thread_buf[THREAD_CHUNK]; /* the drain thread's only: contents never used */
-
-/* A drain handed over by close(): queued data and FIN go out, and the
- * socket joins our epoll set (if epoll refuses it, scan() reads it). */
-static void start(int s, struct cw_drain_slot *sl)
+static int mine(const struct drainer *d, uint32_t s)
 {
-	cw_drain_spin_lock(&sl->busy);
-	int fd = atomic_load(&sl->fd);
-	if (fd >= 0) {
-		REAL(shutdown)(fd, SHUT_WR);
-		struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)s};
-		atomic_store(&sl->registered,
-			     epoll_ctl(atomic_load(&cw_drain_ep), EPOLL_CTL_ADD, fd, &e) == 0);
-	}
-	atomic_store(&sl->started, 1);
-	cw_drain_spin_unlock(&sl->busy);
+	return s < (uint32_t)cw_drain_nslots && atomic_load(&cw_drain_slots[s].owner) == d->gen &&
+	       atomic_load_explicit(&cw_drain_slots[s].state, memory_order_acquire) == CW_SLOT_SENT;
 }
 
-/* End the drains past their deadline; look at sockets that epoll refused.
- * Returns the next deadline (INT64_MAX: none). Deadlines only move later
- * when data arrives, so until a new drain starts (a wake-up) the next scan
- * is due no earlier than this. */
-static int64_t scan(int64_t now)
+static void write_close_record(int s)
+{
+	cw_log_event(&cw_drain_events[s]);
+	atomic_store(&cw_drain_slots[s].close_written, 1);
+}
+
+/* The drain of slot s is over: the socket goes, then its records. */
+static void finish(struct drainer *d, int s)
+{
+	struct cw_drain_slot *sl = &cw_drain_slots[s];
+	if (sl->fd >= 0) {
+		/* Our close takes the socket out of our epoll set only if ours
+		 * is the last reference: the program's close() may not have run
+		 * yet, and meanwhile its EOF would be reported again and again. */
+		struct epoll_event unused;
+		CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_DEL, sl->fd, &unused));
+		/* SO_LINGER {1,N}: our close must not block the thread (the
+		 * queue still drains after close, as an orphan). */
+		struct linger off = {0, 0};
+		if (sl->linger > 0)
+			CW_OWN_FD(REAL(setsockopt)(sl->fd, SOL_SOCKET, SO_LINGER, &off, sizeof off));
+		CW_OWN_FD(REAL(close)(sl->fd));
+	}
+	/* A quiet drain that lost nothing writes nothing, unless a FLUSH wrote
+	 * its close record: then its drain record follows. */
+	int written = atomic_load(&sl->close_written);
+	if (!sl->quiet || sl->result != CW_DRAIN_DELIVERED || sl->discarded || written) {
+		if (!written)
+			write_close_record(s);
+		struct cw_event *ev = &cw_drain_events[s];
+		int64_t waited = cw_drain_now_ns() - sl->start_ns;
+		ev->call = CW_CALL_DRAIN;
+		ev->drain_result = sl->result < 0 ? CW_DRAIN_TIMEOUT : sl->result;
+		ev->discarded = sl->discarded;
+		ev->waited_ms = waited > 0 ? (uint64_t)(waited / 1000000) : 0;
+		clock_gettime(CLOCK_REALTIME, &ev->ts);
+		cw_log_event(ev);
+	}
+	atomic_fetch_sub(&cw_drain_pending, 1);
+	cw_drain_release(s);
+	if (--d->own == 0 && d->err >= 0) { /* the program's stderr is not held while idle */
+		cw_log_own_stderr(-1);
+		CW_OWN_FD(REAL(close)(d->err));
+		d->err = -1;
+	}
+}
+
+/* A drain handed over: queued data and FIN go out, the socket joins our
+ * epoll set (refused: the drain ends now, a timeout), the close record. */
+static void take(struct drainer *d, int s, int fd, int err)
+{
+	if (err >= 0) {
+		if (d->err >= 0)
+			CW_OWN_FD(REAL(close)(d->err));
+		cw_log_own_stderr(d->err = err);
+	}
+	if (!(s >= 0 && s < cw_drain_nslots && atomic_load_explicit(&cw_drain_slots[s].state,
+								    memory_order_acquire) == CW_SLOT_SENT)) {
+		if (fd >= 0)
+			CW_OWN_FD(REAL(close)(fd)); /* never sent so */
+		return;
+	}
+	struct cw_drain_slot *sl = &cw_drain_slots[s];
+	struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)s};
+	if (fd >= 0) { /* -1: lost on the way (our table full) */
+		CW_OWN_FD(REAL(shutdown)(fd, SHUT_WR));
+		if (CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &e)) < 0) {
+			CW_OWN_FD(REAL(close)(fd));
+			fd = -1;
+		}
+	}
+	sl->fd = fd;
+	atomic_store(&sl->owner, d->gen);
+	d->own++;
+	if (!sl->quiet)
+		write_close_record(s); /* FIN first, then the record */
+}
+
+/* Every message waiting on Q, in order. */
+static void receive(struct drainer *d)
+{
+	for (;;) {
+		struct cw_drain_msg m;
+		struct iovec v = {&m, sizeof m};
+		union {
+			char buf[CMSG_SPACE(2 * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct msghdr h = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = u.buf,
+				   .msg_controllen = sizeof u.buf};
+		ssize_t n = CW_OWN_FD(REAL(recvmsg)(d->q, &h, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0) { /* P is gone (given up, or the process is ending) */
+			struct epoll_event unused;
+			CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_DEL, d->q, &unused));
+			d->eof = 1;
+		}
+		if (n <= 0)
+			return;
+		int fds[2] = {-1, -1};
+		struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+		size_t k = c && c->cmsg_type == SCM_RIGHTS ? c->cmsg_len - CMSG_LEN(0) : 0;
+		if (k)
+			memcpy(fds, CMSG_DATA(c), k < sizeof fds ? k : sizeof fds);
+		if (n == (ssize_t)sizeof m && m.type == CW_MSG_DRAIN) {
+			take(d, m.n, fds[0], fds[1]);
+			continue;
+		}
+		if (n == (ssize_t)sizeof m && m.type == CW_MSG_LOG && fds[1] < 0) {
+			cw_log_own_fd(fds[0]);
+			continue;
+		}
+		for (int i = 0; i < 2; i++)
+			if (fds[i] >= 0)
+				CW_OWN_FD(REAL(close)(fds[i]));
+		if (n != (ssize_t)sizeof m || m.type != CW_MSG_FLUSH)
+			continue;
+		for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
+			if (mine(d, (uint32_t)i) && !atomic_load(&cw_drain_slots[i].close_written))
+				write_close_record(i);
+		atomic_store(&cw_drain_flushed, m.n);
+		cw_drain_wake_word(&cw_drain_flushed);
+	}
+}
+
+/* End the drains past their deadline. Returns the next deadline (INT64_MAX:
+ * none). Deadlines only move later when data arrives, so until a message
+ * comes the next scan is due no earlier than this. */
+static int64_t scan(struct drainer *d, int64_t now)
 {
 	int64_t next = INT64_MAX;
-	int hw = atomic_load(&cw_drain_hw);
-	for (int i = 0; i < hw; i++) {
-		struct cw_drain_slot *sl = &cw_drain_slots[i];
-		if (atomic_load_explicit(&sl->state, memory_order_acquire) != CW_SLOT_ASYNC)
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw && d->own > 0; i++) {
+		if (!mine(d, (uint32_t)i))
 			continue;
-		if (!atomic_load(&sl->started)) {
-			start(i, sl); /* FIN first, then the record */
-			if (!sl->quiet) /* else its outcome decides (cw_drain_finish) */
-				cw_drain_log_close(i);
-		}
-		int polled = atomic_load(&sl->registered);
-		if (atomic_load(&sl->fd) < 0) { /* lost to a dup2 (drain.c) */
-			sl->result = CW_DRAIN_TIMEOUT;
-			cw_drain_finish(i);
-			continue;
-		}
-		if (!polled && read_some(sl, thread_buf, sizeof thread_buf)) {
-			cw_drain_finish(i);
-			continue;
-		}
-		int64_t d = deadline_of(sl);
-		if (now >= d) {
-			sl->result = CW_DRAIN_TIMEOUT;
-			cw_drain_finish(i);
-			continue;
-		}
-		if (!polled && d > now + UNPOLLED_EVERY_NS)
-			d = now + UNPOLLED_EVERY_NS;
-		if (d < next)
-			next = d;
+		int64_t t = deadline_of(&cw_drain_slots[i]);
+		if (now >= t || cw_drain_slots[i].fd < 0)
+			finish(d, i);
+		else if (t < next)
+			next = t;
 	}
 	return next;
 }
 
+/* The shim's thread: a table of its own, holding Q only (and its log
+ * target, which comes over Q). close_range's unshare copies only the fds
+ * below its first (the engine's other fds are high): the copy of the
+ * program's table is small and lives microseconds. unshare's way where
+ * close_range cannot (Linux before 5.9). */
+static int take_own_table(int q)
+{
+	if (CW_OWN_FD(REAL(close_range)((unsigned)q + 1, ~0U, CLOSE_RANGE_UNSHARE)) < 0) {
+		if (unshare(CLONE_FILES) < 0)
+			return -1;
+		CW_OWN_FD(REAL(close_range)((unsigned)q + 1, ~0U, 0));
+	}
+	/* Below Q: all, but fd 2 in a sanitizer build. */
+	int k = KEEP_STDERR >= 0 && KEEP_STDERR < q ? KEEP_STDERR : q;
+	if (k > 0)
+		CW_OWN_FD(REAL(close_range)(0, (unsigned)k - 1, 0));
+	if (k + 1 < q)
+		CW_OWN_FD(REAL(close_range)((unsigned)k + 1, (unsigned)q - 1, 0));
+	return 0;
+}
+
 void *cw_drain_thread(void *arg)
 {
-	(void)arg;
-	atomic_store_explicit(&cw_drain_thread_up, 1, memory_order_release);
+	const struct cw_drain_start *st = arg;
+	char buf[THREAD_CHUNK]; /* contents never used */
+	struct drainer d = {.q = st->q, .ep = -1, .gen = st->gen, .err = -1, .buf = buf};
+	int own_table = st->own_table;
 	prctl(PR_SET_NAME, "closewatch-drn", 0, 0, 0);
 	/* SCHED_BATCH: a fair share of the CPU as before (same nice value), but
 	 * waking up never preempts the running thread (the scheduler leaves
 	 * that to the tick). Without it, the close() that hands a drain over
 	 * was often preempted by this thread on the same CPU, and the FIN's
 	 * loopback processing landed inside the program's close(). Failure
-	 * (a seccomp filter) only costs that. */
+	 * (a seccomp filter) only costs that. First thing: */
 	struct sched_param batch = {0};
 	sched_setscheduler(0, SCHED_BATCH, &batch);
-	struct epoll_event evs[EPOLL_BATCH];
-	int64_t next_scan = 0;
-	for (;;) {
+	/* Then (its table's copy is work: as SCHED_BATCH, it does not take the
+	 * CPU from the close() that started it) a table of its own. Failing
+	 * that (a seccomp filter, an old kernel), the shim's thread touches no
+	 * fd: its table is still the program's. */
+	int unshared = own_table && take_own_table(d.q) == 0;
+	if (unshared)
+		cw_log_own_begin(st->log_mode);
+	int ok = !own_table || unshared;
+	struct epoll_event evs[EPOLL_BATCH] = {{.events = EPOLLIN, .data.u32 = CHANNEL_TAG}};
+	if (ok)
+		ok = (d.ep = CW_OWN_FD(REAL(epoll_create1)(EPOLL_CLOEXEC))) >= 0 &&
+		     CW_OWN_FD(epoll_ctl(d.ep, EPOLL_CTL_ADD, d.q, &evs[0])) == 0;
+	if (!ok)
+		atomic_store(&cw_drain_broken, 1);
+	atomic_store(&cw_drain_q_taken, 1); /* after reading st: the starter's again */
+	cw_drain_wake_word(&cw_drain_q_taken);
+	int64_t next_scan = INT64_MAX;
+	while (ok && !(d.eof && d.own == 0)) {
 		int64_t now = cw_drain_now_ns();
 		if (now >= next_scan)
-			next_scan = scan(now);
-		int timeout = next_scan == INT64_MAX ? -1 : ms_until(next_scan, now);
-		atomic_store(&cw_drain_in_wait, 1);
-		int n = epoll_wait(atomic_load(&cw_drain_ep), evs, EPOLL_BATCH, timeout);
-		atomic_store(&cw_drain_in_wait, 0);
-		atomic_fetch_add(&cw_drain_wait_epoch, 1);
-		if (n < 0) {
-			if (errno != EINTR) {
-				/* Our epoll fd was being moved (dup2): try again. */
-				struct timespec ms = {0, 1000000};
-				nanosleep(&ms, NULL);
-			}
-			continue;
-		}
+			next_scan = scan(&d, now);
+		/* In milliseconds, rounded up: never wake before a deadline. */
+		int64_t ms = next_scan == INT64_MAX ? -1
+			     : next_scan <= now	   ? 0
+						   : (next_scan - now + 999999) / 1000000;
+		int n = CW_OWN_FD(epoll_wait(d.ep, evs, EPOLL_BATCH, ms < 0 ? -1 : ms > INT_MAX ? INT_MAX : (int)ms));
 		for (int i = 0; i < n; i++) {
 			uint32_t s = evs[i].data.u32;
-			if (s == CW_DRAIN_WAKE_TAG) { /* edge-triggered: nothing to read */
-				next_scan = 0;
-				continue;
+			if (s == CHANNEL_TAG) {
+				receive(&d);
+				next_scan = 0; /* new drains, an exit deadline, or EOF */
+			} else if (mine(&d, s) && read_some(&cw_drain_slots[s], d.buf)) {
+				finish(&d, (int)s);
 			}
-			if (s >= (uint32_t)cw_drain_nslots)
-				continue;
-			struct cw_drain_slot *sl = &cw_drain_slots[s];
-			/* An event of a drain that ended in this batch is ignored,
-			 * or harmless for the drain that took its slot since. */
-			if (atomic_load_explicit(&sl->state, memory_order_acquire) != CW_SLOT_ASYNC)
-				continue;
-			if (read_some(sl, thread_buf, sizeof thread_buf))
-				cw_drain_finish((int)s);
 		}
 	}
+	/* The channel is gone and so are our drains (or we never started). */
+	if (d.ep >= 0)
+		CW_OWN_FD(REAL(close)(d.ep));
+	if (d.err >= 0)
+		CW_OWN_FD(REAL(close)(d.err));
+	if (!own_table || unshared) /* else the program's side closes it */
+		CW_OWN_FD(REAL(close)(d.q));
+	if (unshared)
+		cw_log_own_end();
 	return NULL;
-}
-
-/* ---- the synchronous loop (CLOSEWATCH_DRAIN_SYNC=1) ------------------------------ */
-
-void cw_drain_run_sync(int s)
-{
-	struct cw_drain_slot *sl = &cw_drain_slots[s];
-	char buf[SYNC_CHUNK];
-	int oldstate;
-	/* poll() is a cancellation point: a cancelled thread would leave our
-	 * slot and fd behind. close() itself still is one, after us. */
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &oldstate);
-	int locked = cw_drain_lock() == 0;
-	REAL(shutdown)(atomic_load(&sl->fd), SHUT_WR);
-	atomic_store_explicit(&sl->state, CW_SLOT_SYNC, memory_order_release);
-	if (locked)
-		cw_drain_unlock();
-	while (!read_some(sl, buf, sizeof buf)) {
-		int64_t now = cw_drain_now_ns(), d = deadline_of(sl);
-		if (now >= d || atomic_load(&sl->fd) < 0) {
-			sl->result = CW_DRAIN_TIMEOUT;
-			break;
-		}
-		int ms = ms_until(d, now);
-		struct pollfd p = {.fd = atomic_load(&sl->fd), .events = POLLIN | POLLRDHUP};
-		poll(&p, 1, ms < SYNC_POLL_MAX_MS ? ms : SYNC_POLL_MAX_MS);
-	}
-	cw_drain_finish(s);
-	pthread_setcancelstate(oldstate, NULL);
 }

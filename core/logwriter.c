@@ -128,14 +128,31 @@ static int put_all(int fd, int kind, const char *buf, size_t len, atomic_int *st
 	return EIO;
 }
 
-/* The program's stderr, looked at for each write (it may have been redirected since). */
-static int put_stderr(const char *buf, size_t len)
+/* The program's stderr (fd 2, or the drain thread's copy of it), looked at
+ * for each write (it may have been redirected since). */
+static int put_stderr_fd(int fd, const char *buf, size_t len)
 {
 	struct stat st;
-	if (fstat(2, &st) != 0)
+	if (fstat(fd, &st) != 0)
 		return errno;
 	int kind = S_ISFIFO(st.st_mode) ? W_PIPE_SHARED : S_ISSOCK(st.st_mode) ? W_SOCK : W_PLAIN;
-	return put_all(2, kind, buf, len, &stderr_stalled);
+	return put_all(fd, kind, buf, len, &stderr_stalled);
+}
+
+/* The drain thread (cw_log_own_*): a table of its own. */
+enum { OWN_OFF, OWN_FD = CW_LOG_OWN_FD, OWN_LAZY = CW_LOG_OWN_LAZY, OWN_STDERR = CW_LOG_OWN_STDERR };
+static __thread int own_mode __attribute__((tls_model("initial-exec")));
+static __thread int own_fd __attribute__((tls_model("initial-exec")));
+static __thread int own_kind __attribute__((tls_model("initial-exec")));
+static __thread int own_err __attribute__((tls_model("initial-exec")));
+
+static int put_stderr(const char *buf, size_t len)
+{
+	/* The drain thread's fd 2 is not the program's (it may be a drained
+	 * socket there): its copy of the program's stderr, if it has one. */
+	if (own_mode != OWN_OFF)
+		return own_err < 0 ? EBADF : CW_OWN_FD(put_stderr_fd(own_err, buf, len));
+	return put_stderr_fd(2, buf, len);
 }
 
 void cw_log_stderr(const char *line, size_t len)
@@ -158,6 +175,16 @@ static const char *err_text(int e)
 }
 
 static void warn_stderr(const char *a, const char *b, const char *c);
+
+static void record_lost(int err);
+
+void cw_log_count_lost(unsigned long n, int err)
+{
+	if (n == 0)
+		return;
+	atomic_fetch_add(&lost_n, n - 1);
+	record_lost(err);
+}
 
 static void record_lost(int err)
 {
@@ -438,6 +465,76 @@ static int current_fd(void)
 	return atomic_load(&log_fd);
 }
 
+/* ---- a writer with a table of its own (the shim's drain thread) ---------------------------
+ * Its fds are not the program's: it keeps its copy of the file or syslog socket as it was
+ * when it started (a later relocation or reopen of log_fd is the program's table's), opens
+ * a %p file itself if the program has not yet, and writes stderr records to the copy of
+ * fd 2 that the latest drain brought. */
+
+int cw_log_own_target(int *fd)
+{
+	*fd = atomic_load(&log_fd);
+	if (*fd >= 0)
+		return CW_LOG_OWN_FD;
+	if (atomic_load(&open_at_first_record) || atomic_load(&reopen_pending))
+		return CW_LOG_OWN_LAZY;
+	return atomic_load(&fallback) == CW_LOG_STDERR ? CW_LOG_OWN_STDERR : CW_LOG_OWN_NOWHERE;
+}
+
+void cw_log_own_begin(int mode)
+{
+	own_mode = mode;
+	own_fd = own_err = -1;
+	own_kind = atomic_load(&log_kind);
+}
+
+void cw_log_own_fd(int fd)
+{
+	if (own_fd >= 0)
+		CW_OWN_FD(REAL(close)(own_fd));
+	own_fd = fd;
+}
+
+void cw_log_own_stderr(int fd)
+{
+	own_err = fd;
+}
+
+void cw_log_own_end(void)
+{
+	if (own_fd >= 0)
+		CW_OWN_FD(REAL(close)(own_fd));
+	own_fd = -1;
+	own_mode = OWN_OFF;
+}
+
+/* A record from that thread: 0 or an errno. */
+static int put_own(const char *buf, size_t len)
+{
+	if (own_mode == OWN_LAZY) {
+		int fd;
+		int kind = cw_cfg.log_kind == CW_LOG_FILE && getauxval(AT_SECURE) ? CW_LOG_SYSLOG
+										   : cw_cfg.log_kind;
+		if (kind == CW_LOG_SYSLOG) {
+			fd = open_syslog();
+		} else {
+			char path[CW_PATH_MAX + 32];
+			expand_path(path, sizeof path);
+			fd = open(path, LOG_FILE_FLAGS, 0600);
+		}
+		if (fd < 0)
+			return errno; /* tried again at the next record */
+		own_kind = write_kind_of(fd, kind);
+		own_fd = fd;
+		own_mode = OWN_FD;
+	}
+	if (own_mode == OWN_FD)
+		return own_fd < 0 ? EBADF : put_all(own_fd, own_kind, buf, len, &log_stalled);
+	if (own_mode == OWN_STDERR)
+		return own_err < 0 ? EBADF : put_stderr_fd(own_err, buf, len);
+	return atomic_load(&reopen_err);
+}
+
 /* ---- one file per watched process, for the trap's supervisor -----------------------------
  * The supervisor writes the records of every process it watches. A %p path then names the
  * file of the process each record is about (its pid), the file the shim would have written
@@ -555,6 +652,12 @@ void cw_log_event(const struct cw_event *ev)
 		n--; /* syslog messages carry no newline */
 	if (by_event_pid) {
 		int e = put_pid_file(ev->pid, buf, n);
+		if (e)
+			record_lost(e);
+		return;
+	}
+	if (own_mode != OWN_OFF) {
+		int e = CW_OWN_FD(put_own(buf, n));
 		if (e)
 			record_lost(e);
 		return;

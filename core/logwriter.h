@@ -33,6 +33,28 @@ void cw_log_after_fork_child(void);
  * whatever stderr is (a pipe whose reader is gone, a full pipe, a socket). */
 void cw_log_stderr(const char *line, size_t len);
 
+/* A thread with a table of its own (the shim's drain thread) writes its
+ * records to its own copy of the target, never to the program's fds nor
+ * the global log fd:
+ *   cw_log_own_target (the program's side, when it starts the thread): how
+ *     the thread is to write, and for CW_LOG_OWN_FD the fd (the file or
+ *     syslog socket) to send it, which it takes with cw_log_own_fd;
+ *     CW_LOG_OWN_LAZY: a %p file not opened yet, the thread opens its own
+ *     at its first record; CW_LOG_OWN_STDERR: each drain brings the
+ *     program's fd 2, and cw_log_own_stderr(fd) names the copy to write to
+ *     (-1: none, the record is lost); NOWHERE: records are lost;
+ *   cw_log_own_begin (the thread, first thing): that mode;
+ *   cw_log_own_end: the thread ends, its copy is closed. */
+enum { CW_LOG_OWN_FD = 1, CW_LOG_OWN_LAZY, CW_LOG_OWN_STDERR, CW_LOG_OWN_NOWHERE };
+int cw_log_own_target(int *fd);
+void cw_log_own_begin(int mode);
+void cw_log_own_fd(int fd);
+void cw_log_own_stderr(int fd);
+void cw_log_own_end(void);
+
+/* n records were lost for reason err (counted as the writer's own losses). */
+void cw_log_count_lost(unsigned long n, int err);
+
 /* Records that could not be written since the last call: one "lost" line to
  * `closewatch run` (runstatus.h). At exit, exec and _exit. */
 void cw_log_report_lost(void);

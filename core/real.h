@@ -48,6 +48,31 @@
 	X(prctl, int, (int, ...))                                               \
 	X(pthread_setname_np, int, (pthread_t, const char *))
 
+/* A call on an fd of the drain thread's own table (core/drain_int.h), hidden
+ * from ThreadSanitizer: it keeps one fd table per process, by number, and
+ * would take the thread's fd N and the program's fd N for one fd used by two
+ * threads without synchronisation (a data race that is none). */
+#if defined(__SANITIZE_THREAD__)
+#define CW_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CW_TSAN 1
+#endif
+#endif
+#ifdef CW_TSAN
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
+#define CW_OWN_FD(call)                                                         \
+	__extension__({                                                         \
+		__tsan_ignore_thread_begin();                                   \
+		__typeof__(call) own_r_ = (call);                               \
+		__tsan_ignore_thread_end();                                     \
+		own_r_;                                                         \
+	})
+#else
+#define CW_OWN_FD(call) (call)
+#endif
+
 struct cw_real_table {
 #define CW_REAL_FIELD(name, ret, args) ret(*name) args;
 	CW_REAL_FUNCS(CW_REAL_FIELD)

@@ -92,7 +92,7 @@ static void init_body(void)
 	 * a server that passed them): it is the first relative to look at. */
 	cw_relatives_add((int)getppid());
 	pthread_atfork(NULL, NULL, after_fork_child);
-	cw_drain_init();
+	cw_drain_init(0);
 	cw_watched_announce();
 }
 
@@ -203,9 +203,9 @@ static void socket_going_away(int fd, uint8_t entry, int call, int may_drain)
 	/* Forget fd before the real close: another thread may get the number
 	 * back from socket() the moment it is closed. */
 	cw_fd_clear(fd);
-	/* An async drain's close record is written by the drain thread; a
-	 * quiet drain's only if its outcome makes it an event (drain.c). */
-	if (ev.action != CW_ACTION_DRAINED || (cw_cfg.drain_sync && !cw_drain_quiet(&ev)))
+	/* A drain's close record is written by the drain thread; a quiet
+	 * drain's only if its outcome makes it an event (drain.h). */
+	if (ev.action != CW_ACTION_DRAINED)
 		cw_log_event(&ev);
 	if (ev.action == CW_ACTION_WARNED)
 		cw_warn(&ev);

@@ -125,6 +125,19 @@ def wait_drains(log, n, timeout=10):
                     timeout=timeout, what=f"{n} drain record(s) in {log}")
 
 
+def end_delivered(srv, log, cs, n, upload):
+    """Each client sends upload bytes and closes, the server is told to end: n drains,
+    every one delivered (returned)."""
+    for c in cs:
+        assert pump(c, upload)["read"] == "eof"
+    wait_drains(log, n)
+    tell(srv)
+    assert finish(srv) == 0
+    ds = drains(read_records(log))
+    assert len(ds) == n and all(d["result"] == "delivered" for d in ds), ds
+    return ds
+
+
 def closed_line(srv, timeout=10):
     """'closed fd F ns T rc R' → (fd, ns, rc)."""
     w = srv.expect("closed fd ", timeout=timeout).split()
@@ -609,13 +622,7 @@ def test_fork_storm_while_draining(ctx):
         stop.set()
         t.join()
     assert all(k[1:] == ["sockets", "0"] for k in kids), kids
-    for c in cs:
-        assert pump(c, 0)["read"] == "eof"
-    wait_drains(log, n)
-    tell(srv)
-    assert finish(srv) == 0
-    ds = drains(read_records(log))
-    assert len(ds) == n and all(d["result"] == "delivered" for d in ds), ds
+    ds = end_delivered(srv, log, cs, n, 0)
     by_port = {int(d["peer"].rsplit(":", 1)[1]): d["discarded"] for d in ds}
     assert by_port == {c.getsockname()[1]: want for c, want in zip(cs, sent)}, (by_port, sent)
     for c in cs:
@@ -640,6 +647,32 @@ def test_close_record_survives_exit_and_exec_right_after(ctx):
         assert all(r["action"] == "drained" and r["verdict"] == "rst_unread" for r in recs), recs
         for c in cs:
             c.close()
+
+
+def test_exec_writes_quiet_close_records_once(ctx):
+    """EVENTS=risky: a clean close in ESTABLISHED is drained quietly (its close record is
+    due only if the drain loses something). An exec right after such closes cuts the drains
+    short: the drain thread writes each close record once, when the exec's flush message
+    reaches it, and no drain record (the thread ends with the image)."""
+    n = 6
+    log = ctx.path("log")
+    srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 10, "--write", 100,
+                "--then", "exec", env=drain_env(log, events="risky", idle=60000))
+    port = int(srv.expect("port "))
+    cs = []
+    for _ in range(n):
+        c = client(port)
+        c.sendall(b"0123456789")
+        cs.append(c)
+    assert finish(srv) == 0
+    recs = read_records(log)
+    cl = closes(recs)
+    assert sorted(int(r["peer"].rsplit(":", 1)[1]) for r in cl) == \
+        sorted(c.getsockname()[1] for c in cs), cl
+    assert all(r["action"] == "drained" and r["verdict"] == "clean" for r in cl), cl
+    assert not drains(recs), recs
+    for c in cs:
+        c.close()
 
 
 def test_exit_waits_for_pending_drains(ctx):
@@ -695,10 +728,10 @@ def test_exit_right_after_close_waits_for_the_drain(ctx):
 
 def test_dup2_over_our_fds(ctx):
     """A program that dup2()s over a range of high fd numbers where ours live
-    (the log's, the drains', the drain thread's) while drains are pending: its
+    (the log's, the drain channel's program end) while drains are pending: its
     dup2s and closes all succeed, our fds move out of its way, the drains
-    complete. (A program that fills every fd up to RLIMIT_NOFILE leaves no
-    room: the drains that lose their fd end at once as timeouts.)"""
+    complete. (Over every number up to RLIMIT_NOFILE: the channel is given up,
+    see test_program_wipes_every_fd_while_drains_pend.)"""
     import resource
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     n = 4
@@ -718,6 +751,120 @@ def test_dup2_over_our_fds(ctx):
     recs = [json.loads(l) for l in srv.stderr.splitlines() if l.startswith("{")]
     ds = drains(recs)
     assert len(ds) == n and all(d["result"] == "delivered" and d["discarded"] == 5100 for d in ds), ds
+
+
+def socket_inodes(path):
+    """Inodes of the sockets in an fd directory (/proc/PID/fd, /proc/PID/task/TID/fd)."""
+    out = set()
+    for l in os.listdir(path):
+        try:
+            t = os.readlink(f"{path}/{l}")
+        except FileNotFoundError:
+            continue
+        if t.startswith("socket:["):
+            out.add(t[8:-1])
+    return out
+
+
+def drain_thread(pid):
+    """The tid of pid's drain thread (a sanitizer may run threads of its own)."""
+    tids = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{t}/comm") as f:
+            if f.read().strip() == "closewatch-drn":
+                tids.append(t)
+    assert len(tids) == 1, tids
+    return tids[0]
+
+
+def tcp_inodes():
+    out = set()
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(f) as fh:
+            next(fh)
+            out |= {line.split()[9] for line in fh}
+    return out
+
+
+def sockets_in_the_threads_table(ctx, wrapper, n):
+    """drain_server (run through wrapper) closes n connections with unread bytes: while
+    their drains are pending, the drained sockets are in the drain thread's table, none in
+    the program's; then every drain delivers."""
+    log = ctx.path("log")
+    srv = ctx.start(wrapper + [prog("drain_server"), "--conns", str(n), "--batch", "--read", "0",
+                               "--waitinq", "100", "--wait"],
+                    env=drain_env(log, idle=60000), stdin=subprocess.PIPE)
+    port = int(srv.expect("port "))
+    cs = clients_with_unread(port, n)
+    srv.expect("done")
+    pid = srv.p.pid
+    wait_for(lambda: len(closes(read_records(log))) == n, what="the close records (at receipt)")
+    tcp = tcp_inodes()
+    prog_socks = socket_inodes(f"/proc/{pid}/fd")
+    # P, and (until a drain after the thread has taken its own table) the program's copy
+    # of the thread's end: both unix sockets, hidden from the program.
+    assert 1 <= len(prog_socks) <= 2 and not prog_socks & tcp, prog_socks
+    thread_socks = socket_inodes(f"/proc/{pid}/task/{drain_thread(pid)}/fd")
+    assert len(thread_socks & tcp) == n, thread_socks
+    end_delivered(srv, log, cs, n, 1000)
+    for c in cs:
+        c.close()
+
+
+def test_drained_sockets_live_in_the_drain_threads_own_table(ctx):
+    """While drains are pending, the program's fd table holds no drained socket and no
+    fd of the engine but the channel (unix sockets, shown to the program as not open); the
+    drain thread's own table (close_range's CLOSE_RANGE_UNSHARE) holds the sockets."""
+    sockets_in_the_threads_table(ctx, [], 3)
+
+
+def test_drain_thread_own_table_where_unshare_is_refused(ctx):
+    """The same where a seccomp filter refuses unshare (Docker's default profile without
+    CAP_SYS_ADMIN): close_range's CLOSE_RANGE_UNSHARE is not unshare(2)."""
+    sockets_in_the_threads_table(ctx, [prog("no_unshare")], 2)
+
+
+@timeout(120)
+def test_program_wipes_every_fd_while_drains_pend(ctx):
+    """Daemons sanitise their fds: dup2 over every number, close every number in a loop, or
+    close_range(3, ~0) while drains are pending. The drained sockets are not in the
+    program's table (only the channel's program end is, shown as not open): every call
+    gives the program what it gives without closewatch, every pending drain delivers, and
+    a drain after the wipe works too (a new channel when the old one had to go)."""
+    n = 4
+    wipes = {"dup2": ["--dup2-range", 3, "max"], "closeloop": ["--wipe", "closeloop"],
+             "close_range": ["--wipe", "close_range"]}
+    for how, args in wipes.items():
+        outs = {}
+        for shim in (False, True):
+            log = ctx.path(f"log-{how}-{shim}")
+            env = drain_env(log, idle=60000) if shim else os.environ.copy()
+            srv = start(ctx, "drain_server", "--conns", n, "--batch", "--read", 0,
+                        "--waitinq", 100, *args, "--again", 1, "--wait", env=env)
+            port = int(srv.expect("port "))
+            cs = clients_with_unread(port, n)
+            for _ in range(n):
+                closed_line(srv)
+            outs[shim] = srv.expect("dup2 failures " if how == "dup2" else "wipe ", timeout=60)
+            port2 = int(srv.expect("port "))
+            cs += clients_with_unread(port2, 1)
+            closed_line(srv)
+            if shim:
+                for c in cs:
+                    res = pump(c, 5000)
+                    assert res["read"] == "eof" and not res["reset"], (how, res)
+                wait_drains(log, n + 1, timeout=HANG_S)
+            tell(srv)
+            assert finish(srv) == 0, how
+            for c in cs:
+                c.close()
+            if shim:
+                recs = read_records(log)
+                cl, ds = closes(recs), drains(recs)
+                assert len(cl) == n + 1 and all(r["action"] == "drained" for r in cl), (how, cl)
+                assert len(ds) == n + 1 and all(d["result"] == "delivered" and
+                                                d["discarded"] == 5100 for d in ds), (how, ds)
+        assert outs[True] == outs[False], (how, outs)
 
 
 # ---------------------------------------------------------------- programs with their own epoll

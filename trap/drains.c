@@ -1,18 +1,18 @@
 /* The supervisor's side of the drain engine. The engine (core/drain.c,
  * drain_loop.c: slots, the drain thread, the reading loop, timeouts, results
- * and records) runs in closewatch itself, unchanged: the supervisor hands it
- * its pidfd_getfd duplicate of the program's socket (cw_drain_prepare_adopt
- * keeps it as the drain's fd), lets the program's close go ahead (no
- * longer the last reference: nothing is sent), then cw_drain_go starts the
- * drain in the engine's thread in this process. This file holds only what
+ * and records) runs in closewatch itself, unchanged but that its thread
+ * keeps this process's fd table (cw_drain_init_supervisor): the supervisor
+ * claims a slot for its pidfd_getfd duplicate of the program's socket
+ * (cw_drain_prepare_adopt), lets the program's close go ahead (no longer
+ * the last reference: nothing is sent), then cw_drain_go sends the
+ * duplicate to the engine's thread, as the shim's closes do. This file holds only what
  * the supervisor needs around that and the shim never does: give a slot
- * back when the program's call did not happen, tell when a drain is over
- * (CLOSEWATCH_DRAIN_SYNC answers the call then), and wait for the pending
- * drains before `run` writes its summary. */
+ * back when the program's call did not happen, and wait for the pending
+ * drains before `run` writes its summary (CLOSEWATCH_DRAIN_SYNC answers a
+ * call once cw_drain_over says its drains ended). */
 #include "drains.h"
 #include "../core/config.h"
 #include "../core/drain_int.h"
-#include "../core/fdtable.h"
 
 #include <time.h>
 #include <unistd.h>
@@ -24,43 +24,24 @@ void cw_trap_drain_abandon(struct cw_drain_ticket *t)
 	int s = t->slot;
 	if (s < 0 || s >= cw_drain_nslots)
 		return;
-	struct cw_drain_slot *sl = &cw_drain_slots[s];
 	/* Still CLAIMED: only this thread knows of the slot. */
-	int fd = atomic_exchange(&sl->fd, -1);
-	if (fd >= 0) {
-		cw_fd_clear(fd);
-		close(fd);
-	}
-	atomic_store_explicit(&sl->state, CW_SLOT_FREE, memory_order_release);
-	atomic_fetch_sub(&cw_drain_active, 1);
+	if (t->fd >= 0)
+		close(t->fd);
+	cw_drain_release(s);
 	t->slot = -1;
 	t->fd = -1;
 }
 
-int64_t cw_trap_drain_id(const struct cw_drain_ticket *t)
-{
-	/* Slots are claimed only by the supervisor's thread: the slot and the
-	 * time it was claimed (set by that same thread) name one drain. */
-	return t->slot < 0 ? -1 : cw_drain_slots[t->slot].start_ns;
-}
-
-int cw_trap_drain_over(int slot, int64_t id)
-{
-	struct cw_drain_slot *sl = &cw_drain_slots[slot];
-	return atomic_load_explicit(&sl->state, memory_order_acquire) != CW_SLOT_ASYNC ||
-	       sl->start_ns != id;
-}
-
 void cw_trap_drain_wait_all(void)
 {
-	if (!cw_drain_slots || atomic_load(&cw_drain_async_pending) == 0)
+	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0)
 		return;
 	/* Each drain ends by its own timeouts (the engine's thread ends it):
 	 * wait for that, bounded by the total timeout, then let the engine's
 	 * exit path end what is left and write every record. */
 	int64_t give_up = cw_drain_now_ns() + cw_cfg.drain_timeout_ms * 1000000LL + EXIT_WAIT_GRACE_NS;
 	struct timespec ms = {0, 1000000};
-	while (atomic_load(&cw_drain_async_pending) > 0 && cw_drain_now_ns() < give_up)
+	while (atomic_load(&cw_drain_pending) > 0 && cw_drain_now_ns() < give_up)
 		nanosleep(&ms, NULL);
 	cw_drain_at_exit();
 }

@@ -11,12 +11,6 @@
  * back the slot and the duplicate cw_drain_prepare took. */
 void cw_trap_drain_abandon(struct cw_drain_ticket *t);
 
-/* Names the drain of ticket t (before cw_drain_go), -1 if none. */
-int64_t cw_trap_drain_id(const struct cw_drain_ticket *t);
-
-/* Has the drain named id, in slot, ended (its record written)? */
-int cw_trap_drain_over(int slot, int64_t id);
-
 /* After the program: wait for the pending drains (each within its own
  * timeouts), every record written. */
 void cw_trap_drain_wait_all(void);

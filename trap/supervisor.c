@@ -386,9 +386,8 @@ static void leave_program_epolls(struct task *t, int fd, int drained, unsigned l
 	for (long k = 0; k < n; k++) {
 		if (!epoll_lists(t->tgid, eps[k], fd, ino))
 			continue;
-		/* The child gets a duplicate of its own: the engine's fd is a
-		 * slot's, which a fork's child handler closes (a vfork that is
-		 * a fork, as under ThreadSanitizer, runs those handlers). */
+		/* The child gets a duplicate of its own: the supervisor's is
+		 * the engine's once claimed (sent to its thread at drain_go). */
 		if (sock < 0 && (sock = fcntl(drained, F_DUPFD_CLOEXEC, 3)) < 0)
 			return;
 		int ep = getfd(t, eps[k]);
@@ -657,7 +656,7 @@ static int drain_sync;
 struct held {
 	uint64_t id;    /* the notification */
 	int slot;       /* one of its drains */
-	int64_t drain;  /* cw_trap_drain_id */
+	int64_t drain;  /* its ticket's id */
 };
 static struct held *held;
 static size_t nheld, capheld;
@@ -667,7 +666,7 @@ static size_t nheld, capheld;
 static void held_resolve(void)
 {
 	for (size_t i = 0; i < nheld; i++)
-		if (cw_trap_drain_over(held[i].slot, held[i].drain))
+		if (cw_drain_over(held[i].slot, held[i].drain))
 			held[i].slot = -1;
 	for (size_t i = 0; i < nheld; i++) {
 		if (held[i].slot != -1)
@@ -710,7 +709,7 @@ static void answer(struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 				emit(b);
 				continue;
 			}
-			struct held h = {req->id, b->ticket.slot, cw_trap_drain_id(&b->ticket)};
+			struct held h = {req->id, b->ticket.slot, b->ticket.id};
 			if (nheld == capheld) {
 				size_t c = capheld ? capheld * 2 : 16;
 				struct held *g = realloc(held, c * sizeof *g);
@@ -941,7 +940,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 	 * that thread; the call waits for them in held_resolve(). */
 	drain_sync = cw_cfg.drain_sync;
 	cw_cfg.drain_sync = 0;
-	cw_drain_init();
+	cw_drain_init(1);
 	cw_watch_root(pid);
 
 	sigset_t handled;

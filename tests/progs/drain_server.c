@@ -25,6 +25,12 @@
  *   --dup2-range LO HI  after the closes, dup2 /dev/null onto every fd LO..HI
  *                    (HI "max": RLIMIT_NOFILE - 1), then close them all; prints
  *                    "dup2 failures N" (daemons do this to sanitise their fds)
+ *   --wipe HOW       after the closes (and --dup2-range), what daemons do to
+ *                    sanitise their fds, on every fd from 3 to RLIMIT_NOFILE - 1:
+ *                    "closeloop" (close each; prints "wipe closed K"), or
+ *                    "close_range" (prints "wipe rc R")
+ *   --again N        after that, listen again (a new "port P") and serve N more
+ *                    connections the same way (0)
  *   --then HOW       right after the closes: "_exit" (_exit(0)), "_Exit", or
  *                    "exec" (exec /bin/true): no exit handlers, no destructors
  *   --wait           at the end, wait for a line on stdin before exiting
@@ -58,6 +64,8 @@ static long to_read, to_write, waitinq = -1, sndbuf = -1, linger = -1;
 static int waitoutq0;
 static const char *dup2_lo, *dup2_hi;
 static const char *then;
+static const char *wipe;
+static int again;
 
 static void die(const char *what)
 {
@@ -269,6 +277,22 @@ static void dup2_range(void)
 	printf("dup2 failures %d\n", failures);
 }
 
+static void wipe_fds(void)
+{
+	struct rlimit rl;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	if (!strcmp(wipe, "closeloop")) {
+		int k = 0;
+		for (int fd = 3; fd < (int)rl.rlim_cur; fd++)
+			k += close(fd) == 0;
+		printf("wipe closed %d\n", k);
+	} else if (!strcmp(wipe, "close_range")) {
+		printf("wipe rc %d\n", close_range(3, ~0U, 0));
+	} else {
+		die("--wipe");
+	}
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -291,6 +315,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--child-wait")) child_wait = 1;
 		else if (!strcmp(a, "--wait")) want_wait = 1;
 		else if (!strcmp(a, "--then")) then = v, i++;
+		else if (!strcmp(a, "--wipe")) wipe = v, i++;
+		else if (!strcmp(a, "--again")) again = (int)num(v), i++;
 		else if (!strcmp(a, "--dup2-range") && i + 2 < argc) dup2_lo = argv[i + 1], dup2_hi = argv[i + 2], i += 2;
 		else {
 			fprintf(stderr, "error args: unknown %s\n", a);
@@ -329,6 +355,18 @@ int main(int argc, char **argv)
 	}
 	if (dup2_lo)
 		dup2_range();
+	if (wipe)
+		wipe_fds();
+	if (again) {
+		l = listen_socket();
+		for (int i = 0; i < again; i++) {
+			int c = accept_one(l);
+			read_request(c);
+			write_answer(c);
+			close_conn(c);
+		}
+		close(l);
+	}
 	for (int i = 0; i < nfork; i++)
 		spawn(child_ms);
 	while (wait(NULL) > 0 || errno == EINTR)
