@@ -4,6 +4,7 @@
 #include "drain.h"
 #include "config.h"
 #include "drain_int.h"
+#include "drain_peer.h"
 #include "fdtable.h"
 #include "forkgate.h"
 #include "logwriter.h"
@@ -21,6 +22,7 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -411,6 +413,8 @@ static int claim(const struct cw_event *ev, struct cw_drain_ticket *t)
 		sl->result = -1;
 		sl->start_ns = sl->last_ns = cw_drain_now_ns();
 		sl->discarded = 0;
+		sl->ino = 0;
+		atomic_store(&sl->cut, 0);
 		atomic_store(&sl->id, sl->start_ns);
 		t->slot = i;
 		t->id = sl->start_ns;
@@ -453,6 +457,9 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 	int s = claim(ev, t);
 	if (s < 0)
 		return CW_ACTION_DRAIN_SKIPPED;
+	struct stat st;
+	if (ev->rec.proto == CLOSEWATCH_PROTO_UNIX && fstat(fd, &st) == 0)
+		cw_drain_slots[s].ino = (unsigned long)st.st_ino; /* rare: unix drains are rst_unread */
 	leave_program_epolls(fd);
 	if (hand_over(s, fd, ev) < 0) {
 		t->slot = -1;
@@ -525,6 +532,18 @@ void cw_drain_flush_close_records(void)
 		lost += atomic_load(&cw_drain_slots[i].state) == CW_SLOT_SENT &&
 			!atomic_load(&cw_drain_slots[i].close_written);
 	cw_log_count_lost(lost, ETIMEDOUT);
+}
+
+void cw_drain_cut_local_peers(void)
+{
+	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0)
+		return;
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++) {
+		struct cw_drain_slot *sl = &cw_drain_slots[i];
+		if (atomic_load_explicit(&sl->state, memory_order_acquire) == CW_SLOT_SENT &&
+		    cw_drain_peer_here(&cw_drain_events[i].rec, sl->ino))
+			atomic_store(&sl->cut, 1); /* the thread sees it at the wake-up of cw_drain_at_exit */
+	}
 }
 
 void cw_drain_at_exit(void)

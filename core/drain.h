@@ -126,6 +126,12 @@ void cw_drain_note_epoll(int epfd);
 
 /* supervisor: the drain thread keeps the process's fd table (no program
  * shares it), so the log writer's per-process files work from it unchanged. */
+/* At exit (the shim, before cw_drain_at_exit): the pending drains whose peer
+ * this very process holds (both ends of a loopback connection or a
+ * socketpair: a test harness, a client of its own server) end at once, as
+ * timeouts. Their EOF could only come from the exit itself. */
+void cw_drain_cut_local_peers(void);
+
 void cw_drain_init(int supervisor);
 /* At exit and _exit: a bounded wait for pending drains, each logged either way. */
 void cw_drain_at_exit(void);

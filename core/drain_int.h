@@ -61,6 +61,8 @@ struct cw_drain_slot {
 	int64_t start_ns;     /* CLOCK_MONOTONIC: claimed */
 	int64_t last_ns;      /* last byte from the peer (or start) */
 	uint64_t discarded;
+	unsigned long ino;    /* a unix socket's inode (cw_drain_cut_local_peers); 0 */
+	atomic_int cut;       /* its peer is the exiting program's own: ends at once */
 };
 
 /* Over the channel: a drain (n: the slot; SCM_RIGHTS: the socket, and for a

@@ -57,6 +57,8 @@ int64_t cw_drain_now_ns(void)
 /* When this drain gives up: idle timeout, total timeout, or exit. */
 static int64_t deadline_of(const struct cw_drain_slot *sl)
 {
+	if (atomic_load(&sl->cut))
+		return sl->start_ns; /* past: ends now (cw_drain_cut_local_peers) */
 	int64_t idle = sl->last_ns + cw_cfg.drain_idle_ms * 1000000LL;
 	int64_t total = sl->start_ns + cw_cfg.drain_timeout_ms * 1000000LL;
 	int64_t d = idle < total ? idle : total;

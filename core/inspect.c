@@ -267,14 +267,12 @@ static int inspect_tcp(int fd, struct closewatch_record *r, int parts)
 	return 0;
 }
 
-/* Connections waiting on a unix listener: the kernel tells only sock_diag
- * (UNIX_DIAG_RQLEN, what `ss -xl` shows as Recv-Q), looked up by inode. Rare
- * (a unix listener closing), so a netlink round trip is fine. 0 if unknown. */
-static uint32_t unix_listener_backlog(int fd)
+/* One sock_diag question about the unix socket with inode ino: what
+ * UDIAG_SHOW_RQLEN (connections waiting on a listener) or UDIAG_SHOW_PEER
+ * (the peer's inode) says. 0 if unknown. A netlink round trip: only for rare
+ * cases (a unix listener closing, a drain pending at exit). */
+static uint32_t unix_diag(unsigned long ino, uint32_t show)
 {
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		return 0;
 	int nl = REAL(socket)(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 	if (nl < 0)
 		return 0;
@@ -288,11 +286,11 @@ static uint32_t unix_listener_backlog(int fd)
 	q.nlh.nlmsg_flags = NLM_F_REQUEST;
 	q.req.sdiag_family = AF_UNIX;
 	q.req.udiag_states = ~0U;
-	q.req.udiag_ino = (uint32_t)st.st_ino;
-	q.req.udiag_show = UDIAG_SHOW_RQLEN;
+	q.req.udiag_ino = (uint32_t)ino;
+	q.req.udiag_show = show;
 	q.req.udiag_cookie[0] = q.req.udiag_cookie[1] = ~0U; /* no cookie: by inode */
 	struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-	uint32_t backlog = 0;
+	uint32_t answer = 0;
 	union {
 		struct nlmsghdr h;
 		char buf[1024];
@@ -303,14 +301,38 @@ static uint32_t unix_listener_backlog(int fd)
 		if (n > 0 && NLMSG_OK(h, (size_t)n) && h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
 			struct unix_diag_msg *m = NLMSG_DATA(h);
 			int len = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
-			for (struct rtattr *at = (struct rtattr *)(m + 1); RTA_OK(at, len); at = RTA_NEXT(at, len))
-				if (at->rta_type == UNIX_DIAG_RQLEN &&
+			for (struct rtattr *at = (struct rtattr *)(m + 1); RTA_OK(at, len); at = RTA_NEXT(at, len)) {
+				if (show == UDIAG_SHOW_RQLEN && at->rta_type == UNIX_DIAG_RQLEN &&
 				    RTA_PAYLOAD(at) >= sizeof(struct unix_diag_rqlen))
-					backlog = ((struct unix_diag_rqlen *)RTA_DATA(at))->udiag_rqueue;
+					answer = ((struct unix_diag_rqlen *)RTA_DATA(at))->udiag_rqueue;
+				if (show == UDIAG_SHOW_PEER && at->rta_type == UNIX_DIAG_PEER &&
+				    RTA_PAYLOAD(at) >= sizeof(uint32_t))
+					answer = *(uint32_t *)RTA_DATA(at);
+			}
 		}
 	}
 	REAL(close)(nl);
-	return backlog;
+	return answer;
+}
+
+/* Connections waiting on a unix listener: the kernel tells only sock_diag
+ * (UNIX_DIAG_RQLEN, what `ss -xl` shows as Recv-Q), looked up by inode. */
+static uint32_t unix_listener_backlog(int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return 0;
+	return unix_diag((unsigned long)st.st_ino, UDIAG_SHOW_RQLEN);
+}
+
+unsigned long cw_inspect_unix_peer(unsigned long ino)
+{
+	return unix_diag(ino, UDIAG_SHOW_PEER);
+}
+
+void cw_inspect_addrs(int fd, struct closewatch_record *r)
+{
+	read_addrs(fd, r);
 }
 
 static int inspect_unix(int fd, uint8_t kind, struct closewatch_record *r, int parts)

@@ -35,6 +35,13 @@ int cw_inspect_parts(int events_all, int drain_mode);
  * caller then judges again (cw_verdict_close): the queues may change it. */
 void cw_inspect_complete(int fd, struct closewatch_record *rec, int parts);
 
+/* The local and peer addresses alone (two system calls). */
+void cw_inspect_addrs(int fd, struct closewatch_record *rec);
+
+/* The inode of the peer of the unix socket with inode ino (sock_diag), 0 if
+ * none or unknown. */
+unsigned long cw_inspect_unix_peer(unsigned long ino);
+
 /* 1 when another fd of this process, or a related process, refers to the
  * same socket. entry is the fd table entry (its flags say where to look). */
 int cw_inspect_shared(int fd, uint8_t entry);

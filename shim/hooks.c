@@ -739,6 +739,9 @@ __attribute__((destructor)) static void closewatch_destructor(void)
 	 * child that execs finds its sockets at start-up anyway.) */
 	if (cw_forkgate_child_missed_fds())
 		cw_fd_scan_inherited();
+	/* While the table still names the sockets (the records below forget
+	 * them). */
+	cw_drain_cut_local_peers();
 	int limit = cw_fd_limit();
 	for (int fd = 0; fd < limit; fd++) {
 		uint8_t e = cw_fd_get(fd);
@@ -764,7 +767,8 @@ static void exit_now(void)
 		/* _exit is no cancellation point; the writes here are. */
 		int cancel_state;
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
-		cw_drain_at_exit();
+		cw_drain_cut_local_peers();
+	cw_drain_at_exit();
 		cw_drain_flush_close_records();
 		cw_log_report_lost();
 		pthread_setcancelstate(cancel_state, NULL);
