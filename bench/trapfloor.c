@@ -82,6 +82,7 @@ int main(int argc, char **argv)
 		perror("trapfloor: exec");
 		_exit(127);
 	}
+	free(f.insns);
 	child_pid = pid;
 	struct sigaction fwd = {.sa_handler = forward}; /* no SA_RESTART: RECV returns */
 	sigemptyset(&fwd.sa_mask);
@@ -136,6 +137,8 @@ int main(int argc, char **argv)
 		resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
 		(void)seccomp_notify_respond(listener, resp);
 	}
+	seccomp_notify_free(req, resp);
+	close(listener);
 	int status = 0;
 	if (waitpid(pid, &status, 0) != pid)
 		return 2;
