@@ -35,12 +35,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
-#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
-#endif
-#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
-#endif
 
 static volatile pid_t child_pid;
 
@@ -100,7 +94,7 @@ int main(int argc, char **argv)
 		kill(pid, SIGKILL);
 		return 2;
 	}
-	ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, (unsigned long)SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
+	cw_trap_listener_sync_wakeup(listener);
 	struct seccomp_notif *req;
 	struct seccomp_notif_resp *resp;
 	if (seccomp_notify_alloc(&req, &resp) != 0 || write(go[1], "g", 1) != 1)

@@ -66,12 +66,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
-#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
-#endif
-#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
-#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
-#endif
 #ifndef PIDFD_THREAD
 #define PIDFD_THREAD O_EXCL
 #endif
@@ -916,9 +910,7 @@ int cw_trap_run(char **cmd, const sigset_t *child_mask)
 		return setup_error(why);
 	}
 	fcntl(listener, F_SETFD, FD_CLOEXEC);
-	/* Linux 6.6: wake us on the trapping thread's CPU and hand the CPU
-	 * straight back (9-10 us per trapped call instead of about 60). */
-	ioctl(listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, (unsigned long)SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP);
+	cw_trap_listener_sync_wakeup(listener);
 	int blocking_recv = recv_ends_with_program();
 	for (int i = 0; i < NTASKS; i++)
 		tasks[i].pidfd = -1;

@@ -27,15 +27,24 @@ static void die(const char *what)
 	exit(99);
 }
 
+/* A listener on 127.0.0.1, any port; *a says where. */
+static int listen_loopback(struct sockaddr_in *a, socklen_t *n)
+{
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	*a = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	*n = sizeof *a;
+	if (l < 0 || bind(l, (struct sockaddr *)a, *n) < 0 || listen(l, 4) < 0 ||
+	    getsockname(l, (struct sockaddr *)a, n) < 0)
+		die("listen");
+	return l;
+}
+
 /* A loopback connection: *srv the accepted end, *cli the client end. */
 static void tcp_pair(int *srv, int *cli)
 {
-	int l = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t n = sizeof a;
-	if (l < 0 || bind(l, (struct sockaddr *)&a, n) < 0 || listen(l, 4) < 0 ||
-	    getsockname(l, (struct sockaddr *)&a, &n) < 0)
-		die("listen");
+	struct sockaddr_in a;
+	socklen_t n;
+	int l = listen_loopback(&a, &n);
 	*cli = socket(AF_INET, SOCK_STREAM, 0);
 	if (*cli < 0 || connect(*cli, (struct sockaddr *)&a, n) < 0)
 		die("connect");
@@ -75,12 +84,9 @@ int main(int argc, char **argv)
 	}
 	if (other) {
 		/* The child connects: its end exists only there, ours only here. */
-		int l = socket(AF_INET, SOCK_STREAM, 0);
-		struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-		socklen_t n = sizeof a;
-		if (l < 0 || bind(l, (struct sockaddr *)&a, n) < 0 || listen(l, 4) < 0 ||
-		    getsockname(l, (struct sockaddr *)&a, &n) < 0)
-			die("listen");
+		struct sockaddr_in a;
+		socklen_t n;
+		int l = listen_loopback(&a, &n);
 		pid_t pid = fork();
 		if (pid < 0)
 			die("fork");
