@@ -307,18 +307,32 @@ static int write_kind_of(int fd, int kind)
 	return W_PLAIN;
 }
 
-static void open_target(int quiet)
+/* Open the configured target: *kind becomes what it really is (a file, or
+ * syslog for a setuid/setgid program; stderr: nothing to open, -1), path the
+ * file's name. The fd, or -1 with errno. */
+static int open_configured(int *kind, char *path, size_t cap)
 {
-	int fd = -1;
-	int kind = cw_cfg.log_kind;
+	*kind = cw_cfg.log_kind;
 	/* A setuid/setgid program must not be made to create or append to a
 	 * file an unprivileged user named: records go to syslog instead. */
-	if (kind == CW_LOG_FILE && getauxval(AT_SECURE))
-		kind = CW_LOG_SYSLOG;
+	if (*kind == CW_LOG_FILE && getauxval(AT_SECURE))
+		*kind = CW_LOG_SYSLOG;
+	if (*kind == CW_LOG_SYSLOG)
+		return open_syslog();
+	if (*kind != CW_LOG_FILE) {
+		errno = EINVAL; /* stderr: nothing to open */
+		return -1;
+	}
+	expand_path(path, cap);
+	return open(path, LOG_FILE_FLAGS, 0600);
+}
+
+static void open_target(int quiet)
+{
+	int kind;
+	char path[CW_PATH_MAX + 32];
+	int fd = open_configured(&kind, path, sizeof path);
 	if (kind == CW_LOG_FILE) {
-		char path[CW_PATH_MAX + 32];
-		expand_path(path, sizeof path);
-		fd = open(path, LOG_FILE_FLAGS, 0600);
 		if (fd < 0) {
 			int e = errno;
 			atomic_store(&reopen_err, e);
@@ -329,7 +343,6 @@ static void open_target(int quiet)
 			cw_put(target_name, sizeof target_name, 0, path);
 		}
 	} else if (kind == CW_LOG_SYSLOG) {
-		fd = open_syslog();
 		if (fd < 0) {
 			atomic_store(&reopen_err, errno);
 			if (!quiet)
@@ -512,16 +525,9 @@ void cw_log_own_end(void)
 static int put_own(const char *buf, size_t len)
 {
 	if (own_mode == OWN_LAZY) {
-		int fd;
-		int kind = cw_cfg.log_kind == CW_LOG_FILE && getauxval(AT_SECURE) ? CW_LOG_SYSLOG
-										   : cw_cfg.log_kind;
-		if (kind == CW_LOG_SYSLOG) {
-			fd = open_syslog();
-		} else {
-			char path[CW_PATH_MAX + 32];
-			expand_path(path, sizeof path);
-			fd = open(path, LOG_FILE_FLAGS, 0600);
-		}
+		int kind;
+		char path[CW_PATH_MAX + 32];
+		int fd = open_configured(&kind, path, sizeof path);
 		if (fd < 0)
 			return errno; /* tried again at the next record */
 		own_kind = write_kind_of(fd, kind);

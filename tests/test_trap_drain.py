@@ -220,21 +220,29 @@ def test_sync_drain_close_returns_when_the_drain_ends(ctx):
     each(one_prog, names=("cwprog-static", "cwgo-static"))
 
 
+def answer_then_end(ctx, name, ending, said, mode="drain"):
+    """The program accepts a connection, waits for 100 request bytes it leaves unread, answers
+    1000 bytes, then does `ending` (cwprog actions, among them `say said`). Once it is gone, the
+    client reads to the end. Returns (the run, the client socket, the accepted fd, what the
+    client read)."""
+    t = Drain(ctx, name, "pid", "listen", H4, 0, "accept", "waitinq", 100, "write", 1000,
+              *ending, mode=mode)
+    pid = int(t.expect("pid"))
+    t.expect("fd")
+    port = int(t.expect("port"))
+    c = cwtest.connect(H4, port)
+    c.sendall(b"u" * 100)
+    afd = int(t.expect("fd"))
+    t.expect(said)
+    cwtest.wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=20, what="program gone")
+    return t, c, afd, read_to_end(c)
+
+
 def test_drain_outlives_the_program(ctx):
     """The program closes (drained) and exits at once: the drain goes on in closewatch, which
     waits for it before its summary; it ends delivered when the client closes."""
     def one_prog(name):
-        t = Drain(ctx, name, "pid", "listen", H4, 0, "accept", "waitinq", 100, "write", 1000,
-                  "close", "say", "closed")
-        pid = int(t.expect("pid"))
-        t.expect("fd")
-        port = int(t.expect("port"))
-        c = cwtest.connect(H4, port)
-        c.sendall(b"u" * 100)
-        afd = int(t.expect("fd"))
-        t.expect("closed")
-        cwtest.wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=20, what="program gone")
-        got = read_to_end(c)
+        t, c, afd, got = answer_then_end(ctx, name, ("close", "say", "closed"), "closed")
         assert got == (1000, "eof"), got
         assert t.p.p.poll() is None, "closewatch ended before its drain"
         c.sendall(b"late")  # discarded by the drain, no RST
@@ -254,18 +262,8 @@ def test_exit_with_a_socket_open_is_drained(ctx):
     def one_prog(name):
         got = {}
         for mode in ("observe", "drain"):
-            t = Drain(ctx, name, "pid", "listen", H4, 0, "accept", "waitinq", 100, "write", 1000,
-                      "say", "exiting", "exit", 0, mode=mode)
-            pid = int(t.expect("pid"))
-            t.expect("fd")
-            port = int(t.expect("port"))
-            c = cwtest.connect(H4, port)
-            c.sendall(b"u" * 100)
-            afd = int(t.expect("fd"))
-            t.expect("exiting")
-            cwtest.wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=20,
-                            what="program gone")
-            got[mode] = read_to_end(c)
+            ending = ("say", "exiting", "exit", 0)
+            t, c, afd, got[mode] = answer_then_end(ctx, name, ending, "exiting", mode=mode)
             if mode == "drain":
                 c.sendall(b"late")  # discarded by the drain, no RST
             c.close()
