@@ -4,7 +4,6 @@
 #include "drain.h"
 #include "config.h"
 #include "drain_int.h"
-#include "drain_peer.h"
 #include "fdtable.h"
 #include "forkgate.h"
 #include "logwriter.h"
@@ -532,18 +531,6 @@ void cw_drain_flush_close_records(void)
 		lost += atomic_load(&cw_drain_slots[i].state) == CW_SLOT_SENT &&
 			!atomic_load(&cw_drain_slots[i].close_written);
 	cw_log_count_lost(lost, ETIMEDOUT);
-}
-
-void cw_drain_cut_local_peers(void)
-{
-	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0)
-		return;
-	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++) {
-		struct cw_drain_slot *sl = &cw_drain_slots[i];
-		if (atomic_load_explicit(&sl->state, memory_order_acquire) == CW_SLOT_SENT &&
-		    cw_drain_peer_here(&cw_drain_events[i].rec, sl->ino))
-			atomic_store(&sl->cut, 1); /* the thread sees it at the wake-up of cw_drain_at_exit */
-	}
 }
 
 void cw_drain_at_exit(void)

@@ -62,6 +62,7 @@ struct cw_drain_slot {
 	int64_t last_ns;      /* last byte from the peer (or start) */
 	uint64_t discarded;
 	unsigned long ino;    /* a unix socket's inode (cw_drain_cut_local_peers); 0 */
+	unsigned long peer_ino; /* its peer's, looked up at exit by cw_drain_cut_local_peers */
 	atomic_int cut;       /* its peer is the exiting program's own: ends at once */
 };
 
