@@ -768,7 +768,7 @@ static void exit_now(void)
 		int cancel_state;
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 		cw_drain_cut_local_peers();
-	cw_drain_at_exit();
+		cw_drain_at_exit();
 		cw_drain_flush_close_records();
 		cw_log_report_lost();
 		pthread_setcancelstate(cancel_state, NULL);
