@@ -428,7 +428,10 @@ void cw_drain_release(int s)
 	atomic_store(&cw_drain_slots[s].owner, 0);
 	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_FREE, memory_order_release);
 	atomic_fetch_sub(&active, 1);
-	cw_drain_wake_word(&cw_drain_slots[s].state); /* a sync close() waiting for it */
+	/* Only a sync close() waits for it (cw_drain_go); the supervisor's held
+	 * calls look (cw_drain_over): no wake-up system call for an async one. */
+	if (cw_cfg.drain_sync)
+		cw_drain_wake_word(&cw_drain_slots[s].state);
 }
 
 /* Copy ev into slot s, publish it (the thread reads it once the message is
