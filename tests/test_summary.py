@@ -13,6 +13,7 @@ in bounded memory.
 import json
 import os
 import re
+import signal
 import subprocess
 
 import cwtest
@@ -269,3 +270,30 @@ def test_report_totals_saturate(ctx):
     assert got["peers"][0]["lost"] == umax and got["calls"][0]["never_sent"] == umax, got
     r = cli("report", log, check=0)
     assert f"answer bytes never sent: {umax} " in r.stdout, r.stdout
+
+
+def test_run_says_a_death_by_signal_was_not_looked_at(ctx):
+    """A program killed by a signal makes no call either way in can look at: the sockets it
+    still held are closed by the kernel unseen. The summary says so, through the shim and
+    through the trap, instead of a bare "0 socket closes"; a program that exits says nothing
+    of the kind."""
+    for via in ("preload", "trap"):
+        for killed in (True, False):
+            p = subprocess.Popen([CLI, "run", "--via", via, "--"] +
+                                 cwprog_argv("listen", "127.0.0.1", 0, "pid", "wait"),
+                                 env=base_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            pid = None
+            for line in p.stdout:
+                if line.startswith("pid "):
+                    pid = int(line.split()[1])
+                    break
+            assert pid, (via, p.stderr.read())
+            if killed:
+                os.kill(pid, signal.SIGTERM)
+            out, err = p.communicate(input=None if killed else "go\n", timeout=60)
+            said = "was killed by SIGTERM: any socket it still held was closed by the kernel unseen"
+            if killed:
+                assert p.returncode == 128 + signal.SIGTERM and said in err, (via, err)
+            else:
+                assert p.returncode == 0 and "was killed by" not in err, (via, err)

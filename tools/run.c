@@ -404,6 +404,15 @@ int cw_cmd_run(int argc, char **argv)
 	}
 	if (status >= 0) {
 		cw_watched_summarize(stderr, rstat.path, argv[ci], cmd_why, trap);
+		/* A death by a signal is no call either way in can look at: what
+		 * the process still held was closed by the kernel, unseen. Said,
+		 * so that "0 closes" is not read as "nothing was reset". */
+		if (WIFSIGNALED(status)) {
+			const char *sig = sigabbrev_np(WTERMSIG(status));
+			fprintf(stderr, "closewatch: %s was killed by SIG%s: any socket it still held "
+				"was closed by the kernel unseen (a death by a signal is no call to look at)\n",
+				argv[ci], sig ? sig : "?");
+		}
 		cw_runlog_summarize(&log, stderr);
 		cw_runstatus_summarize(&rstat, stderr);
 	}
