@@ -3,8 +3,8 @@
  *
  *   closelat [-n ITERATIONS] [-u UPLOAD_BYTES] [-w WARMUP] [-d DEPTH] [-f]
  *
- * A client thread connects, uploads UPLOAD_BYTES and reads until EOF or
- * reset, then closes. The main thread accepts, waits until the whole upload
+ * A client thread (with -f a client process) connects, uploads UPLOAD_BYTES
+ * and reads until EOF or reset, then closes. The main thread accepts, waits until the whole upload
  * sits unread in its receive queue, and times its close(). Prints p50, p90,
  * p99, max and mean in microseconds. -d: the close is made DEPTH calls deep,
  * so that a backtrace of the close has that many frames of the program to
@@ -174,9 +174,27 @@ int main(int argc, char **argv)
 	if (per_iter == 2 && (pipe(child_done) < 0 || pipe(child_forked) < 0))
 		die("pipe");
 	int listener = loopback_listener(64, &addr);
+	/* -f: the client is a process of its own, forked while this one has a
+	 * single thread, as the parent of a prefork server has: a fork while
+	 * another thread is inside malloc would hand each child that malloc's
+	 * lock, held for good (glibc's malloc takes care of it; the allocator of
+	 * GCC 12's ASan, under make check, does not, and a child's first
+	 * pthread_create then waits for ever). */
 	pthread_t th;
-	if (pthread_create(&th, NULL, client, NULL))
+	int results[2] = {-1, -1};
+	pid_t client_pid = -1;
+	if (per_iter == 2) {
+		if (pipe(results) < 0 || (client_pid = fork()) < 0)
+			die("client fork");
+		if (client_pid == 0) {
+			client(NULL);
+			unsigned long counts[2] = {resets, eofs};
+			_exit(write(results[1], counts, sizeof counts) == sizeof counts ? 0 : 1);
+		}
+		close(results[1]);
+	} else if (pthread_create(&th, NULL, client, NULL)) {
 		die("pthread_create");
+	}
 
 	uint64_t *lat = calloc((size_t)iters, sizeof *lat);
 	uint64_t *second = calloc((size_t)iters, sizeof *second);
@@ -194,7 +212,18 @@ int main(int argc, char **argv)
 			second[i - warmup] = dt[1];
 		}
 	}
-	pthread_join(th, NULL);
+	if (client_pid > 0) {
+		unsigned long counts[2];
+		int st;
+		if (read(results[0], counts, sizeof counts) != sizeof counts ||
+		    waitpid(client_pid, &st, 0) != client_pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			die("client");
+		resets = counts[0];
+		eofs = counts[1];
+		close(results[0]);
+	} else {
+		pthread_join(th, NULL);
+	}
 	close(listener);
 
 	uint64_t sum = 0;
