@@ -202,13 +202,16 @@ def test_fin_pending_sent_unacked_v4(ctx):
     """Bytes sent but never acknowledged (the peer drops every packet), none
     unsent: the send queue must come from the kernel (SIOCOUTQ), not be
     taken as empty because tcp_info says nothing is unsent."""
-    p = start(ctx, "listen", H4, 0, "accept", "sleep", 200, "write", 1000, "sleep", 300, "queues", "close",
+    p = start(ctx, "listen", H4, 0, "accept", "wait", "write", 1000, "sleep", 300, "queues", "close",
               "say", "closed", "wait")
     p.expect("fd")
     port = int(p.expect("port"))
     c = socket.create_connection((H4, port), timeout=10)
     _drop_everything(c)
     afd = int(p.expect("fd"))
+    # The program writes only once the filter is on: a timed sleep there let a
+    # loaded machine (CI) acknowledge the bytes before the filter was attached.
+    tell(p)
     q = dict(kv.split("=") for kv in p.expect("queues").split())
     p.expect("closed")
     tell(p)
