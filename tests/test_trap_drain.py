@@ -528,8 +528,17 @@ def test_10000_drains_leave_no_fd(ctx):
         c.close()
         return got
 
+    def sockets(pid):
+        return sum(l.startswith("socket:") for l in fds(pid))
+
     assert one_request()[1] == "eof"
     cwtest.wait_for(lambda: len(drain_records(log)) == 1, what="first drain")
+    # Counted once the first drain is over everywhere: its drain can end (EOF read
+    # as the engine takes it) before the supervisor has closed its duplicate and
+    # before the program's own close has returned. Then closewatch holds the
+    # engine's channel (2 sockets) and the program its listener.
+    cwtest.wait_for(lambda: sockets(cw) == 2 and sockets(prog_pid) == 1,
+                    what="no socket but the channel and the listener")
     cw_before, prog_before = len(fds(cw)), len(fds(prog_pid))
     for i in range(n):
         got = one_request()
