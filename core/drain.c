@@ -405,6 +405,7 @@ static int claim(const struct cw_event *ev, struct cw_drain_ticket *t)
 			;
 		atomic_store(&sl->close_written, 0);
 		sl->fd = -1;
+		sl->armed = sl->closer_shuts = 0;
 		sl->tcp = ev->rec.proto == CLOSEWATCH_PROTO_TCP;
 		sl->seqpacket = ev->rec.sotype == SOCK_SEQPACKET;
 		sl->linger = ev->rec.linger;
@@ -437,18 +438,31 @@ void cw_drain_release(int s)
 /* Copy ev into slot s, publish it (the thread reads it once the message is
  * there) and send it with fd; the program's stderr too when records go
  * there (fd 2 closed meanwhile, EBADF: the socket alone). -1: not sent,
- * the slot given back. */
+ * the slot given back, nothing done to the socket (its close is what it
+ * would have been).
+ *
+ * Sent, and where close() itself would have sent FIN (a verdict that throws
+ * nothing away), FIN is sent here, through fd (which still refers to the
+ * socket), as without closewatch: the peer does not wait for the drain
+ * thread, which may run much later, and the closer pays the FIN's loopback
+ * processing as close() would have. Where close() would have sent RST, the
+ * thread sends FIN: the closer pays for no FIN close() would not have sent. */
 static int hand_over(int s, int fd, const struct cw_event *ev)
 {
+	int shut = !closewatch_verdict_is_risky(ev->rec.verdict);
 	memcpy(&cw_drain_events[s], ev, sizeof *ev);
 	cw_drain_events[s].action = CW_ACTION_DRAINED;
+	cw_drain_slots[s].closer_shuts = shut;
 	atomic_fetch_add(&cw_drain_pending, 1);
 	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_SENT, memory_order_release);
 	int fds[2] = {fd, 2};
 	int n = atomic_load(&cw_drain_stderr_wanted) && fd != 2 ? 2 : 1;
 	if (send_msg(CW_MSG_DRAIN, s, fds, n) == 0 || (n == 2 && errno == EBADF &&
-						       send_msg(CW_MSG_DRAIN, s, fds, 1) == 0))
+						       send_msg(CW_MSG_DRAIN, s, fds, 1) == 0)) {
+		if (shut)
+			REAL(shutdown)(fd, SHUT_WR);
 		return 0;
+	}
 	atomic_fetch_sub(&cw_drain_pending, 1);
 	cw_drain_release(s);
 	return -1;

@@ -25,11 +25,20 @@
  *     the program's fd table. The thread has a table of its own
  *     (unshare(CLONE_FILES)): it owns every drained socket, its epoll fd and
  *     its end of the channel, which the program can neither close, dup2 over
- *     nor pass to a child. It does shutdown(SHUT_WR) and writes the close
- *     record (a quiet drain's only at its end, if at all: cw_drain_quiet);
+ *     nor pass to a child. shutdown(SHUT_WR) sends the FIN: in close(),
+ *     right after the send, where close() itself would have sent one (a
+ *     verdict that throws nothing away: the peer sees EOF when it would
+ *     have), else in the thread (rst_unread: close() would have sent RST,
+ *     and pays no FIN's loopback processing it would not have paid). The
+ *     thread writes the close record (a quiet drain's only at its end, if
+ *     at all: cw_drain_quiet);
  *   - the thread reads and discards (recv MSG_DONTWAIT, MSG_TRUNC for TCP)
  *     until EOF (delivered), ECONNRESET (peer_reset), idle or total timeout
  *     (timeout), then closes the socket and logs one call:"drain" record.
+ *     It reads once as it takes a drain (by then the peer of a clean close
+ *     has often closed: the drain ends without joining its epoll set), else
+ *     waits for a report (EPOLLONESHOT: a drain that ends on one leaves
+ *     nothing to remove from the set).
  *     With CLOSEWATCH_DRAIN_SYNC=1 too: close() then waits for that end;
  *   - the socket leaves the program's epoll sets at close(), as it would
  *     without the engine's reference (see cw_drain_note_epoll);

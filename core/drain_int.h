@@ -50,6 +50,11 @@ struct cw_drain_slot {
 	atomic_uint owner;    /* the drain thread that received it (its generation); 0 none */
 	atomic_int close_written; /* T has written its close record */
 	int fd;               /* T's: the socket in T's table; -1 none */
+	int armed;            /* T's: fd is in T's epoll set and can still report */
+	/* The closer (or the supervisor) shuts the write side itself once the
+	 * message is sent (hand_over: where close() would have sent FIN);
+	 * else T does. */
+	int closer_shuts;
 	int tcp, seqpacket;
 	int linger;           /* the program's SO_LINGER seconds, -1 off */
 	/* Not an event by itself (EVENTS=risky, a verdict that throws nothing

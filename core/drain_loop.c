@@ -1,6 +1,7 @@
 /* Drain engine, the drain thread: it takes a table of its own, receives
- * drains over its end of the channel, sends FIN, reads and discards,
- * times out, and writes the records. See drain.h and drain_int.h. */
+ * drains over its end of the channel, sends FIN (unless the closer has),
+ * reads and discards, times out, and writes the records. See drain.h and
+ * drain_int.h. */
 #include "config.h"
 #include "drain_int.h"
 #include "logwriter.h"
@@ -120,9 +121,13 @@ static void finish(struct drainer *d, int s)
 	if (sl->fd >= 0) {
 		/* Our close takes the socket out of our epoll set only if ours
 		 * is the last reference: the program's close() may not have run
-		 * yet, and meanwhile its EOF would be reported again and again. */
+		 * yet. A registration still armed (a timeout, an exit) would then
+		 * report for a slot since reused; one that has reported (the
+		 * drain ended on that report) is silent (EPOLLONESHOT) and goes
+		 * with the socket. */
 		struct epoll_event unused;
-		CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_DEL, sl->fd, &unused));
+		if (sl->armed > 0)
+			CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_DEL, sl->fd, &unused));
 		/* SO_LINGER {1,N}: our close must not block the thread (the
 		 * queue still drains after close, as an orphan). */
 		struct linger off = {0, 0};
@@ -154,6 +159,25 @@ static void finish(struct drainer *d, int s)
 	}
 }
 
+/* One report from slot s's socket, then it is silent until armed again
+ * (EPOLLONESHOT): a drain that ends on a report leaves nothing that can
+ * report again, so finish() need not take it out of the set (see there).
+ * Refused (a socket epoll does not take): the drain ends at the next scan,
+ * a timeout, its fd given up. */
+static void arm(struct drainer *d, int s)
+{
+	struct cw_drain_slot *sl = &cw_drain_slots[s];
+	struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, .data.u32 = (uint32_t)s};
+	int op = sl->armed < 0 ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	if (CW_OWN_FD(epoll_ctl(d->ep, op, sl->fd, &e)) == 0) {
+		sl->armed = 1;
+	} else {
+		CW_OWN_FD(REAL(close)(sl->fd));
+		sl->fd = -1;
+		sl->armed = 0;
+	}
+}
+
 /* A drain handed over: queued data and FIN go out, the socket joins our
  * epoll set (refused: the drain ends now, a timeout), the close record. */
 static void take(struct drainer *d, int s, int fd, int err)
@@ -170,66 +194,85 @@ static void take(struct drainer *d, int s, int fd, int err)
 		return;
 	}
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
-	struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)s};
-	if (fd >= 0) { /* -1: lost on the way (our table full) */
+	if (fd >= 0 && !sl->closer_shuts) /* -1: lost on the way (our table full) */
 		CW_OWN_FD(REAL(shutdown)(fd, SHUT_WR));
-		if (CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &e)) < 0) {
-			CW_OWN_FD(REAL(close)(fd));
-			fd = -1;
-		}
-	}
 	sl->fd = fd;
 	atomic_store(&sl->owner, d->gen);
 	d->own++;
 	if (!sl->quiet)
 		write_close_record(s); /* FIN first, then the record */
+	/* This thread runs after the closer (SCHED_BATCH): by now the peer has
+	 * often read the answer and closed. Then the drain is over without
+	 * ever joining the epoll set. */
+	if (fd >= 0 && read_some(sl, d->buf))
+		finish(d, s);
+	else if (fd >= 0)
+		arm(d, s);
 }
 
-/* Every message waiting on Q, in order. */
+/* One message from Q (n bytes, and the fds it carried). */
+static void handle(struct drainer *d, const struct cw_drain_msg *m, ssize_t n, int fds[2])
+{
+	int whole = n == (ssize_t)sizeof *m;
+	if (whole && m->type == CW_MSG_DRAIN) {
+		take(d, m->n, fds[0], fds[1]);
+		return;
+	}
+	if (whole && m->type == CW_MSG_LOG && fds[1] < 0) {
+		cw_log_own_fd(fds[0]);
+		return;
+	}
+	for (int i = 0; i < 2; i++)
+		if (fds[i] >= 0)
+			CW_OWN_FD(REAL(close)(fds[i]));
+	if (!whole || m->type != CW_MSG_FLUSH)
+		return;
+	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
+		if (mine(d, (uint32_t)i) && !atomic_load(&cw_drain_slots[i].close_written))
+			write_close_record(i);
+	atomic_store(&cw_drain_flushed, m->n);
+	cw_drain_wake_word(&cw_drain_flushed);
+}
+
+/* Every message waiting on Q, in order: up to RECV_BATCH per recvmmsg, so
+ * that a wake-up for one drain costs one call, not a second one to learn
+ * that Q is empty. */
+#define RECV_BATCH 8
 static void receive(struct drainer *d)
 {
 	for (;;) {
-		struct cw_drain_msg m;
-		struct iovec v = {&m, sizeof m};
+		struct cw_drain_msg m[RECV_BATCH];
+		struct iovec v[RECV_BATCH];
 		union {
 			char buf[CMSG_SPACE(2 * sizeof(int))];
 			struct cmsghdr align;
-		} u;
-		struct msghdr h = {.msg_iov = &v, .msg_iovlen = 1, .msg_control = u.buf,
-				   .msg_controllen = sizeof u.buf};
-		ssize_t n = CW_OWN_FD(REAL(recvmsg)(d->q, &h, MSG_DONTWAIT | MSG_CMSG_CLOEXEC));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0) { /* P is gone (given up, or the process is ending) */
-			struct epoll_event unused;
-			CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_DEL, d->q, &unused));
-			d->eof = 1;
+		} u[RECV_BATCH];
+		struct mmsghdr h[RECV_BATCH];
+		for (int i = 0; i < RECV_BATCH; i++) {
+			v[i] = (struct iovec){&m[i], sizeof m[i]};
+			h[i] = (struct mmsghdr){.msg_hdr = {.msg_iov = &v[i], .msg_iovlen = 1,
+							    .msg_control = u[i].buf,
+							    .msg_controllen = sizeof u[i].buf}};
 		}
-		if (n <= 0)
+		int got = CW_OWN_FD(REAL(recvmmsg)(d->q, h, RECV_BATCH, MSG_DONTWAIT | MSG_CMSG_CLOEXEC, NULL));
+		if (got < 0 && errno == EINTR)
+			continue;
+		for (int i = 0; i < got; i++) {
+			if (h[i].msg_len == 0) { /* P is gone (given up, or the process is ending) */
+				struct epoll_event unused;
+				CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_DEL, d->q, &unused));
+				d->eof = 1;
+				return;
+			}
+			int fds[2] = {-1, -1};
+			struct cmsghdr *c = CMSG_FIRSTHDR(&h[i].msg_hdr);
+			size_t k = c && c->cmsg_type == SCM_RIGHTS ? c->cmsg_len - CMSG_LEN(0) : 0;
+			if (k)
+				memcpy(fds, CMSG_DATA(c), k < sizeof fds ? k : sizeof fds);
+			handle(d, &m[i], (ssize_t)h[i].msg_len, fds);
+		}
+		if (got < RECV_BATCH)
 			return;
-		int fds[2] = {-1, -1};
-		struct cmsghdr *c = CMSG_FIRSTHDR(&h);
-		size_t k = c && c->cmsg_type == SCM_RIGHTS ? c->cmsg_len - CMSG_LEN(0) : 0;
-		if (k)
-			memcpy(fds, CMSG_DATA(c), k < sizeof fds ? k : sizeof fds);
-		if (n == (ssize_t)sizeof m && m.type == CW_MSG_DRAIN) {
-			take(d, m.n, fds[0], fds[1]);
-			continue;
-		}
-		if (n == (ssize_t)sizeof m && m.type == CW_MSG_LOG && fds[1] < 0) {
-			cw_log_own_fd(fds[0]);
-			continue;
-		}
-		for (int i = 0; i < 2; i++)
-			if (fds[i] >= 0)
-				CW_OWN_FD(REAL(close)(fds[i]));
-		if (n != (ssize_t)sizeof m || m.type != CW_MSG_FLUSH)
-			continue;
-		for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
-			if (mine(d, (uint32_t)i) && !atomic_load(&cw_drain_slots[i].close_written))
-				write_close_record(i);
-		atomic_store(&cw_drain_flushed, m.n);
-		cw_drain_wake_word(&cw_drain_flushed);
 	}
 }
 
@@ -318,8 +361,12 @@ void *cw_drain_thread(void *arg)
 			if (s == CHANNEL_TAG) {
 				receive(&d);
 				next_scan = 0; /* new drains, an exit deadline, or EOF */
-			} else if (mine(&d, s) && read_some(&cw_drain_slots[s], d.buf)) {
-				finish(&d, (int)s);
+			} else if (mine(&d, s)) {
+				cw_drain_slots[s].armed = -1; /* reported: silent until re-armed */
+				if (read_some(&cw_drain_slots[s], d.buf))
+					finish(&d, (int)s);
+				else
+					arm(&d, (int)s);
 			}
 		}
 	}

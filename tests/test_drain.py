@@ -12,7 +12,7 @@ import threading
 import time
 
 from cwtest import (Capture, count_flag, counter_delta, finish, kernel_counters,
-                    prog, read_records, read_to_end, require_root, shim_env, tell, timeout,
+                    plain_env, prog, read_records, read_to_end, require_root, shim_env, tell, timeout,
                     wait_for)
 
 UPLOAD = 4 << 20     # what the client sends
@@ -378,6 +378,30 @@ def test_late_rst_clean_without_drain(ctx):
 
 def test_late_rst_clean_drained(ctx):
     late_rst(ctx, "drain", pending=False)
+
+
+def test_clean_drain_fin_leaves_in_close(ctx):
+    """A clean close in ESTABLISHED that drain mode lingers on sends its FIN
+    inside close(), as close() does without closewatch: the peer sees EOF
+    once close() has returned, not once the drain thread runs (which can be
+    much later on a busy CPU). The program (drain_fin_at_close) reads its
+    client end right after close() without blocking once, on one CPU at
+    SCHED_FIFO (root), where the drain thread cannot run before it. Failed
+    before: eof=0 (the thread sent the FIN)."""
+    require_root()
+    for mode in ("none", "drain"):
+        log = ctx.path(f"log-{mode}")
+        env = plain_env() if mode == "none" else drain_env(log)
+        p = ctx.start([prog("drain_fin_at_close")], env=env, stdin=subprocess.PIPE)
+        line = p.expect("answer=")
+        tell(p)
+        assert finish(p, timeout=HANG_S) == 0, p.stderr
+        assert line.split() == ["6", "eof=1", "fifo=1"], (mode, line)
+    recs = read_records(log)
+    (cl,) = [r for r in closes(recs) if r["action"] == "drained"]
+    assert cl["verdict"] == "clean" and cl["state"] == "ESTABLISHED", cl
+    (dr,) = drains(recs)
+    assert dr["result"] == "delivered" and dr["discarded"] == 0, dr
 
 
 def test_late_rst_fin_pending_without_drain(ctx):
