@@ -16,6 +16,7 @@
 #include <sys/auxv.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <syslog.h>
@@ -324,7 +325,12 @@ static int open_configured(int *kind, char *path, size_t cap)
 		return -1;
 	}
 	expand_path(path, cap);
-	return open(path, LOG_FILE_FLAGS, 0600);
+	/* The system call itself, never a sanitizer's open: the drain thread
+	 * opens the log in its own fd table, and ThreadSanitizer, which keeps
+	 * one table per process, would record the number's creation (which no
+	 * ignore annotation hides) and report the program's own fd of that
+	 * number as a race. */
+	return (int)REAL(syscall)(SYS_openat, AT_FDCWD, path, LOG_FILE_FLAGS, 0600);
 }
 
 static void open_target(int quiet)
@@ -527,17 +533,18 @@ static int put_own(const char *buf, size_t len)
 	if (own_mode == OWN_LAZY) {
 		int kind;
 		char path[CW_PATH_MAX + 32];
-		int fd = open_configured(&kind, path, sizeof path);
+		/* The thread's own table (CW_OWN_FD, real.h): */
+		int fd = CW_OWN_FD(open_configured(&kind, path, sizeof path));
 		if (fd < 0)
 			return errno; /* tried again at the next record */
-		own_kind = write_kind_of(fd, kind);
+		own_kind = CW_OWN_FD(write_kind_of(fd, kind));
 		own_fd = fd;
 		own_mode = OWN_FD;
 	}
 	if (own_mode == OWN_FD)
-		return own_fd < 0 ? EBADF : put_all(own_fd, own_kind, buf, len, &log_stalled);
+		return own_fd < 0 ? EBADF : CW_OWN_FD(put_all(own_fd, own_kind, buf, len, &log_stalled));
 	if (own_mode == OWN_STDERR)
-		return own_err < 0 ? EBADF : put_stderr_fd(own_err, buf, len);
+		return own_err < 0 ? EBADF : CW_OWN_FD(put_stderr_fd(own_err, buf, len));
 	return atomic_load(&reopen_err);
 }
 

@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,7 +20,12 @@ static void die(const char *what, const char *name)
 	(void)!write(2, what, strlen(what));
 	(void)!write(2, name, strlen(name));
 	(void)!write(2, "\n", 1);
-	_exit(127);
+	/* libc's _exit, not our hook: that would bind the table again, and wait
+	 * for ever for this very binding to end. */
+	void (*real_exit)(int) = (void (*)(int))dlsym(RTLD_NEXT, "_exit");
+	if (real_exit)
+		real_exit(127);
+	abort();
 }
 
 /* Optional functions (closefrom needs glibc 2.34, close_range 2.34, fcntl64

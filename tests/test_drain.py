@@ -879,7 +879,7 @@ def test_program_wipes_every_fd_while_drains_pend(ctx):
                     assert res["read"] == "eof" and not res["reset"], (how, res)
                 wait_drains(log, n + 1, timeout=HANG_S)
             tell(srv)
-            assert finish(srv) == 0, how
+            assert finish(srv) == 0, (how, shim, srv.stderr)
             for c in cs:
                 c.close()
             if shim:
