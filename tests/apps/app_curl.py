@@ -1,11 +1,14 @@
 """curl under the shim: a normal download, and an upload to a server that answers early
 (curl the victim, the server the closer)."""
 import os
+import platform
 import subprocess
 
 import cwtest
 import cwapps
 from cwapps import H4, PY
+
+READ_SYSCALL = {"aarch64": 63}.get(platform.machine(), 0)  # read(2): 0 on x86_64
 
 
 def _serve_dir(run, files):
@@ -63,6 +66,16 @@ def test_curl_download(ctx):
     assert sum(r["verdict"] == "clean" for r in u) == sum(r["verdict"] == "no_conn" for r in u), cwapps.fmt(u)
 
 
+def blocked_reading_stdin(pid):
+    """pid sleeps in read(0, ...) (/proc/PID/syscall: number, then the arguments)."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            nr, fd = f.read().split()[:2]
+    except (OSError, ValueError):
+        return False
+    return int(nr) == READ_SYSCALL and int(fd, 16) == 0
+
+
 def test_curl_upload_early_answer(ctx):
     """curl uploads (chunked, from a pipe it keeps reading); the server reads the request
     head only, answers 413 and closes with the upload unread: its record is rst_unread
@@ -72,7 +85,8 @@ def test_curl_upload_early_answer(ctx):
     upload = 30000  # fits in the server's receive window: all of it arrives unread
 
     def workload(ctx, run):
-        srv = run.start([PY, "-u", os.path.join(cwapps.HERE, "early_answer.py"), str(4 << 20)])
+        srv = run.start([PY, "-u", os.path.join(cwapps.HERE, "early_answer.py"), str(4 << 20), "wait"],
+                        stdin=subprocess.PIPE)
         port = int(srv.expect("port"))
         before = cwapps.counters()
         curl = run.start(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}\\n", "-H", "Expect:",
@@ -80,6 +94,11 @@ def test_curl_upload_early_answer(ctx):
         curl.p.stdin.write(b"u" * upload + b"END!")
         curl.p.stdin.flush()
         unread = int(srv.expect("unread"))
+        # The answer goes out only once curl waits for more of its input: curl
+        # still running its loop could read the answer before the reset (exit
+        # 56 with the 413) rather than meet the reset sending (exit 55).
+        cwtest.wait_for(lambda: blocked_reading_stdin(curl.p.pid), what="curl blocked reading its stdin")
+        cwtest.tell(srv)
         srv.expect("closed")
         rc = curl.wait(20)  # closes curl's input: curl was blocked reading it, now it goes on
         src = srv.wait(10)

@@ -3,7 +3,8 @@ until the upload's marker b"END!" is in its receive queue (MSG_PEEK, nothing con
 answers 413 with a big body (as much as the socket takes without blocking) and closes
 with the upload unread: the kernel resets, the rest of the answer is lost.
 
-usage: early_answer.py ANSWER_BYTES
+usage: early_answer.py ANSWER_BYTES [wait]
+  wait: after "unread", answer only once a line comes on stdin (the client is ready)
 prints: "port N", "unread N" (FIONREAD just before close), "closed"."""
 import array
 import fcntl
@@ -39,6 +40,8 @@ while b"END!" not in c.recv(1 << 20, socket.MSG_PEEK):
 n = array.array("i", [0])
 fcntl.ioctl(c.fileno(), termios.FIONREAD, n, True)
 print("unread", n[0], flush=True)
+if sys.argv[2:] == ["wait"]:
+    sys.stdin.readline()
 msg = (b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/octet-stream\r\n"
        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % answer + b"x" * answer)
 # As much of the answer as the socket takes now (the client is not reading), then close.
