@@ -62,6 +62,45 @@ def default_signals():
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
+RUNNER_MARK = "CW_TEST_RUNNER"
+
+
+def kill_strays():
+    """Kill every process still carrying this runner's mark in its environment
+    (every program a test starts inherits it, grandchildren too, even once
+    re-parented to init). A test whose program hangs leaves its descendants
+    behind otherwise: a bench child spinning in a broken shim loaded the
+    machine for every later test. Returns what was killed."""
+    mark = f"{RUNNER_MARK}={os.getpid()}".encode()
+    killed = {}
+    for _ in range(3):  # again: one may have forked meanwhile
+        found = False
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid() or int(pid) in killed:
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if mark not in f.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+            found = True
+            killed[int(pid)] = cmd[:80]
+        if not found:
+            break
+    deadline = time.monotonic() + 1
+    for pid in killed:  # ours (a test's Popen left unwaited): no zombie left
+        try:
+            while os.waitpid(pid, os.WNOHANG) == (0, 0) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        except ChildProcessError:
+            pass
+    return [f"{pid} {cmd}" for pid, cmd in killed.items()]
+
+
 def main():
     default_signals()
     args = sys.argv[1:]
@@ -84,6 +123,7 @@ def main():
         for n, _ in tests:
             print(n)
         return 0
+    os.environ[RUNNER_MARK] = str(os.getpid())
     passed = failed = skipped = 0
     failures = []
     t_all = time.monotonic()
@@ -101,8 +141,11 @@ def main():
             detail = "".join(traceback.format_exception(type(e), e, e.__traceback__)[-3:]).rstrip()
         finally:
             ctx.cleanup()
+            strays = kill_strays()
         dt = time.monotonic() - t0
         print(f"{status} {name} ({dt:.2f}s){': ' + detail if detail and status == 'SKIP' else ''}", flush=True)
+        if strays:
+            print(f"    note: killed {len(strays)} process(es) the test left running: " + "; ".join(strays), flush=True)
         if status == "PASS":
             passed += 1
         elif status == "SKIP":
