@@ -178,8 +178,9 @@ static void arm(struct drainer *d, int s)
 	}
 }
 
-/* A drain handed over: queued data and FIN go out, the socket joins our
- * epoll set (refused: the drain ends now, a timeout), the close record. */
+/* A drain handed over: FIN (unless the closer has sent it), the close
+ * record, one read at once; a drain not over by then joins our epoll set
+ * (refused: it ends at the next scan, as a timeout; see arm). */
 static void take(struct drainer *d, int s, int fd, int err)
 {
 	if (err >= 0) {
