@@ -344,6 +344,18 @@ def cwprog(ctx, *actions, env=None, name="cwprog", **kw):
     return p
 
 
+def fd_targets(path):
+    """What each fd of an fd directory (/proc/PID/fd, /proc/PID/task/TID/fd) refers to;
+    an fd closed while the directory is read is left out."""
+    out = []
+    for name in os.listdir(path):
+        try:
+            out.append(os.readlink(f"{path}/{name}"))
+        except FileNotFoundError:
+            continue
+    return out
+
+
 def tell(proc, line="go"):
     """Release one `wait` action of a cwprog scenario."""
     proc.p.stdin.write((line + "\n").encode())

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from cwtest import (Capture, count_flag, counter_delta, finish, kernel_counters,
+from cwtest import (Capture, count_flag, counter_delta, fd_targets, finish, kernel_counters,
                     plain_env, prog, read_records, read_to_end, require_root, shim_env, tell, timeout,
                     wait_for)
 
@@ -779,15 +779,7 @@ def test_dup2_over_our_fds(ctx):
 
 def socket_inodes(path):
     """Inodes of the sockets in an fd directory (/proc/PID/fd, /proc/PID/task/TID/fd)."""
-    out = set()
-    for l in os.listdir(path):
-        try:
-            t = os.readlink(f"{path}/{l}")
-        except FileNotFoundError:
-            continue
-        if t.startswith("socket:["):
-            out.add(t[8:-1])
-    return out
+    return {t[8:-1] for t in fd_targets(path) if t.startswith("socket:[")}
 
 
 def drain_thread(pid):
