@@ -178,6 +178,16 @@ static void arm(struct drainer *d, int s)
 	}
 }
 
+/* Read what slot s's socket has; then the drain is over, or it waits for
+ * the next report. */
+static void read_or_arm(struct drainer *d, int s)
+{
+	if (read_some(&cw_drain_slots[s], d->buf))
+		finish(d, s);
+	else
+		arm(d, s);
+}
+
 /* A drain handed over: FIN (unless the closer has sent it), the close
  * record, one read at once; a drain not over by then joins our epoll set
  * (refused: it ends at the next scan, as a timeout; see arm). */
@@ -205,10 +215,8 @@ static void take(struct drainer *d, int s, int fd, int err)
 	/* This thread runs after the closer (SCHED_BATCH): by now the peer has
 	 * often read the answer and closed. Then the drain is over without
 	 * ever joining the epoll set. */
-	if (fd >= 0 && read_some(sl, d->buf))
-		finish(d, s);
-	else if (fd >= 0)
-		arm(d, s);
+	if (fd >= 0)
+		read_or_arm(d, s);
 }
 
 /* One message from Q (n bytes, and the fds it carried). */
@@ -364,10 +372,7 @@ void *cw_drain_thread(void *arg)
 				next_scan = 0; /* new drains, an exit deadline, or EOF */
 			} else if (mine(&d, s)) {
 				cw_drain_slots[s].armed = -1; /* reported: silent until re-armed */
-				if (read_some(&cw_drain_slots[s], d.buf))
-					finish(&d, (int)s);
-				else
-					arm(&d, (int)s);
+				read_or_arm(&d, (int)s);
 			}
 		}
 	}
