@@ -210,6 +210,13 @@ func earlyHTTP(port, size, n int) {
 	check(ln.Close(), "close listener")
 }
 
+// The scenario runs on the process's first thread, as a C program's would: a
+// record's tid is then its pid, and the tests can say so. Without this the Go
+// scheduler may move the main goroutine to any of its threads between actions.
+func init() {
+	runtime.LockOSThread()
+}
+
 func main() {
 	args := os.Args[1:]
 	need := func(i, k int) {
