@@ -31,6 +31,7 @@
 #define FLUSH_WAIT_NS (1000 * 1000000LL) /* safety net: a drain thread that is stuck */
 #define CHANNEL_BUF (4 * 1024 * 1024)    /* room for drains sent faster than the thread takes them */
 #define MAX_PROGRAM_EPOLLS 64
+#define SENDERS_WAIT_NS (100 * 1000000LL) /* safety net: a remote sender stopped mid-send */
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define CW_SANITIZED 1
@@ -40,13 +41,18 @@
 #endif
 #endif
 
+struct cw_drain_shared *cw_drain_sh;
 struct cw_drain_slot *cw_drain_slots;
 struct cw_event *cw_drain_events;
 int cw_drain_nslots;
-atomic_int cw_drain_hw, cw_drain_pending, cw_drain_flushed, cw_drain_stderr_wanted, cw_drain_q_taken;
+atomic_int cw_drain_flushed, cw_drain_stderr_wanted, cw_drain_q_taken;
 atomic_llong cw_drain_exit_deadline;
 
-static atomic_int active;       /* claimed slots (bounded by nslots) */
+static void *table_base;        /* the mapping of head, slots and events */
+static size_t table_len;
+static int shared_table;        /* the shim: MAP_SHARED, a forked child may use our thread */
+static atomic_int remote;       /* P leads to an ancestor's thread (invariant 7) */
+static atomic_int in_region;    /* threads between entering (a claim) and the end of their send */
 /* P, the channel's program end (-1: none yet, or given up); Q's number in
  * the program's table until the thread has its own copy (drop_program_q). */
 static atomic_int chan_p = -1, start_q = -1;
@@ -64,6 +70,7 @@ static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread int in_start __attribute__((tls_model("initial-exec")));
 static __thread int in_send __attribute__((tls_model("initial-exec")));
 static __thread int fork_locked __attribute__((tls_model("initial-exec")));
+static __thread int my_region __attribute__((tls_model("initial-exec")));
 
 static void fork_prepare(void);
 static void fork_parent(void);
@@ -203,9 +210,12 @@ static int send_msg(int type, int n, const int *fds, int nfds)
 	int r = p < 0 ? (errno = ENOTCONN, -1) : send_on(p, type, n, fds, nfds);
 	int e = errno;
 	/* P closed behind our back (a raw close syscall), or its number
-	 * reused since: give the channel up, the next drain makes another. */
-	if (r < 0 && p >= 0 && (e == ENOTSOCK || e == EPIPE || e == ENOTCONN || e == EOPNOTSUPP ||
-				(e == EBADF && REAL(fcntl)(p, F_GETFD) < 0)) &&
+	 * reused since: give the channel up, the next drain makes another.
+	 * The thread gone (EPIPE…) from a remote process: its ancestor ended
+	 * without the word (a signal); detach() closes P. */
+	int not_ours = e == ENOTSOCK || e == EOPNOTSUPP || (e == EBADF && REAL(fcntl)(p, F_GETFD) < 0);
+	int thread_gone = e == EPIPE || e == ENOTCONN || e == ECONNREFUSED || e == ECONNRESET;
+	if (r < 0 && p >= 0 && (not_ours || (thread_gone && !atomic_load(&remote))) &&
 	    atomic_compare_exchange_strong(&chan_p, &p, -1))
 		cw_fd_clear(p);
 	atomic_fetch_sub(&sending, 1);
@@ -236,11 +246,12 @@ static void drop_program_q(int wait)
 
 /* Under start_lock: a socketpair and the thread. close() does not wait for
  * the thread to run: the program's copy of Q goes at a later drain. */
+static int map_table(void);
 static int start_locked(void)
 {
 	drop_program_q(1); /* of a channel given up: its thread runs by now */
 	int sv[2];
-	if (atomic_load(&broken) || REAL(socketpair)(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+	if (atomic_load(&broken) || (!cw_drain_slots && map_table() < 0) || REAL(socketpair)(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -1;
 	int p = cw_fd_hide(sv[0]), q = sv[1];
 	cw_fd_set(q, CW_FD_PRIVATE);
@@ -297,10 +308,10 @@ static void give_up_broken(void)
 	close_program_fd(atomic_exchange(&chan_p, -1));
 	drop_program_q(1);
 	unsigned long lost = 0;
-	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++) {
+	for (int i = 0, hw = atomic_load(&cw_drain_sh->hw); i < hw; i++) {
 		int sent = CW_SLOT_SENT;
 		if (atomic_compare_exchange_strong(&cw_drain_slots[i].state, &sent, CW_SLOT_CLAIMED)) {
-			atomic_fetch_sub(&cw_drain_pending, 1);
+			atomic_fetch_sub(&cw_drain_sh->pending, 1);
 			cw_drain_release(i);
 			lost++;
 		}
@@ -308,15 +319,11 @@ static void give_up_broken(void)
 	cw_log_count_lost(lost, EPERM);
 }
 
-/* A channel and its thread, made by the first drain (and again after a
- * channel was given up). */
-static int channel_ready(void)
+/* A channel and its thread (and a table, in a child that did not keep its
+ * parent's), made by the first drain, again after a channel was given up,
+ * and by a fork (cw_drain_before_fork). */
+static int start_channel(void)
 {
-	if (atomic_load(&chan_p) >= 0 && !atomic_load(&broken)) {
-		if (atomic_load(&start_q) >= 0)
-			drop_program_q(0);
-		return 0;
-	}
 	if (in_start)
 		return -1; /* a signal handler inside our own section */
 	pthread_mutex_lock(&start_lock);
@@ -327,6 +334,83 @@ static int channel_ready(void)
 	in_start = 0;
 	pthread_mutex_unlock(&start_lock);
 	return rc;
+}
+
+static void leave(void)
+{
+	atomic_fetch_sub(&in_region, 1);
+	my_region--;
+}
+
+/* Counted in in_region, with the channel up: the table and P stay what they
+ * are until leave() (detach waits for it). 0, or -1 (not counted). */
+static int enter(void)
+{
+	for (int tries = 0; tries < 2; tries++) {
+		my_region++;
+		atomic_fetch_add(&in_region, 1); /* then look at chan_p: detach looks the other way */
+		if (atomic_load(&chan_p) >= 0 && cw_drain_slots && !atomic_load(&broken)) {
+			if (atomic_load(&start_q) >= 0)
+				drop_program_q(0);
+			return 0;
+		}
+		leave();
+		if (tries || start_channel() < 0)
+			break;
+	}
+	return -1;
+}
+
+static void unmap_table(void)
+{
+	if (table_base)
+		munmap(table_base, table_len);
+	table_base = NULL;
+	cw_drain_slots = NULL;
+	cw_drain_events = NULL;
+	cw_drain_sh = NULL;
+}
+
+/* A remote process whose ancestor's thread is closing or gone (invariant 7):
+ * once no other thread of ours is between a claim and the end of its send,
+ * P goes, and so does the ancestor's table; the next drain maps a table and
+ * starts a thread of our own. Not called inside the region. */
+static void detach(void)
+{
+	if (in_start)
+		return;
+	pthread_mutex_lock(&start_lock);
+	in_start = 1;
+	if (atomic_load(&remote)) {
+		int p = atomic_exchange(&chan_p, -1); /* then look at in_region: enter looks the other way */
+		while (atomic_load(&in_region) > my_region)
+			sched_yield();
+		close_program_fd(p);
+		unmap_table();
+		atomic_store(&remote, 0);
+	}
+	in_start = 0;
+	pthread_mutex_unlock(&start_lock);
+}
+
+int cw_drain_is_remote(void)
+{
+	return atomic_load(&remote);
+}
+
+/* May a forked child send to our thread? Not when close() waits for its
+ * drain (a sync wait across processes), nor with a %p log file (the
+ * thread would write the child's records into our file), nor under TSan
+ * (CW_TSAN, real.h): it sees one process, and the other side of the shared
+ * table would look like races to it. */
+static int may_share(void)
+{
+#ifdef CW_TSAN
+	return 0;
+#else
+	return shared_table && !cw_cfg.drain_sync &&
+	       !(cw_cfg.log_kind == CW_LOG_FILE && strstr(cw_cfg.log_path, "%p"));
+#endif
 }
 
 void cw_drain_relocate_if(int fd)
@@ -361,38 +445,44 @@ void cw_drain_relocate_if(int fd)
 
 /* ---- slots ------------------------------------------------------------------ */
 
+/* Head, slots and events in one mapping: zero pages are free slots, and
+ * only the pages of slots used get backed. MAP_SHARED in the shim, so that
+ * a forked child can hand its drains to our thread (invariant 7). */
+static int map_table(void)
+{
+	size_t n = (size_t)cw_cfg.drain_max, line = 64;
+	size_t head = (sizeof *cw_drain_sh + line - 1) / line * line;
+	size_t slots = (n * sizeof *cw_drain_slots + line - 1) / line * line;
+	size_t len = head + slots + n * sizeof *cw_drain_events;
+	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       (shared_table ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return -1; /* every drain will be skipped */
+	table_base = m;
+	table_len = len;
+	cw_drain_sh = (struct cw_drain_shared *)m;
+	cw_drain_events = (struct cw_event *)(m + head + slots);
+	cw_drain_nslots = (int)n;
+	cw_drain_slots = (struct cw_drain_slot *)(m + head);
+	return 0;
+}
+
 void cw_drain_init(int supervisor)
 {
 	if (cw_cfg.mode != CW_MODE_DRAIN || cw_cfg.drain_max <= 0 || cw_drain_slots)
 		return;
 	own_table = !supervisor;
-	size_t n = (size_t)cw_cfg.drain_max;
-	/* Zero pages are free slots; only the pages of slots used get backed. */
-	void *s = mmap(NULL, n * sizeof *cw_drain_slots, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	void *e = mmap(NULL, n * sizeof *cw_drain_events, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (s == MAP_FAILED || e == MAP_FAILED) {
-		if (s != MAP_FAILED)
-			munmap(s, n * sizeof *cw_drain_slots);
-		if (e != MAP_FAILED)
-			munmap(e, n * sizeof *cw_drain_events);
-		return; /* every drain will be skipped */
-	}
-	cw_drain_slots = s;
-	cw_drain_events = e;
-	cw_drain_nslots = (int)n;
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	shared_table = !supervisor;
+	if (map_table() == 0)
+		pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-/* A free slot claimed for ev (and the channel ready), or -1. */
+/* A free slot claimed for ev, or -1. Inside the region (enter). */
 static int claim(const struct cw_event *ev, struct cw_drain_ticket *t)
 {
 	t->fd = t->slot = -1;
-	if (!cw_drain_slots)
-		return -1;
-	if (atomic_fetch_add(&active, 1) >= cw_drain_nslots || channel_ready() < 0) {
-		atomic_fetch_sub(&active, 1);
+	if (atomic_fetch_add(&cw_drain_sh->active, 1) >= cw_drain_nslots) {
+		atomic_fetch_sub(&cw_drain_sh->active, 1);
 		return -1;
 	}
 	for (int i = 0; i < cw_drain_nslots; i++) {
@@ -400,8 +490,8 @@ static int claim(const struct cw_event *ev, struct cw_drain_ticket *t)
 		int expected = CW_SLOT_FREE;
 		if (!atomic_compare_exchange_strong(&sl->state, &expected, CW_SLOT_CLAIMED))
 			continue;
-		int hw = atomic_load(&cw_drain_hw);
-		while (hw <= i && !atomic_compare_exchange_weak(&cw_drain_hw, &hw, i + 1))
+		int hw = atomic_load(&cw_drain_sh->hw);
+		while (hw <= i && !atomic_compare_exchange_weak(&cw_drain_sh->hw, &hw, i + 1))
 			;
 		atomic_store(&sl->close_written, 0);
 		sl->fd = -1;
@@ -420,7 +510,7 @@ static int claim(const struct cw_event *ev, struct cw_drain_ticket *t)
 		t->id = sl->start_ns;
 		return i;
 	}
-	atomic_fetch_sub(&active, 1);
+	atomic_fetch_sub(&cw_drain_sh->active, 1);
 	return -1;
 }
 
@@ -428,7 +518,7 @@ void cw_drain_release(int s)
 {
 	atomic_store(&cw_drain_slots[s].owner, 0);
 	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_FREE, memory_order_release);
-	atomic_fetch_sub(&active, 1);
+	atomic_fetch_sub(&cw_drain_sh->active, 1);
 	/* Only a sync close() waits for it (cw_drain_go); the supervisor's held
 	 * calls look (cw_drain_over): no wake-up system call for an async one. */
 	if (cw_cfg.drain_sync)
@@ -453,42 +543,74 @@ static int hand_over(int s, int fd, const struct cw_event *ev)
 	memcpy(&cw_drain_events[s], ev, sizeof *ev);
 	cw_drain_events[s].action = CW_ACTION_DRAINED;
 	cw_drain_slots[s].closer_shuts = shut;
-	atomic_fetch_add(&cw_drain_pending, 1);
+	atomic_fetch_add(&cw_drain_sh->pending, 1);
 	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_SENT, memory_order_release);
 	int fds[2] = {fd, 2};
 	int n = atomic_load(&cw_drain_stderr_wanted) && fd != 2 ? 2 : 1;
-	if (send_msg(CW_MSG_DRAIN, s, fds, n) == 0 || (n == 2 && errno == EBADF &&
-						       send_msg(CW_MSG_DRAIN, s, fds, 1) == 0)) {
+	/* Remote: counted in senders, then a look at closing (T's process
+	 * counts the other way round: invariant 7). */
+	int far = atomic_load(&remote);
+	if (far)
+		atomic_fetch_add(&cw_drain_sh->senders, 1);
+	int closing = far && atomic_load(&cw_drain_sh->closing);
+	int sent = !closing && (send_msg(CW_MSG_DRAIN, s, fds, n) == 0 ||
+				(n == 2 && errno == EBADF && send_msg(CW_MSG_DRAIN, s, fds, 1) == 0));
+	if (closing)
+		errno = ESHUTDOWN;
+	if (far)
+		atomic_fetch_sub(&cw_drain_sh->senders, 1);
+	if (sent) {
 		if (shut)
 			REAL(shutdown)(fd, SHUT_WR);
 		return 0;
 	}
-	atomic_fetch_sub(&cw_drain_pending, 1);
+	atomic_fetch_sub(&cw_drain_sh->pending, 1);
 	cw_drain_release(s);
 	return -1;
 }
 
 int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
 {
-	int s = claim(ev, t);
-	if (s < 0)
-		return CW_ACTION_DRAIN_SKIPPED;
-	struct stat st;
-	if (ev->rec.proto == CLOSEWATCH_PROTO_UNIX && fstat(fd, &st) == 0)
-		cw_drain_slots[s].ino = (unsigned long)st.st_ino; /* rare: unix drains are rst_unread */
 	leave_program_epolls(fd);
-	if (hand_over(s, fd, ev) < 0) {
+	/* A second try only in a remote process whose ancestor's thread was
+	 * closing or gone: then through a thread of our own. */
+	for (int tries = 0; tries < 2; tries++) {
+		if (enter() < 0)
+			break;
+		int far = atomic_load(&remote), s = claim(ev, t);
+		if (s < 0) {
+			leave();
+			break;
+		}
+		struct stat st;
+		if (ev->rec.proto == CLOSEWATCH_PROTO_UNIX && fstat(fd, &st) == 0)
+			cw_drain_slots[s].ino = (unsigned long)st.st_ino; /* rare: unix drains are rst_unread */
+		int rc = hand_over(s, fd, ev);
+		leave();
+		if (rc == 0) {
+			if (!cw_cfg.drain_sync)
+				t->slot = -1; /* nothing left for cw_drain_go */
+			return CW_ACTION_DRAINED;
+		}
 		t->slot = -1;
-		return CW_ACTION_DRAIN_SKIPPED;
+		/* Not a full channel (EAGAIN: skipped, as in T's own process). */
+		int e = errno;
+		if (!far || !(e == ESHUTDOWN || e == EPIPE || e == ENOTCONN || e == ECONNREFUSED ||
+			      e == ECONNRESET || e == ENOTSOCK || e == EOPNOTSUPP || e == EBADF))
+			break;
+		detach();
 	}
-	if (!cw_cfg.drain_sync)
-		t->slot = -1; /* nothing left for cw_drain_go */
-	return CW_ACTION_DRAINED;
+	return CW_ACTION_DRAIN_SKIPPED;
 }
 
 int cw_drain_prepare_adopt(int fd, const struct cw_event *ev, struct cw_drain_ticket *t)
 {
-	if (claim(ev, t) < 0)
+	t->fd = t->slot = -1;
+	if (enter() < 0)
+		return CW_ACTION_DRAIN_SKIPPED;
+	int s = claim(ev, t);
+	leave(); /* the supervisor's table and channel never move */
+	if (s < 0)
 		return CW_ACTION_DRAIN_SKIPPED;
 	t->fd = fd;
 	return CW_ACTION_DRAINED;
@@ -527,9 +649,27 @@ void cw_drain_go(struct cw_drain_ticket *t, const struct cw_event *ev)
 
 /* ---- exec, _exit, exit ------------------------------------------------------------ */
 
+/* Our thread ends with this process (exit, exec): remote processes send no
+ * more (they detach), and those that looked at closing before it was set
+ * have sent by the time this returns (invariant 7): what they sent is in
+ * pending, and in the thread's queue before any message of ours after. */
+static void stop_remote_senders(void)
+{
+	if (!shared_table || !cw_drain_sh)
+		return;
+	atomic_store(&cw_drain_sh->closing, 1); /* then look at senders: they look the other way */
+	int64_t give_up = cw_drain_now_ns() + SENDERS_WAIT_NS;
+	while (atomic_load(&cw_drain_sh->senders) > 0 && cw_drain_now_ns() < give_up)
+		sched_yield();
+}
+
 void cw_drain_flush_close_records(void)
 {
-	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0 || in_send)
+	/* Remote: our drains are our ancestor's thread's, which goes on. */
+	if (!cw_drain_slots || atomic_load(&remote) || in_send)
+		return;
+	stop_remote_senders();
+	if (atomic_load(&cw_drain_sh->pending) == 0)
 		return;
 	/* The thread handles messages in order: once it has done this FLUSH,
 	 * the close record of every drain sent before it is written. */
@@ -544,7 +684,7 @@ void cw_drain_flush_close_records(void)
 	 * records not written are counted as lost (the thread may still write
 	 * them, once). */
 	unsigned long lost = 0;
-	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
+	for (int i = 0, hw = atomic_load(&cw_drain_sh->hw); i < hw; i++)
 		lost += atomic_load(&cw_drain_slots[i].state) == CW_SLOT_SENT &&
 			!atomic_load(&cw_drain_slots[i].close_written);
 	cw_log_count_lost(lost, ETIMEDOUT);
@@ -552,7 +692,10 @@ void cw_drain_flush_close_records(void)
 
 void cw_drain_at_exit(void)
 {
-	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0)
+	if (!cw_drain_slots || atomic_load(&remote))
+		return;
+	stop_remote_senders();
+	if (atomic_load(&cw_drain_sh->pending) == 0)
 		return;
 	/* Every pending drain ends by now + idle timeout at the latest (the
 	 * thread ends those still going as timeouts), and is logged. */
@@ -560,7 +703,7 @@ void cw_drain_at_exit(void)
 	atomic_store(&cw_drain_exit_deadline, deadline);
 	(void)send_msg(CW_MSG_WAKE, 0, NULL, 0);
 	struct timespec ms = {0, 1000000};
-	while (atomic_load(&cw_drain_pending) > 0 && cw_drain_now_ns() < deadline + EXIT_GRACE_NS)
+	while (atomic_load(&cw_drain_sh->pending) > 0 && cw_drain_now_ns() < deadline + EXIT_GRACE_NS)
 		nanosleep(&ms, NULL);
 	cw_drain_flush_close_records(); /* of drains the thread did not end in time */
 }
@@ -585,21 +728,37 @@ static void fork_parent(void)
 }
 
 /* The child inherits no drain: the sockets are in the parent's thread's
- * table; its copy of P goes, and its memory's slots are free. Its first
- * drain makes a channel and a thread of its own. */
+ * table. With the channel up (and may_share), it keeps its copy of P and
+ * the shared table: it is remote, its drains go to that thread, and its
+ * first drained close is as quick as any (invariant 7). Else its copy of P
+ * goes, and so does the table (the supervisor's, private, is reset): its
+ * first drain makes a table, a channel and a thread of its own. */
 static void fork_child(void)
 {
-	close_program_fd(atomic_exchange(&chan_p, -1));
-	close_program_fd(atomic_exchange(&start_q, -1));
-	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++) {
-		atomic_store(&cw_drain_slots[i].owner, 0);
-		atomic_store(&cw_drain_slots[i].state, CW_SLOT_FREE);
+	int keep = cw_drain_slots && may_share() && atomic_load(&chan_p) >= 0 && !atomic_load(&broken) &&
+		   !atomic_load(&cw_drain_sh->closing);
+	close_program_fd(atomic_exchange(&start_q, -1)); /* T's end: T has its own, or the parent's table does */
+	if (keep) {
+		atomic_store(&remote, 1);
+	} else {
+		close_program_fd(atomic_exchange(&chan_p, -1));
+		atomic_store(&remote, 0);
+		atomic_store(&cw_drain_stderr_wanted, 0);
+		if (shared_table) {
+			unmap_table();
+		} else if (cw_drain_slots) {
+			for (int i = 0, hw = atomic_load(&cw_drain_sh->hw); i < hw; i++) {
+				atomic_store(&cw_drain_slots[i].owner, 0);
+				atomic_store(&cw_drain_slots[i].state, CW_SLOT_FREE);
+			}
+			atomic_store(&cw_drain_sh->active, 0);
+			atomic_store(&cw_drain_sh->pending, 0);
+		}
 	}
-	atomic_store(&active, 0);
-	atomic_store(&cw_drain_pending, 0);
+	atomic_store(&in_region, 0);
+	my_region = 0;
 	atomic_store(&sending, 0);
 	atomic_store(&cw_drain_exit_deadline, 0);
-	atomic_store(&cw_drain_stderr_wanted, 0);
 	in_send = 0;
 	if (fork_locked) {
 		fork_locked = 0;
@@ -608,4 +767,24 @@ static void fork_child(void)
 		pthread_mutex_init(&start_lock, NULL);
 		in_start = 0;
 	}
+}
+
+/* A process that holds a socket we cover and is about to fork starts its
+ * thread now (once): its children, fork-per-connection or prefork, then
+ * hand their drains to it, and none of them pays for a thread of its own
+ * (a first pthread_create in a fresh child costs tens of microseconds). A
+ * process with no socket (a shell running commands) starts nothing. */
+void cw_drain_before_fork(void)
+{
+	if (!may_share() || in_start || atomic_load(&remote))
+		return;
+	if (atomic_load(&chan_p) >= 0) {
+		/* A thread started here, in a process that may never drain
+		 * itself: its copy of Q goes now (invariant 1), not at a drain. */
+		if (atomic_load(&start_q) >= 0)
+			drop_program_q(0);
+		return;
+	}
+	if (!atomic_load(&broken) && cw_fd_holds_socket())
+		(void)start_channel();
 }

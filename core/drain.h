@@ -42,9 +42,14 @@
  *     With CLOSEWATCH_DRAIN_SYNC=1 too: close() then waits for that end;
  *   - the socket leaves the program's epoll sets at close(), as it would
  *     without the engine's reference (see cw_drain_note_epoll);
- *   - a forked child closes its copy of the channel and starts afresh; at
- *     exit, pending drains get a bounded wait (<= the idle timeout) and each
- *     one is logged.
+ *   - a forked child of the shim keeps its copy of the channel and sends its
+ *     drains to its parent's thread (a process holding a socket starts its
+ *     thread before it forks: no child pays for one); it starts a thread of
+ *     its own once that thread's process exits or execs (or under
+ *     CLOSEWATCH_DRAIN_SYNC=1, a %p log file, TSan). At exit, pending drains
+ *     of the process's own thread get a bounded wait (<= the idle timeout)
+ *     and each one is logged; a child using its parent's thread waits for
+ *     nothing.
  *
  * Limits (for the README):
  *   - epoll sets the shim does not know of (created before our constructor,
@@ -60,10 +65,14 @@
  *   - records written by the drain thread go to the log target as it was
  *     when the thread started (a file, syslog), or to the program's stderr
  *     as it was at the latest drained close (logwriter.h, cw_log_own_*).
- *   - the first drain starts a thread that stays (blocked in epoll_wait):
- *     the process is multi-threaded from then on (e.g. a later
- *     unshare(CLONE_NEWUSER) fails). Starting it is the one allocation made
- *     in a close() path (it does not wait for the thread to run).
+ *   - the first drain, or the first fork of a process that holds a socket,
+ *     starts a thread that stays (blocked in epoll_wait): the process is
+ *     multi-threaded from then on (e.g. a later unshare(CLONE_NEWUSER)
+ *     fails). Starting it is the one allocation made in a close() path (it
+ *     does not wait for the thread to run).
+ *   - a child using its parent's thread loses the drains it handed over if
+ *     the parent is killed (SIGKILL: the kernel closes them, their records
+ *     are not written), and they wait while the parent is stopped.
  *   - a program that dup2()s over every fd number up to RLIMIT_NOFILE leaves
  *     the channel's program end no room: the channel is given up (pending
  *     drains go on to their end), and the next drain starts a new one.
@@ -142,6 +151,9 @@ void cw_drain_note_epoll(int epfd);
 void cw_drain_cut_local_peers(void);
 
 void cw_drain_init(int supervisor);
+/* The shim's fork(), before the real one: a process holding a socket starts
+ * its drain thread, which its children will use (drain_int.h, invariant 7). */
+void cw_drain_before_fork(void);
 /* At exit and _exit: a bounded wait for pending drains, each logged either way. */
 void cw_drain_at_exit(void);
 

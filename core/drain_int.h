@@ -28,10 +28,24 @@
  *  6. Senders count themselves (`sending`) around their use of P's number;
  *     a move of P (the program dup2s onto it) publishes the new number,
  *     then waits until no sender holds the old one (never for itself).
- *  7. A fork's child closes its copy of P and frees every slot of its
- *     memory copy: it inherits no drain, no thread, no engine fd. The one
- *     lock (start_lock: making a channel, moving P) is held across fork,
- *     so no child sees a channel half made.
+ *  7. A fork's child of the shim keeps its copy of P if the channel is up
+ *     (and records do not go to a %p file, nor close() wait for drains):
+ *     it is "remote", sending to its ancestor's T through the same slot
+ *     table, which is MAP_SHARED for that reason (struct cw_drain_shared).
+ *     Else it closes its copy and drops the table: its first drain maps one
+ *     of its own and starts its own T. A remote process never touches a
+ *     slot it did not claim, never sets `closing`, and waits for nothing at
+ *     exit or exec: its drains are T's, which outlives it. T's process sets
+ *     `closing` at exit or exec, then waits until no remote sender is
+ *     between its look at `closing` and the end of its send (`senders`):
+ *     every drain sent is then in T's queue (counted in `pending`, which
+ *     its exit waits for), and every later one finds `closing` set. A
+ *     remote sender that finds `closing` set, or T gone (its send fails),
+ *     detaches: once no thread of its process is between a claim and the
+ *     end of its send (`in_region`), it closes P, drops the table and
+ *     starts its own. The one lock (start_lock: making a channel, moving
+ *     P, detaching) is held across fork, so no child sees a channel half
+ *     made.
  *  No correctness rests on a timed wait: the waits bounded by time (exit,
  *  FLUSH) are policy or a safety net against a stuck thread (the records
  *  not written are then counted as lost, never written twice). */
@@ -80,12 +94,23 @@ struct cw_drain_msg {
 	int type, n;
 };
 
-/* The engine's state (drain.c). slots/events are mapped once at init. */
+/* What every process sending to one drain thread shares with it: the head
+ * of the slot table's mapping (MAP_SHARED in the shim, so that a forked
+ * child can send to its parent's thread; invariant 7). */
+struct cw_drain_shared {
+	atomic_int hw;        /* one past the highest slot ever claimed */
+	atomic_int active;    /* slots claimed (bounded by the table's size) */
+	atomic_int pending;   /* sent, not over */
+	atomic_int closing;   /* T's process exits or execs: remote processes send no more */
+	atomic_int senders;   /* remote senders between their look at closing and their send's end */
+};
+
+/* The engine's state (drain.c). The table (head, slots, events) is mapped at
+ * init, and again by a forked child that does not use its parent's thread. */
+extern struct cw_drain_shared *cw_drain_sh;
 extern struct cw_drain_slot *cw_drain_slots;
 extern struct cw_event *cw_drain_events;
 extern int cw_drain_nslots;
-extern atomic_int cw_drain_hw;          /* one past the highest slot ever claimed */
-extern atomic_int cw_drain_pending;     /* sent, not over */
 extern atomic_llong cw_drain_exit_deadline; /* CLOCK_MONOTONIC ns; 0: not exiting */
 extern atomic_int cw_drain_flushed;     /* the last FLUSH T has done */
 /* q_taken: set by the shim's thread once it has its own table (or could
@@ -94,6 +119,8 @@ extern atomic_int cw_drain_flushed;     /* the last FLUSH T has done */
  * each drain carries the program's fd 2 (logwriter.h, cw_log_own_*). */
 extern atomic_int cw_drain_q_taken, cw_drain_broken, cw_drain_stderr_wanted;
 
+/* This process sends to an ancestor's drain thread (invariant 7). */
+int cw_drain_is_remote(void);
 /* Give slot s back (its records written or never due). */
 void cw_drain_release(int s);
 /* futex wake of every waiter on a word. */

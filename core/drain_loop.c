@@ -150,7 +150,7 @@ static void finish(struct drainer *d, int s)
 		clock_gettime(CLOCK_REALTIME, &ev->ts);
 		cw_log_event(ev);
 	}
-	atomic_fetch_sub(&cw_drain_pending, 1);
+	atomic_fetch_sub(&cw_drain_sh->pending, 1);
 	cw_drain_release(s);
 	if (--d->own == 0 && d->err >= 0) { /* the program's stderr is not held while idle */
 		cw_log_own_stderr(-1);
@@ -236,7 +236,7 @@ static void handle(struct drainer *d, const struct cw_drain_msg *m, ssize_t n, i
 			CW_OWN_FD(REAL(close)(fds[i]));
 	if (!whole || m->type != CW_MSG_FLUSH)
 		return;
-	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw; i++)
+	for (int i = 0, hw = atomic_load(&cw_drain_sh->hw); i < hw; i++)
 		if (mine(d, (uint32_t)i) && !atomic_load(&cw_drain_slots[i].close_written))
 			write_close_record(i);
 	atomic_store(&cw_drain_flushed, m->n);
@@ -291,7 +291,7 @@ static void receive(struct drainer *d)
 static int64_t scan(struct drainer *d, int64_t now)
 {
 	int64_t next = INT64_MAX;
-	for (int i = 0, hw = atomic_load(&cw_drain_hw); i < hw && d->own > 0; i++) {
+	for (int i = 0, hw = atomic_load(&cw_drain_sh->hw); i < hw && d->own > 0; i++) {
 		if (!mine(d, (uint32_t)i))
 			continue;
 		int64_t t = deadline_of(&cw_drain_slots[i]);

@@ -24,9 +24,12 @@ static int pending(int s)
 
 void cw_drain_cut_local_peers(void)
 {
-	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0)
+	/* A remote process's drains are its ancestor's thread's, which does
+	 * not end with it: nothing waits for them here (and the slots are not
+	 * ours to write). */
+	if (!cw_drain_slots || cw_drain_is_remote() || atomic_load(&cw_drain_sh->pending) == 0)
 		return;
-	int hw = atomic_load(&cw_drain_hw), unix_drains = 0;
+	int hw = atomic_load(&cw_drain_sh->hw), unix_drains = 0;
 	for (int s = 0; s < hw; s++) {
 		struct cw_drain_slot *sl = &cw_drain_slots[s];
 		sl->peer_ino = pending(s) && sl->ino ? cw_inspect_unix_peer(sl->ino) : 0;

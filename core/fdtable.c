@@ -70,6 +70,17 @@ void cw_fd_mark_all_sockets(uint8_t flags)
 	}
 }
 
+int cw_fd_holds_socket(void)
+{
+	int n = cw_fd_limit();
+	for (int fd = 0; fd < n; fd++) {
+		uint8_t e = cw_fd_get(fd);
+		if ((e & CW_KIND_MASK) && !(e & CW_FD_PRIVATE))
+			return 1;
+	}
+	return 0;
+}
+
 uint8_t cw_fd_kind_from_args(int domain, int type, int protocol)
 {
 	type &= ~(SOCK_NONBLOCK | SOCK_CLOEXEC);

@@ -689,6 +689,8 @@ HOOK pid_t fork(void)
 {
 	/* The child's pid is known, and the sockets marked, before any close
 	 * of another thread looks at them (forkgate.h). */
+	if (ready())
+		cw_drain_before_fork();
 	cw_forkgate_fork_begin();
 	pid_t pid = REAL(fork)();
 	int saved = errno;

@@ -34,14 +34,14 @@ void cw_trap_drain_abandon(struct cw_drain_ticket *t)
 
 void cw_trap_drain_wait_all(void)
 {
-	if (!cw_drain_slots || atomic_load(&cw_drain_pending) == 0)
+	if (!cw_drain_slots || atomic_load(&cw_drain_sh->pending) == 0)
 		return;
 	/* Each drain ends by its own timeouts (the engine's thread ends it):
 	 * wait for that, bounded by the total timeout, then let the engine's
 	 * exit path end what is left and write every record. */
 	int64_t give_up = cw_drain_now_ns() + cw_cfg.drain_timeout_ms * 1000000LL + EXIT_WAIT_GRACE_NS;
 	struct timespec ms = {0, 1000000};
-	while (atomic_load(&cw_drain_pending) > 0 && cw_drain_now_ns() < give_up)
+	while (atomic_load(&cw_drain_sh->pending) > 0 && cw_drain_now_ns() < give_up)
 		nanosleep(&ms, NULL);
 	cw_drain_at_exit();
 }

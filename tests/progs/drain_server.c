@@ -16,7 +16,9 @@
  *   --nonblock       accepted sockets O_NONBLOCK (reads and writes wait with poll)
  *   --linger SECS    SO_LINGER {1, SECS} before closing (0: abortive close)
  *   --fork N         after the closes, fork N children: each prints
- *                    "child PID sockets S" (socket fds it holds), sleeps --child-ms,
+ *                    "child PID sockets S" (stream socket fds it holds: not the
+ *                    shim's channel to the parent's drain thread, a seqpacket
+ *                    socket a drain-mode child keeps), sleeps --child-ms,
  *                    and exits with exit(0); the parent forks them one after
  *                    the other, then reaps them all
  *   --child-ms MS    (0)
@@ -229,7 +231,11 @@ static int count_sockets(void)
 		ssize_t l = readlink(path, link, sizeof link - 1);
 		if (l > 0) {
 			link[l] = 0;
-			if (!strncmp(link, "socket:", 7))
+			int type = 0;
+			socklen_t len = sizeof type;
+			if (!strncmp(link, "socket:", 7) &&
+			    getsockopt(atoi(e->d_name), SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+			    type == SOCK_STREAM)
 				n++;
 		}
 	}
