@@ -207,7 +207,11 @@ static int send_msg(int type, int n, const int *fds, int nfds)
 	in_send++;
 	atomic_fetch_add(&sending, 1);
 	int p = atomic_load(&chan_p);
-	int r = p < 0 ? (errno = ENOTCONN, -1) : send_on(p, type, n, fds, nfds);
+	/* Its number taken by a socket of the program's (P closed behind our
+	 * back, then reused, seen by our socket hooks): never send our message
+	 * there, it would be the program's data. */
+	int reused = p >= 0 && cw_fd_in_table(p) && !(cw_fd_get(p) & CW_FD_PRIVATE);
+	int r = p < 0 ? (errno = ENOTCONN, -1) : reused ? (errno = ENOTSOCK, -1) : send_on(p, type, n, fds, nfds);
 	int e = errno;
 	/* P closed behind our back (a raw close syscall), or its number
 	 * reused since: give the channel up, the next drain makes another.
@@ -216,7 +220,7 @@ static int send_msg(int type, int n, const int *fds, int nfds)
 	int not_ours = e == ENOTSOCK || e == EOPNOTSUPP || (e == EBADF && REAL(fcntl)(p, F_GETFD) < 0);
 	int thread_gone = e == EPIPE || e == ENOTCONN || e == ECONNREFUSED || e == ECONNRESET;
 	if (r < 0 && p >= 0 && (not_ours || (thread_gone && !atomic_load(&remote))) &&
-	    atomic_compare_exchange_strong(&chan_p, &p, -1))
+	    atomic_compare_exchange_strong(&chan_p, &p, -1) && !reused)
 		cw_fd_clear(p);
 	atomic_fetch_sub(&sending, 1);
 	in_send--;
