@@ -547,6 +547,7 @@ static int hand_over(int s, int fd, const struct cw_event *ev)
 	memcpy(&cw_drain_events[s], ev, sizeof *ev);
 	cw_drain_events[s].action = CW_ACTION_DRAINED;
 	cw_drain_slots[s].closer_shuts = shut;
+	cw_drain_slots[s].cpu = sched_getcpu(); /* no system call: rseq or the vDSO */
 	atomic_fetch_add(&cw_drain_sh->pending, 1);
 	atomic_store_explicit(&cw_drain_slots[s].state, CW_SLOT_SENT, memory_order_release);
 	int fds[2] = {fd, 2};

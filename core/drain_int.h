@@ -69,6 +69,7 @@ struct cw_drain_slot {
 	 * message is sent (hand_over: where close() would have sent FIN);
 	 * else T does. */
 	int closer_shuts;
+	int cpu;              /* the closer's CPU at the hand-over, -1 unknown (pace, drain_loop.c) */
 	int tcp, seqpacket;
 	int linger;           /* the program's SO_LINGER seconds, -1 off */
 	/* Not an event by itself (EVENTS=risky, a verdict that throws nothing

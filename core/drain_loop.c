@@ -23,6 +23,9 @@
 #define READS_PER_TURN 16        /* then the other sockets get their turn */
 #define EPOLL_BATCH 64
 #define CHANNEL_TAG UINT32_MAX   /* epoll data of Q */
+/* While drains come often, Q is looked at every POLL_MS instead (pace()). */
+#define POLL_MS 1
+#define BUSY_NS (50 * 1000000LL) /* "often": the last message less than this ago */
 
 /* A sanitizer build (make check) keeps fd 2 in the thread's table: the
  * sanitizer writes its reports there. CW_OWN_FD (real.h): each fd call of
@@ -44,6 +47,9 @@ struct drainer {
 	unsigned gen;
 	int own;       /* its drains not yet over */
 	int eof;       /* P is gone: end once own is 0 */
+	int q_in_set;  /* Q is in our epoll set (a message wakes us), else polled (pace) */
+	int elsewhere; /* the last drain came from a thread on another CPU than ours */
+	int64_t last_msg_ns;
 	int err;       /* its copy of the program's stderr, while it has drains */
 	char *buf;
 };
@@ -205,6 +211,8 @@ static void take(struct drainer *d, int s, int fd, int err)
 		return;
 	}
 	struct cw_drain_slot *sl = &cw_drain_slots[s];
+	if (sl->cpu >= 0)
+		d->elsewhere = sl->cpu != sched_getcpu();
 	if (fd >= 0 && !sl->closer_shuts) /* -1: lost on the way (our table full) */
 		CW_OWN_FD(REAL(shutdown)(fd, SHUT_WR));
 	sl->fd = fd;
@@ -247,8 +255,9 @@ static void handle(struct drainer *d, const struct cw_drain_msg *m, ssize_t n, i
  * that a wake-up for one drain costs one call, not a second one to learn
  * that Q is empty. */
 #define RECV_BATCH 8
-static void receive(struct drainer *d)
+static int receive(struct drainer *d)
 {
+	int handled = 0;
 	for (;;) {
 		struct cw_drain_msg m[RECV_BATCH];
 		struct iovec v[RECV_BATCH];
@@ -271,7 +280,7 @@ static void receive(struct drainer *d)
 				struct epoll_event unused;
 				CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_DEL, d->q, &unused));
 				d->eof = 1;
-				return;
+				return handled;
 			}
 			int fds[2] = {-1, -1};
 			struct cmsghdr *c = CMSG_FIRSTHDR(&h[i].msg_hdr);
@@ -279,10 +288,39 @@ static void receive(struct drainer *d)
 			if (k)
 				memcpy(fds, CMSG_DATA(c), k < sizeof fds ? k : sizeof fds);
 			handle(d, &m[i], (ssize_t)h[i].msg_len, fds);
+			handled++;
 		}
 		if (got < RECV_BATCH)
-			return;
+			return handled;
 	}
+}
+
+/* Waking this thread when it sleeps on another CPU is paid by the sender:
+ * about 12 us on the 2-vCPU VMs measured (the wake-up's interrupt to the
+ * other CPU), more than the rest of a drained close(), which otherwise
+ * takes 2-3 us. So while drains come often from threads on other CPUs, Q
+ * is out of our epoll set and we look at it every POLL_MS: a close() that
+ * hands a drain over wakes nobody, and the drain starts at most POLL_MS
+ * later (the closer has sent FIN already where close() would have, so
+ * only rst_unread's FIN waits for us). Drains from our own CPU (a program
+ * pinned there, as nginx often is) wake us as before: that costs the
+ * sender little, and a woken SCHED_BATCH thread runs when the CPU is free,
+ * where a timer's batch of drains would run in the program's way. Quiet
+ * for BUSY_NS: Q goes back in the set, and the next message wakes us
+ * (level-triggered: one that came meanwhile reports at once). Not with
+ * DRAIN_SYNC=1: close() waits for us there. */
+static void pace(struct drainer *d, int got, int64_t now)
+{
+	if (d->eof || cw_cfg.drain_sync)
+		return;
+	if (got)
+		d->last_msg_ns = now;
+	int polled = d->elsewhere && now - d->last_msg_ns <= BUSY_NS;
+	struct epoll_event e = {.events = EPOLLIN, .data.u32 = CHANNEL_TAG};
+	if (polled && d->q_in_set && CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_DEL, d->q, &e)) == 0)
+		d->q_in_set = 0;
+	else if (!polled && !d->q_in_set && CW_OWN_FD(epoll_ctl(d->ep, EPOLL_CTL_ADD, d->q, &e)) == 0)
+		d->q_in_set = 1;
 }
 
 /* End the drains past their deadline. Returns the next deadline (INT64_MAX:
@@ -328,7 +366,7 @@ void *cw_drain_thread(void *arg)
 {
 	const struct cw_drain_start *st = arg;
 	char buf[THREAD_CHUNK]; /* contents never used */
-	struct drainer d = {.q = st->q, .ep = -1, .gen = st->gen, .err = -1, .buf = buf};
+	struct drainer d = {.q = st->q, .ep = -1, .gen = st->gen, .err = -1, .buf = buf, .q_in_set = 1};
 	int own_table = st->own_table;
 	prctl(PR_SET_NAME, "closewatch-drn", 0, 0, 0);
 	/* SCHED_BATCH: a fair share of the CPU as before (same nice value), but
@@ -364,17 +402,26 @@ void *cw_drain_thread(void *arg)
 		int64_t ms = next_scan == INT64_MAX ? -1
 			     : next_scan <= now	   ? 0
 						   : (next_scan - now + 999999) / 1000000;
+		int polled = !d.q_in_set && !d.eof;
+		if (polled && (ms < 0 || ms > POLL_MS))
+			ms = POLL_MS;
 		int n = CW_OWN_FD(epoll_wait(d.ep, evs, EPOLL_BATCH, ms < 0 ? -1 : ms > INT_MAX ? INT_MAX : (int)ms));
+		int got = 0, channel = polled;
 		for (int i = 0; i < n; i++) {
 			uint32_t s = evs[i].data.u32;
 			if (s == CHANNEL_TAG) {
-				receive(&d);
-				next_scan = 0; /* new drains, an exit deadline, or EOF */
+				channel = 1;
 			} else if (mine(&d, s)) {
 				cw_drain_slots[s].armed = -1; /* reported: silent until re-armed */
 				read_or_arm(&d, (int)s);
 			}
 		}
+		if (channel) {
+			got = receive(&d);
+			if (got || d.eof)
+				next_scan = 0; /* new drains, an exit deadline, or EOF */
+		}
+		pace(&d, got, cw_drain_now_ns());
 	}
 	/* The channel is gone and so are our drains (or we never started). */
 	if (d.ep >= 0)

@@ -689,8 +689,10 @@ HOOK pid_t fork(void)
 {
 	/* The child's pid is known, and the sockets marked, before any close
 	 * of another thread looks at them (forkgate.h). */
-	if (ready())
+	if (ready()) {
+		cw_ident_before_fork();
 		cw_drain_before_fork();
+	}
 	cw_forkgate_fork_begin();
 	pid_t pid = REAL(fork)();
 	int saved = errno;

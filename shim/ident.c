@@ -66,8 +66,21 @@ void cw_ident_init(void)
 
 void cw_ident_after_fork_child(void)
 {
-	atomic_store(&known_pid, (int)getpid());
-	me.tid = 0;
+	/* The child's one thread is the one that forked, now its process's
+	 * leader (tid = pid), under the same name: a name this thread had read
+	 * stays true, and the child's first record needs no system call for it
+	 * (a fork-per-connection child's first record is often its only one). */
+	int p = (int)getpid();
+	atomic_store(&known_pid, p);
+	if (me.tid)
+		me.tid = p;
+}
+
+void cw_ident_before_fork(void)
+{
+	pid_t pid, tid;
+	char comm[17];
+	cw_ident_get(&pid, &tid, comm);
 }
 
 void cw_ident_names_changed(void)

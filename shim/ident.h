@@ -16,6 +16,9 @@ void cw_ident_init(void);
 
 /* In a forked child: a new pid, and a new tid for the thread that forked. */
 void cw_ident_after_fork_child(void);
+/* Before a fork: this thread's name and tid read now, if not yet, so that
+ * the child (which inherits them) reads neither at its first record. */
+void cw_ident_before_fork(void);
 
 /* A thread was renamed (PR_SET_NAME, pthread_setname_np): every thread
  * reads its comm again. */
