@@ -38,7 +38,9 @@
  *     It reads once as it takes a drain (by then the peer of a clean close
  *     has often closed: the drain ends without joining its epoll set), else
  *     waits for a report (EPOLLONESHOT: a drain that ends on one leaves
- *     nothing to remove from the set).
+ *     nothing to remove from the set). While drains come from other CPUs
+ *     than its own, it polls the channel every millisecond instead of
+ *     sleeping on it, so that a close() wakes nobody (drain_loop.c, pace).
  *     With CLOSEWATCH_DRAIN_SYNC=1 too: close() then waits for that end;
  *   - the socket leaves the program's epoll sets at close(), as it would
  *     without the engine's reference (see cw_drain_note_epoll);
