@@ -136,7 +136,8 @@ static void close_in_child(int listener, int depth, uint64_t dt[2])
 		t[0] = timed_close(c[0], depth);
 		t[1] = timed_close(c[1], depth);
 		/* _exit, as fork-per-connection servers end their children
-		 * (in drain mode it waits for the drains, which end when the
+		 * (in drain mode the drains go on in the parent's drain
+		 * thread, to which this child handed them; they end when the
 		 * client, told below, reads to EOF and closes). */
 		_exit(write(back[1], t, sizeof t) == sizeof t ? 0 : 1);
 	}
