@@ -5,8 +5,8 @@
  *  1. The program's fd table holds one engine fd: P, the program end of a
  *     SOCK_SEQPACKET socketpair, close-on-exec, marked CW_FD_PRIVATE (the
  *     hooks show it to the program as not open); and the other end Q from
- *     the thread's start until the first drain after the thread has its
- *     own copy (cw_drain_q_taken): close() never waits for the thread.
+ *     the thread's start until the first drain or fork after the thread has
+ *     its own copy (cw_drain_q_taken): close() never waits for the thread.
  *     Nothing else of the engine ever lives there: no duplicate of a
  *     drained socket, no epoll fd.
  *  2. The drain thread T has a table of its own (close_range with
@@ -47,8 +47,9 @@
  *     P, detaching) is held across fork, so no child sees a channel half
  *     made.
  *  No correctness rests on a timed wait: the waits bounded by time (exit,
- *  FLUSH) are policy or a safety net against a stuck thread (the records
- *  not written are then counted as lost, never written twice). */
+ *  FLUSH, remote senders) are policy or a safety net against a stuck
+ *  thread or a stopped sender (the records not written are then counted
+ *  as lost, never written twice); T polling Q (pace) only delays. */
 #ifndef CW_DRAIN_INT_H
 #define CW_DRAIN_INT_H
 
