@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
@@ -452,37 +453,61 @@ void cw_relatives_reset_to_parent(void)
 }
 
 
-/* Does process pid have an fd on socket inode ino? -1: the process is gone. */
-struct wanted_link {
-	const char *link;
+/* Does process pid have an fd on our fd's socket? One struct file per
+ * socket (dup, fork and SCM_RIGHTS share it), so kcmp(KCMP_FILE) answers
+ * exactly, in one system call per fd of pid's; readlink of /proc/PID/fd/N
+ * ("socket:[INO]") where kcmp is missing or refused (CONFIG_KCMP off,
+ * Docker's default seccomp profile without CAP_SYS_PTRACE). */
+struct holder {
+	int self, pid, fd;
+	int kcmp;        /* 1: kcmp answers; 0: readlink */
+	const char *link; /* "socket:[INO]" */
 	size_t len;
 };
 
-/* 1 when fd's link is the one wanted ("socket:[INO]"). */
-static int links_to(int dir, const char *name, int fd, void *arg)
+/* kcmp: 1 same file, 0 another (or pfd closed meanwhile), -1 no answer. */
+static int same_file(struct holder *h, int pfd)
 {
-	(void)fd;
-	const struct wanted_link *wl = arg;
-	char link[64];
-	ssize_t l = readlinkat(dir, name, link, sizeof link - 1);
-	return l == (ssize_t)wl->len && memcmp(link, wl->link, wl->len) == 0;
+	if (!h->kcmp)
+		return -1;
+	long r = REAL(syscall)(SYS_kcmp, h->self, h->pid, KCMP_FILE, h->fd, pfd);
+	if (r >= 0 || errno == EBADF)
+		return r == 0;
+	h->kcmp = 0;
+	return -1;
 }
 
-static int process_holds(int pid, unsigned long ino)
+/* 1 when pid's fd pfd is our socket. */
+static int holds_this(int dir, const char *name, int pfd, void *arg)
+{
+	struct holder *h = arg;
+	int same = same_file(h, pfd);
+	if (same >= 0)
+		return same;
+	char link[64];
+	ssize_t l = readlinkat(dir, name, link, sizeof link - 1);
+	return l == (ssize_t)h->len && memcmp(link, h->link, h->len) == 0;
+}
+
+/* -1: the process is gone. */
+static int process_holds(int pid, int fd, unsigned long ino)
 {
 	char path[64], want[48];
-	size_t n = cw_put(path, sizeof path, 0, "/proc/");
-	n = cw_put_uint(path, sizeof path, n, (unsigned)pid);
-	n = cw_put(path, sizeof path, n, "/fd");
 	size_t w = cw_put(want, sizeof want, 0, "socket:[");
 	w = cw_put_uint(want, sizeof want, w, ino);
 	w = cw_put(want, sizeof want, w, "]");
-
+	struct holder h = {(int)getpid(), pid, fd, 1, want, w};
+	/* A forked child's socket sits under the same number in its parent,
+	 * if the parent still has it there: one call. */
+	if (same_file(&h, fd) == 1)
+		return 1;
+	size_t n = cw_put(path, sizeof path, 0, "/proc/");
+	n = cw_put_uint(path, sizeof path, n, (unsigned)pid);
+	n = cw_put(path, sizeof path, n, "/fd");
 	int dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir < 0)
 		return -1;
-	struct wanted_link wl = {want, w};
-	int found = cw_fd_dir_each(dir, links_to, &wl) > 0;
+	int found = cw_fd_dir_each(dir, holds_this, &h) > 0;
 	REAL(close)(dir);
 	/* A zombie has no fds left: it holds nothing. */
 	return found;
@@ -511,7 +536,7 @@ int cw_inspect_shared(int fd, uint8_t entry)
 			int pid = atomic_load(&relatives[i]);
 			if (pid <= 0)
 				continue;
-			int held = process_holds(pid, (unsigned long)self.st_ino);
+			int held = process_holds(pid, fd, (unsigned long)self.st_ino);
 			if (held < 0) /* gone: forget it */
 				atomic_compare_exchange_strong(&relatives[i], &pid, 0);
 			else if (held)

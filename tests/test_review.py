@@ -107,7 +107,7 @@ def test_thread_cancelled_in_accept_leaves_later_children_alone(ctx):
     assert plain[:3] == ["cancelled 1", "fd_open 1", "forks 2"], plain
     out = ctx.path("strace-accept.txt")
     env = shim_env(log=ctx.path("log"), events="all")
-    lines = after_start(run(["strace", "-f", "-qq", "-o", out, "-e", "trace=openat,fork,clone"]
+    lines = after_start(run(["strace", "-f", "-qq", "-o", out, "-e", "trace=openat,fork,clone,exit_group"]
                             + strace_env_args(env) + argv, plain_env()))
     assert lines[:3] == plain[:3], lines
     with open(out) as f:
