@@ -790,6 +790,6 @@ void cw_drain_before_fork(void)
 			drop_program_q(0);
 		return;
 	}
-	if (!atomic_load(&broken) && cw_fd_holds_socket())
+	if (!atomic_load(&broken) && cw_fd_next_socket(0) >= 0)
 		(void)start_channel();
 }

@@ -60,25 +60,21 @@ int cw_fd_limit(void)
 	return atomic_load_explicit(&limit, memory_order_relaxed);
 }
 
-void cw_fd_mark_all_sockets(uint8_t flags)
+int cw_fd_next_socket(int lo)
 {
 	int n = cw_fd_limit();
-	for (int fd = 0; fd < n; fd++) {
+	for (int fd = lo < 0 ? 0 : lo; fd < n; fd++) {
 		uint8_t e = cw_fd_get(fd);
 		if ((e & CW_KIND_MASK) && !(e & CW_FD_PRIVATE))
-			cw_fd_or(fd, flags);
+			return fd;
 	}
+	return -1;
 }
 
-int cw_fd_holds_socket(void)
+void cw_fd_mark_all_sockets(uint8_t flags)
 {
-	int n = cw_fd_limit();
-	for (int fd = 0; fd < n; fd++) {
-		uint8_t e = cw_fd_get(fd);
-		if ((e & CW_KIND_MASK) && !(e & CW_FD_PRIVATE))
-			return 1;
-	}
-	return 0;
+	for (int fd = cw_fd_next_socket(0); fd >= 0; fd = cw_fd_next_socket(fd + 1))
+		cw_fd_or(fd, flags);
 }
 
 uint8_t cw_fd_kind_from_args(int domain, int type, int protocol)

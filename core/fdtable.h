@@ -39,8 +39,9 @@ int cw_fd_limit(void);
 
 /* Set flags on every tracked socket (not on private fds). Used at fork. */
 void cw_fd_mark_all_sockets(uint8_t flags);
-/* Does the table name a socket of the program's (not ours)? */
-int cw_fd_holds_socket(void);
+/* The first fd >= lo the table names as a socket of the program's (not
+ * ours), or -1. */
+int cw_fd_next_socket(int lo);
 
 /* Ask the kernel what fd is: a CW_KIND_*, or CW_KIND_NONE (not a socket, not
  * covered, or not open). One getsockopt call for a fd that is no socket,
