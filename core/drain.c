@@ -201,6 +201,19 @@ static ssize_t send_on(int p, int type, int n, const int *fds, int nfds)
 	return r == (ssize_t)sizeof m ? 0 : -1;
 }
 
+/* A send over P failed with e because P is no longer our socket (closed
+ * behind our back, its number reused; EBADF: maybe), or because the thread
+ * at the other end is gone: the channel is lost, not just full (EAGAIN). */
+static int p_not_ours(int e)
+{
+	return e == ENOTSOCK || e == EOPNOTSUPP || e == EBADF;
+}
+
+static int thread_gone(int e)
+{
+	return e == EPIPE || e == ENOTCONN || e == ECONNREFUSED || e == ECONNRESET;
+}
+
 /* The same over P. 0 or -1 (errno). */
 static int send_msg(int type, int n, const int *fds, int nfds)
 {
@@ -217,9 +230,8 @@ static int send_msg(int type, int n, const int *fds, int nfds)
 	 * reused since: give the channel up, the next drain makes another.
 	 * The thread gone (EPIPE…) from a remote process: its ancestor ended
 	 * without the word (a signal); detach() closes P. */
-	int not_ours = e == ENOTSOCK || e == EOPNOTSUPP || (e == EBADF && REAL(fcntl)(p, F_GETFD) < 0);
-	int thread_gone = e == EPIPE || e == ENOTCONN || e == ECONNREFUSED || e == ECONNRESET;
-	if (r < 0 && p >= 0 && (not_ours || (thread_gone && !atomic_load(&remote))) &&
+	int not_ours = p_not_ours(e) && (e != EBADF || REAL(fcntl)(p, F_GETFD) < 0);
+	if (r < 0 && p >= 0 && (not_ours || (thread_gone(e) && !atomic_load(&remote))) &&
 	    atomic_compare_exchange_strong(&chan_p, &p, -1) && !reused)
 		cw_fd_clear(p);
 	atomic_fetch_sub(&sending, 1);
@@ -600,8 +612,7 @@ int cw_drain_prepare(int fd, const struct cw_event *ev, struct cw_drain_ticket *
 		t->slot = -1;
 		/* Not a full channel (EAGAIN: skipped, as in T's own process). */
 		int e = errno;
-		if (!far || !(e == ESHUTDOWN || e == EPIPE || e == ENOTCONN || e == ECONNREFUSED ||
-			      e == ECONNRESET || e == ENOTSOCK || e == EOPNOTSUPP || e == EBADF))
+		if (!far || !(e == ESHUTDOWN || p_not_ours(e) || thread_gone(e)))
 			break;
 		detach();
 	}
